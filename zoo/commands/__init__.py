@@ -1,0 +1,8 @@
+"""CLI subcommand modules. Each exposes ``register(subparsers)``; ``zoo.cli`` imports them in order."""
+
+COMMAND_MODULES = [
+    "train",
+    "evaluate",
+    "list",
+    "run",
+]

@@ -1,0 +1,77 @@
+"""``zoo train MEMBER``: train one member into a run folder."""
+
+from __future__ import annotations
+
+import json
+
+from zoo.errors import ZooError
+
+
+def _params(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ZooError(f"--params must be a JSON object, e.g. '{{\"dropout\": 0.3}}' ({exc})") from None
+    if not isinstance(value, dict):
+        raise ZooError("--params must be a JSON object")
+    return value
+
+
+def register(sub) -> None:
+    from zoo.train import OPTIMIZERS, PRECISIONS, STRATEGIES
+
+    p = sub.add_parser("train", help="train one member (seed recipe defaults) into a run folder",
+                       description="Train a registered member and write a run folder: model.keras, card.json, history.csv, "
+                                   "probs/, eval/, plots/, logs/ (TensorBoard). Interrupted? Rerun with --resume.")
+    p.add_argument("member", help="registered member name (see `zoo list`)")
+    p.add_argument("--data", default="synthetic", help="synthetic[:N] | class-folder path | file.npz | bloodmnist[:SIZE]")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--image-size", type=int, help="input size in pixels (default: the member's)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (best epoch is restored)")
+    p.add_argument("--augment", default="flip_rot90", help="augmentation policy (see `zoo data preview --help`)")
+    p.add_argument("--balance", type=int, help="oversample every class to this many images per epoch")
+    p.add_argument("--no-class-weights", action="store_true", help="do not weight the loss by inverse class frequency")
+    p.add_argument("--params", help="member hyper-parameters as JSON, e.g. '{\"dropout\": 0.3}'")
+    p.add_argument("--weights", help="initial weights: imagenet | PATH (.weights.h5/.keras) | none (members that support it)")
+    p.add_argument("--trainable-fraction", type=float, help="fine-tune only the last fraction of the backbone (transfer members)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="tf.distribute strategy")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32")
+    p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps (effective batch = batch × steps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable images (listed in the card) instead of failing")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from zoo.data import load_dataset
+    from zoo.registry import get_spec
+    from zoo.train import train
+
+    spec = get_spec(args.member)
+    size = args.image_size or spec.default_image_size
+    data = load_dataset(args.data, size, seed=args.seed, skip_bad=args.skip_bad_files)
+    out = train(
+        args.member, data, args.out, image_size=size, params=_params(args.params), weights=args.weights, resume=args.resume,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.lr,
+        weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing, patience=args.patience,
+        augment=args.augment, balance=args.balance, class_weights=not args.no_class_weights, seed=args.seed,
+        strategy=args.strategy, precision=args.precision, gradient_accumulation=args.accumulate,
+        trainable_fraction=args.trainable_fraction,
+    )
+    from zoo.artifacts import read_card
+
+    card = read_card(out)
+    for split, m in card["metrics"].items():
+        print(f"{split}: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}")
+    print(f"run folder: {out}")
+    return 0

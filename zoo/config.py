@@ -1,0 +1,207 @@
+"""Pipeline configuration: one TOML file, validated into dataclasses.
+
+Unknown keys and wrong types are errors that name the key path (``members[1].params``), so
+a typo never silently falls back to a default. Every section has working defaults: an empty
+file is the built-in quickstart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+from zoo.train import Phase, TrainConfig
+
+BUILTIN = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic:1600"
+    image_size: int = 48
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    skip_bad_files: bool = False
+
+
+@dataclass
+class MemberConfig:
+    member: str = "custom_cnn"
+    name: str | None = None  # run folder name; default: the member name
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for this member only
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.member
+
+
+@dataclass
+class EvaluateConfig:
+    splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    shifted: float | None = 0.5  # severity of the stain/blur/noise-shifted copy; None to skip
+
+
+@dataclass
+class EnsembleConfig:
+    enabled: bool = True
+    methods: list[str] = field(default_factory=lambda: ["vote", "stack"])
+    calibrate: bool = True
+    tta: bool = False
+
+
+@dataclass
+class DistillConfig:
+    enabled: bool = False
+    teacher: str = "vote"  # which ensemble method teaches
+    student: str = "custom_cnn"
+    params: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    temperature: float = 2.0
+    alpha: float = 0.7
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = False
+    opset: int = 17
+    quantize: list[str] = field(default_factory=lambda: ["int8"])
+    include: list[str] = field(default_factory=lambda: ["members", "ensembles", "student"])
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "quickstart"
+    output: str = "runs/quickstart"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig()])
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> None:
+        self.train.validate()
+        if not self.members:
+            raise ZooError("config: 'members' must list at least one member")
+        names = [m.run_name for m in self.members]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ZooError(f"config: two members share the run name(s) {dupes}; give them distinct 'name's")
+        for n in names:
+            if "/" in n or "\\" in n or n in (".", "..") or not n:
+                raise ZooError(f"config: run name '{n}' must be a plain folder name")
+        for m in self.members:
+            from zoo.registry import get_spec
+
+            get_spec(m.member)
+            TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)}).validate()
+        bad = sorted(set(self.ensemble.methods) - {"vote", "stack"})
+        if bad:
+            raise ZooError(f"config: ensemble.methods {bad} unknown; use 'vote' and/or 'stack'")
+
+    def member_train(self, m: MemberConfig) -> TrainConfig:
+        return TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)})
+
+
+def _checked_train(overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ZooError(f"config: members '{where}' train: unknown key(s) {unknown}")
+    checked = _build(TrainConfig, overrides, f"members.{where}.train", partial=True)
+    return {k: getattr(checked, k) for k in overrides}
+
+
+# ----------------------------------------------------------------------------- strict parsing
+def _check(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check(value, a, where)
+            except ZooError as exc:
+                errors.append(str(exc))
+        raise ZooError(errors[0] if errors else f"config: {where}: bad value {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ZooError(f"config: {where} must be a table, got {type(value).__name__}")
+        return _build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ZooError(f"config: {where} must be a list, got {type(value).__name__}")
+        return [_check(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ZooError(f"config: {where} must be a list, got {type(value).__name__}")
+        return tuple(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ZooError(f"config: {where} must be a table, got {type(value).__name__}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ZooError(f"config: {where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ZooError(f"config: {where} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ZooError(f"config: {where} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ZooError(f"config: {where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, data: dict[str, Any], where: str, partial: bool = False):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ZooError(f"config: unknown key(s) {unknown} in [{where or 'top level'}]; allowed: {sorted(names)}")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    if cls is TrainConfig and "phases" in kwargs:
+        kwargs["phases"] = [p if isinstance(p, Phase) else Phase(**p) for p in kwargs["phases"]]
+    return cls(**kwargs)
+
+
+def parse(data: dict[str, Any]) -> PipelineConfig:
+    cfg = _build(PipelineConfig, data, "")
+    cfg.validate()
+    return cfg
+
+
+def load(path: str | Path | None = None) -> PipelineConfig:
+    """Read and validate a pipeline TOML (``None``: the built-in quickstart)."""
+    path = Path(path) if path else BUILTIN / "quickstart.toml"
+    if not path.exists() and (BUILTIN / f"{path}.toml").exists():
+        path = BUILTIN / f"{path}.toml"  # a built-in by name: `--config pbc-cpu`
+    if not path.is_file():
+        raise ZooError(f"{path}: config file not found (built-ins: {', '.join(p.stem for p in sorted(BUILTIN.glob('*.toml')))})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ZooError(f"{path}: invalid TOML ({exc})") from None
+    return parse(data)

@@ -1,0 +1,147 @@
+"""Evaluation: scikit-learn metrics, calibration error and the plots people look at.
+
+Metrics are computed from probabilities so every artifact kind (member, ensemble, student,
+ONNX export) is scored by the same code. ECE (top-label, equal-width bins) is the one metric
+scikit-learn lacks; it is a few lines here, shared with calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from zoo.artifacts import read_card, update_card, write_json, write_npy
+from zoo.errors import ZooError
+
+log = logging.getLogger(__name__)
+ECE_BINS = 15
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: Σ_b |acc_b − conf_b| · n_b / n over equal-width confidence bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += abs(correct[m].mean() - conf[m].mean()) * m.mean()
+    return float(ece)
+
+
+def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Headline and per-class metrics of probabilities ``(N, C)`` against integer ``labels``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape != (len(labels), len(class_names)):
+        raise ZooError(f"probabilities of shape {probs.shape} do not match {len(labels)} labels × {len(class_names)} classes")
+    probs = np.clip(probs, 1e-12, 1.0)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    pred = probs.argmax(axis=1)
+    k = list(range(len(class_names)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(labels, pred, labels=k, zero_division=0)
+    present = np.unique(labels)
+    try:
+        auc = float(skm.roc_auc_score(labels, probs[:, present] / probs[:, present].sum(1, keepdims=True), multi_class="ovr", labels=present)) if len(present) > 2 else None
+    except ValueError:
+        auc = None
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(skm.accuracy_score(labels, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)),
+        "macro_f1": float(skm.f1_score(labels, pred, labels=k, average="macro", zero_division=0)),
+        "roc_auc_ovr": auc,
+        "nll": float(skm.log_loss(labels, probs, labels=k)),
+        "ece": expected_calibration_error(labels, probs),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": skm.confusion_matrix(labels, pred, labels=k).tolist(),
+    }
+
+
+def write_report(out_dir: str | os.PathLike, labels: np.ndarray, probs: np.ndarray, class_names: list[str], title: str) -> dict[str, Any]:
+    """metrics.json + confusion-matrix and reliability-diagram PNGs in ``out_dir``; returns the metrics."""
+    from zoo import plots
+
+    out_dir = Path(out_dir)
+    result = compute_metrics(labels, probs, class_names)
+    plots.confusion_matrix(out_dir / "confusion_matrix.png", result["confusion_matrix"], class_names, title)
+    plots.reliability_diagram(out_dir / "reliability.png", labels, probs, title)
+    write_json(out_dir / "metrics.json", result)
+    return result
+
+
+def headline(m: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers worth a table column."""
+    return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "nll", "ece") if k in m}
+
+
+def predict_folder(folder: str | os.PathLike, images: np.ndarray, card: dict[str, Any] | None = None, batch_size: int = 256) -> np.ndarray:
+    """Probabilities of any complete artifact folder (member, student or ensemble) on uint8 images."""
+    card = card or read_card(folder)
+    if card["kind"] == "ensemble":
+        import ensemble
+
+        return np.asarray(ensemble.predict_proba(folder, images), dtype=np.float32)
+    from zoo.runs import load_model
+
+    model = load_model(folder, card)
+    return predict_model(model, images, batch_size)
+
+
+def predict_model(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    out = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+    return np.asarray(out, dtype=np.float32)
+
+
+def evaluate(
+    folder: str | os.PathLike,
+    data: str | None = None,
+    split: str = "val",
+    *,
+    shifted: float | None = None,
+    seed: int = 0,
+    dataset=None,
+) -> dict[str, Any]:
+    """Score a run or ensemble folder on ``split`` of ``data`` (default: the data it was trained on).
+
+    ``shifted`` (a severity in 0..1) scores an augmented copy of the split instead, built by
+    :func:`zoo.augment.shift.shifted_copy`, to estimate accuracy on images from another lab.
+    Results go to ``FOLDER/eval/<split>[-shifted]/`` and into the card's metrics.
+    """
+    from zoo.data import load_dataset
+
+    folder = Path(folder)
+    card = read_card(folder)
+    if dataset is None:
+        source = data or card.get("data", {}).get("source")
+        if not source:
+            raise ZooError(f"{folder}: the card names no data source; pass --data")
+        dataset = load_dataset(source, card["input"]["image_size"], seed=card.get("data", {}).get("seed", seed))
+    if list(dataset.class_names) != list(card["classes"]):
+        raise ZooError(f"{folder}: model classes {card['classes']} differ from the data's {dataset.class_names}")
+    part = dataset.split(split)
+    images, name = part.images, split
+    if shifted:
+        from zoo.augment.shift import shifted_copy
+
+        images, name = shifted_copy(images, seed=seed, severity=shifted), f"{split}-shifted"
+    probs = predict_folder(folder, images, card)
+    result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
+    if not shifted:
+        write_npy(folder / "probs" / f"{split}.npy", probs)
+        write_npy(folder / "probs" / f"{split}_labels.npy", part.labels)
+    metrics = dict(card.get("metrics", {}))
+    metrics[name] = headline(result)
+    update_card(folder, metrics=metrics)
+    log.info("%s on %s: accuracy %.4f, macro F1 %.4f, ECE %.4f", card["name"], name, result["accuracy"], result["macro_f1"], result["ece"])
+    return result

@@ -1,0 +1,7 @@
+"""Member families. Importing this package registers every builder with :mod:`zoo.registry`.
+
+One module (or folder) per family, keras-hub style; each adds itself with ``@register_model``.
+"""
+
+from zoo.models import custom_cnn  # noqa: F401
+from zoo.models import convnext  # noqa: F401

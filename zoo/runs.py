@@ -1,0 +1,44 @@
+"""Read run folders (members and students): the card, the Keras model, stored probabilities."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.artifacts import load_npy, read_card, safe_join
+from zoo.errors import ZooError
+
+MODEL_FILE = "model.keras"
+
+
+def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None):
+    """The verified Keras model of a complete run folder (``safe_mode=True``: no arbitrary code)."""
+    import keras
+
+    import zoo.models  # noqa: F401  (registers custom layers for deserialisation)
+
+    folder = Path(folder)
+    card = card or read_card(folder)
+    if card["kind"] not in ("member", "student"):
+        raise ZooError(f"{folder}: a {card['kind']} folder has no Keras model; expected a member or student run")
+    path = safe_join(folder, card.get("model_file", MODEL_FILE))
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ZooError(f"{path}: cannot load Keras model ({exc})") from None
+
+
+def load_probs(folder: str | os.PathLike, split: str, card: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stored ``(probabilities (N, C), labels (N,))`` of a run on ``split``."""
+    folder = Path(folder)
+    card = card or read_card(folder)
+    p, y = folder / "probs" / f"{split}.npy", folder / "probs" / f"{split}_labels.npy"
+    if not p.is_file() or not y.is_file():
+        raise ZooError(f"{folder}: no stored probabilities for split '{split}'")
+    probs, labels = load_npy(p), load_npy(y)
+    if probs.ndim != 2 or probs.shape[1] != len(card["classes"]) or len(probs) != len(labels):
+        raise ZooError(f"{folder}: stored probabilities for '{split}' have shape {probs.shape}, labels {labels.shape}")
+    return probs.astype(np.float32), labels.astype(np.int64)

@@ -1,0 +1,432 @@
+"""Train one member into a run folder, resumable after any interruption.
+
+Recipe defaults are the seed's (AdamW lr 1e-3 / wd 1e-5, dropout 0.35 and L1L2 1e-3 in the
+head, early stopping with patience 4 restoring the best epoch, batch 256) plus what made the
+baseline stable here: a warm-up + cosine learning-rate schedule and label smoothing.
+
+Interruption: after every epoch the weights *and optimizer state* go to
+``checkpoint/epoch-N.weights.h5`` and then ``checkpoint/state.json`` (phase, epoch, history,
+early-stopping state, seed) is replaced atomically; ``resume=True`` continues from the last
+state, so at most the epoch in flight is lost and no epoch is repeated in the history.
+
+Transfer members declare phases in their registry ``recipe`` (e.g. head only, then the
+last 30% of the backbone at a tenth of the learning rate); plain members have one phase.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.artifacts import atomic_path, read_card, write_card, write_json, write_text
+from zoo.errors import ZooError
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "nadam", "adamw", "lion")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass
+class Phase:
+    """A stretch of training with its own trainable set and learning-rate scale."""
+
+    name: str = "train"
+    epochs: int | None = None  # None: whatever remains of TrainConfig.epochs
+    lr_scale: float = 1.0
+    trainable_fraction: float | None = None  # None: whole model; else fraction of the "backbone"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: str = "cosine"  # cosine (with warm-up) | constant
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 4
+    monitor: str = "val_accuracy"
+    class_weights: bool = True
+    augment: str = "flip_rot90"
+    balance: int | None = None
+    seed: int = 0
+    strategy: str = "auto"
+    precision: str = "float32"
+    gradient_accumulation: int = 1
+    trainable_fraction: float | None = None  # overrides the fine-tuning phase's fraction
+    tensorboard: bool = True
+    phases: list[Phase] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ZooError(f"optimizer '{self.optimizer}' is not one of {OPTIMIZERS}")
+        if self.strategy not in STRATEGIES:
+            raise ZooError(f"strategy '{self.strategy}' is not one of {STRATEGIES}")
+        if self.precision not in PRECISIONS:
+            raise ZooError(f"precision '{self.precision}' is not one of {PRECISIONS}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ZooError(f"schedule '{self.schedule}' is not 'cosine' or 'constant'")
+        for name in ("epochs", "batch_size", "gradient_accumulation"):
+            if getattr(self, name) < 1:
+                raise ZooError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ZooError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.trainable_fraction is not None and not 0 <= self.trainable_fraction <= 1:
+            raise ZooError(f"trainable_fraction must be in 0..1, got {self.trainable_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["phases"] = [Phase(**p) if isinstance(p, dict) else p for p in d.get("phases", [])]
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- phases
+def resolve_phases(cfg: TrainConfig, recipe: dict[str, Any], pretrained: bool) -> list[Phase]:
+    """Phases from the config, else the member's recipe (when pretrained), else one phase."""
+    if cfg.phases:
+        phases = list(cfg.phases)
+    elif pretrained and recipe.get("phases"):
+        phases = [Phase(**p) for p in recipe["phases"]]
+    else:
+        phases = [Phase()]
+    if cfg.trainable_fraction is not None:
+        phases = [Phase(p.name, p.epochs, p.lr_scale, cfg.trainable_fraction if (p.trainable_fraction or 0) > 0 else p.trainable_fraction) for p in phases]
+    fixed = sum(p.epochs or 0 for p in phases)
+    open_ = [p for p in phases if p.epochs is None]
+    remaining = max(1, cfg.epochs - fixed)
+    return [Phase(p.name, p.epochs if p.epochs is not None else max(1, remaining // len(open_)), p.lr_scale, p.trainable_fraction) for p in phases]
+
+
+def apply_trainable(model, fraction: float | None) -> None:
+    """Whole model trainable (None), or the head plus the last ``fraction`` of the ``backbone``."""
+    if fraction is None:
+        model.trainable = True
+        return
+    try:
+        from zoo.models.finetune import set_trainable_fraction
+    except ImportError:  # pragma: no cover - finetune ships with the ConvNeXt family
+        raise ZooError("partial fine-tuning needs zoo.models.finetune") from None
+    set_trainable_fraction(model, fraction)
+
+
+# ----------------------------------------------------------------------------- keras pieces
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ZooError("strategy 'multiworker' needs TF_CONFIG (cluster and task) in the environment")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(cfg: TrainConfig, lr_scale: float, steps: int):
+    import keras
+
+    peak = cfg.learning_rate * lr_scale
+    if cfg.schedule == "cosine":
+        warmup = int(round(cfg.warmup_epochs * steps / max(1, cfg.epochs)))
+        warmup = min(warmup, max(0, steps - 1))
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=peak / 10 if warmup else peak,
+            decay_steps=max(1, steps - warmup),
+            alpha=0.01,
+            warmup_target=peak if warmup else None,
+            warmup_steps=warmup,
+        )
+    else:
+        lr = peak
+    kw = dict(learning_rate=lr)
+    if cfg.gradient_accumulation > 1:
+        kw["gradient_accumulation_steps"] = cfg.gradient_accumulation
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **kw)
+    if cfg.optimizer == "lion":
+        return keras.optimizers.Lion(weight_decay=cfg.weight_decay or None, **kw)
+    if cfg.optimizer == "nadam":
+        return keras.optimizers.Nadam(**kw)
+    return keras.optimizers.Adam(**kw)
+
+
+def _callbacks(run: Path, state: "TrainingState", cfg: TrainConfig, phase_epochs: int):
+    import keras
+
+    class Resumable(keras.callbacks.EarlyStopping):
+        """Keras early stopping whose state survives in ``checkpoint/state.json``."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self.wait, self.best = state.es_wait, state.es_best if state.es_best is not None else self.best
+            self.best_epoch = state.es_best_epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            before = self.best
+            super().on_epoch_end(epoch, logs)
+            improved = self.best is not None and self.best != before
+            state.epoch_done(self.model, epoch, logs or {}, improved, self.wait, self.best, self.best_epoch)
+
+    cbs = [Resumable(monitor=cfg.monitor, patience=cfg.patience, mode="auto", restore_best_weights=False, start_from_epoch=0)]
+    if cfg.tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(run / "logs"), write_graph=False, profile_batch=0))
+    return cbs
+
+
+class TrainingState:
+    """What ``checkpoint/`` holds between epochs, and how it is written safely."""
+
+    def __init__(self, run: Path, config: dict[str, Any]):
+        self.dir = run / "checkpoint"
+        self.path = self.dir / "state.json"
+        self.config = config
+        self.phase = 0
+        self.epoch = 0  # epochs completed in this phase
+        self.history: list[dict[str, Any]] = []
+        self.es_wait, self.es_best, self.es_best_epoch = 0, None, 0
+        self.best_file: str | None = None
+        self.weights_file: str | None = None
+        self.phase_name = "train"
+        self._t0 = time.time()
+
+    @classmethod
+    def load(cls, run: Path, config: dict[str, Any]) -> "TrainingState":
+        st = cls(run, config)
+        data = json.loads(st.path.read_text())
+        if data["config"] != json.loads(json.dumps(config)):
+            raise ZooError(f"{run}: cannot resume, the training configuration changed since the checkpoint")
+        for k in ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file"):
+            setattr(st, k, data[k])
+        return st
+
+    def new_phase(self, index: int, name: str) -> None:
+        if index != self.phase:
+            self.phase, self.epoch = index, 0
+            self.es_wait, self.es_best, self.es_best_epoch = 0, None, 0
+            self.weights_file = None
+        self.phase_name = name
+
+    def epoch_done(self, model, epoch: int, logs: dict, improved: bool, wait: int, best, best_epoch: int) -> None:
+        lr = model.optimizer.learning_rate
+        row = {"epoch": len(self.history) + 1, "phase": self.phase_name, "phase_epoch": epoch + 1, "learning_rate": float(np.asarray(lr))}
+        row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
+        row["seconds"] = round(time.time() - self._t0, 2)
+        self._t0 = time.time()
+        self.history.append(row)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        weights = f"p{self.phase}-epoch{epoch + 1}.weights.h5"
+        with atomic_path(self.dir / weights) as tmp:
+            model.save_weights(tmp)  # model and optimizer variables
+        if improved or self.best_file is None:
+            best_name = f"p{self.phase}-best.weights.h5"
+            with atomic_path(self.dir / best_name) as tmp:
+                model.save_weights(tmp)
+            self.best_file = best_name
+        previous = self.weights_file
+        self.epoch, self.weights_file = epoch + 1, weights
+        self.es_wait, self.es_best, self.es_best_epoch = int(wait), (None if best is None else float(best)), int(best_epoch)
+        self.save()
+        if previous and previous != weights:
+            (self.dir / previous).unlink(missing_ok=True)
+
+    def save(self) -> None:
+        keys = ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file")
+        write_json(self.path, {"config": self.config, **{k: getattr(self, k) for k in keys}})
+
+
+# ----------------------------------------------------------------------------- entry point
+def train(
+    member: str,
+    data,
+    out: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    params: dict[str, Any] | None = None,
+    config: TrainConfig | None = None,
+    weights: str | None = None,
+    resume: bool = False,
+    evaluate_splits: tuple[str, ...] = ("val", "test"),
+    **overrides: Any,
+) -> Path:
+    """Train ``member`` on ``data`` (a source string or a loaded Dataset) into run folder ``out``.
+
+    ``overrides`` set :class:`TrainConfig` fields (``epochs=3, batch_size=32, …``). Returns the
+    completed run folder (with ``card.json``).
+    """
+    import keras
+
+    from zoo.data import Dataset, load_dataset
+    from zoo.data.pipeline import class_weights, make_dataset, steps_per_epoch
+    from zoo.registry import get_spec
+
+    cfg = config or TrainConfig()
+    unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ZooError(f"unknown training option(s) {unknown}")
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+    cfg.validate()
+    spec = get_spec(member)
+    params = dict(params or {})
+    if weights is not None:
+        params["weights"] = weights
+    size = int(image_size or spec.default_image_size)
+    run = Path(out)
+    if (run / "card.json").exists():
+        raise ZooError(f"{run}: already holds a complete run; choose another --out")
+    state_file = run / "checkpoint" / "state.json"
+    if run.exists() and any(run.iterdir()) and not (resume and state_file.exists()):
+        hint = "pass --resume to continue it" if state_file.exists() else "choose another --out"
+        raise ZooError(f"{run}: folder exists and is not empty; {hint}")
+
+    dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
+    if dataset.image_size != size:
+        raise ZooError(f"data was loaded at {dataset.image_size}px but the member trains at {size}px")
+    train_split = dataset.split("train")
+    val_split = dataset.splits.get("val")
+    if val_split is None or len(val_split) == 0:
+        raise ZooError(f"{dataset.source}: training needs a 'val' split for early stopping")
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.precision != "float32":
+        keras.mixed_precision.set_global_policy(cfg.precision)
+    pretrained = params.get("weights") not in (None, "none")
+    phases = resolve_phases(cfg, spec.recipe, pretrained)
+    identity = {"member": member, "params": params, "image_size": size, "data": dataset.fingerprint, "train": cfg.to_dict()}
+    identity = json.loads(json.dumps(identity, default=str))
+    state = TrainingState.load(run, identity) if resume and state_file.exists() else TrainingState(run, identity)
+    run.mkdir(parents=True, exist_ok=True)
+
+    from zoo.augment import build_policy
+
+    policy = build_policy(cfg.augment, num_classes=dataset.num_classes, seed=cfg.seed)
+    cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
+    train_ds = make_dataset(train_split, dataset.num_classes, cfg.batch_size, training=True, policy=policy, weights=cw, balance=cfg.balance, seed=cfg.seed)
+    val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False)
+    steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
+    strategy = _strategy(cfg.strategy)
+
+    with strategy.scope():
+        model = spec.build(dataset.num_classes, size, **params)
+    stopped_early = False
+    for index, phase in enumerate(phases):
+        if index < state.phase:
+            continue
+        state.new_phase(index, phase.name)
+        with strategy.scope():
+            apply_trainable(model, phase.trainable_fraction)
+            model.compile(
+                optimizer=make_optimizer(cfg, phase.lr_scale, steps * phase.epochs),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                metrics=["accuracy"],
+            )
+        if state.weights_file:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(state.dir / state.weights_file)
+            log.info("resuming %s: phase '%s' after epoch %d", run, phase.name, state.epoch)
+        elif index > 0 and state.best_file:
+            model.load_weights(state.dir / state.best_file, skip_mismatch=True)
+        if state.epoch < phase.epochs and not (state.es_wait >= cfg.patience and state.epoch > 0):
+            log.info("phase '%s': epochs %d..%d, trainable params %d", phase.name, state.epoch + 1, phase.epochs, sum(int(np.prod(v.shape)) for v in model.trainable_weights))
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=phase.epochs,
+                initial_epoch=state.epoch,
+                callbacks=_callbacks(run, state, cfg, phase.epochs),
+                verbose="auto",
+            )
+        if state.best_file:
+            model.load_weights(state.dir / state.best_file, skip_mismatch=True)
+        stopped_early = stopped_early or state.epoch < phase.epochs
+
+    return _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy)
+
+
+def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy) -> Path:
+    """Save the best model without optimizer state, score it, write plots and the card (last)."""
+    from zoo import plots
+    from zoo.evaluate import headline, predict_model, write_report
+    from zoo.artifacts import write_npy
+
+    clean = spec.build(dataset.num_classes, size, **{**params, **({"weights": None} if "weights" in params else {})})
+    clean.set_weights(model.get_weights())
+    with atomic_path(run / "model.keras") as tmp:
+        clean.save(tmp)
+    _write_history(run / "history.csv", state.history)
+    plots.training_curves(run / "plots" / "training_curves.png", state.history)
+    metrics = {}
+    for split in evaluate_splits:
+        part = dataset.splits.get(split)
+        if part is None or len(part) == 0:
+            continue
+        probs = predict_model(clean, part.images)
+        write_npy(run / "probs" / f"{split}.npy", probs)
+        write_npy(run / "probs" / f"{split}_labels.npy", part.labels)
+        metrics[split] = headline(write_report(run / "eval" / split, part.labels, probs, dataset.class_names, f"{spec.name} · {split}"))
+    best = max(state.history, key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")))
+    card = {
+        "kind": "member",
+        "name": run.name,
+        "member": spec.name,
+        "family": spec.family,
+        "params": params,
+        "parameters": int(clean.count_params()),
+        "classes": list(dataset.class_names),
+        "input": {"image_size": size, "channels": 3, "dtype": "float32", "range": [0, 255], "color": "RGB", "resize": "bilinear", "preprocessing": "inside model"},
+        "model_file": "model.keras",
+        "data": {**dataset.summary(), "seed": cfg.seed},
+        "training": {
+            "config": cfg.to_dict(),
+            "phases": [vars(p) for p in phases],
+            "epochs_run": len(state.history),
+            "best_epoch": best["epoch"],
+            "stopped_early": stopped_early,
+            "seconds": round(sum(r["seconds"] for r in state.history), 1),
+            "strategy": type(strategy).__name__,
+            "replicas": int(strategy.num_replicas_in_sync),
+            "augment": cfg.augment,
+        },
+        "metrics": metrics,
+        "parents": [],
+    }
+    import shutil
+
+    shutil.rmtree(run / "checkpoint", ignore_errors=True)
+    write_card(run, card)
+    log.info("run complete: %s (%s)", run, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
+    return run
+
+
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def describe(run: str | os.PathLike) -> dict[str, Any]:
+    return read_card(run)
