@@ -5,4 +5,5 @@ COMMAND_MODULES = [
     "evaluate",
     "list",
     "run",
+    "ensemble",
 ]

@@ -1,0 +1,192 @@
+"""Build an ensemble folder from member run folders (``zoo ensemble vote|stack``).
+
+Steps: verify the members; get their probabilities per split (stored ``probs/`` or computed,
+with TTA if asked); fit the chosen combiner on the fit split (val); score every variant
+(members, votes, stacking, ± temperature) honestly (:mod:`ensemble.compare`); write
+``ensemble.json``, probabilities, plots and the comparison; write the card last. The folder
+is assembled under a hidden sibling name and renamed into place, so ``out`` is either absent
+or complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ensemble import compare, tta as tta_mod
+from ensemble.calibration import plot_reliability
+from ensemble.combine import combine, formula
+from ensemble.cv import fold_of_row, make_folds
+from ensemble.folder import FORMAT_VERSION, SPEC_FILE, member_entry
+from ensemble.members import MemberProbs, open_members
+from ensemble.metrics import scores
+from ensemble.stacking import LEARNERS
+from zoo.artifacts import write_card, write_json, write_npy
+from zoo.errors import ZooError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EnsembleConfig:
+    """How to combine members. ``weights`` None = fit them (vote); ``tta`` None = no TTA."""
+
+    method: str = "vote"
+    weights: list[float] | None = None
+    calibrate: bool = False
+    tta: str | list[str] | None = None
+    learner: str = "logistic"
+    learner_params: dict[str, Any] = field(default_factory=dict)
+    features: str = "log"
+    folds: int = 5
+    seed: int = 0
+    fit_split: str = "val"
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.method not in ("vote", "stack"):
+            raise ZooError(f"unknown ensemble method '{self.method}' (vote or stack)")
+        if self.learner not in LEARNERS:
+            raise ZooError(f"unknown meta-learner '{self.learner}'; choose from {sorted(LEARNERS)}")
+        if self.features not in ("log", "prob"):
+            raise ZooError(f"stacking features must be 'log' or 'prob', got '{self.features}'")
+        if self.weights is not None and self.method != "vote":
+            raise ZooError("--weights only applies to voting")
+        tta_mod.parse(self.tta)
+
+
+def _prepare_out(out: Path) -> Path:
+    if (out / "card.json").exists():
+        raise ZooError(f"{out}: already a complete artifact folder; choose another --out or delete it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ZooError(f"{out}: exists and is not empty; choose another --out or delete it")
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # a previous interrupted build of this same folder
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def build_ensemble(
+    runs: Sequence[str | os.PathLike], out: str | os.PathLike, data: Any = None, config: EnsembleConfig | None = None
+) -> Path:
+    """Write a complete ensemble folder at ``out``; returns its path."""
+    cfg = config or EnsembleConfig()
+    cfg.validate()
+    tta = tta_mod.parse(cfg.tta)
+    members = open_members(runs)
+    out = Path(out).resolve()
+    if cfg.method == "stack" and len(members) < 2:
+        raise ZooError("stacking needs at least 2 members")
+    if cfg.method == "vote" and cfg.weights is not None and len(cfg.weights) != len(members):
+        raise ZooError(f"{len(cfg.weights)} weights given for {len(members)} members")
+    source = MemberProbs(members, data=data, tta=tta, batch_size=cfg.batch_size)
+    fit_probs, fit_labels = source.split(cfg.fit_split)
+    other = {s: source.split(s) for s in source.available_splits() if s != cfg.fit_split}
+    folds = make_folds(fit_labels, cfg.folds, cfg.seed)
+
+    names = [m.name for m in members]
+    variants = compare.make_variants(names, cfg.weights, cfg.learner, cfg.learner_params, cfg.features, cfg.folds, cfg.seed)
+    rows, outputs = compare.evaluate(variants, fit_probs, fit_labels, folds, other, cfg.fit_split)
+    chosen = _chosen_variant(cfg, variants, names)
+    before = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": False}), variants, names)
+    after = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": True}), variants, names)
+    final = dict(outputs[chosen]["spec"])
+
+    tmp = _prepare_out(out)
+    try:
+        spec = _spec_json(cfg, final, members, out, tta, fit_labels, source)
+        write_json(tmp / SPEC_FILE, spec)
+        write_json(tmp / "folds.json", {"split": cfg.fit_split, "k": cfg.folds, "seed": cfg.seed,
+                                        "protocol": "row i is scored by a combiner fitted on rows with a different fold",
+                                        "fold_of_row": fold_of_row(folds, len(fit_labels)).tolist()})
+        metrics: dict[str, Any] = {}
+        splits = {cfg.fit_split: (fit_probs, fit_labels), **other}
+        for split, (mp, y) in splits.items():
+            p = combine(final, mp).astype(np.float32)
+            write_npy(tmp / "probs" / f"{split}.npy", p)
+            write_npy(tmp / "probs" / f"{split}_labels.npy", y)
+            write_npy(tmp / "member_probs" / f"{split}.npy", mp.astype(np.float32))
+            if split == cfg.fit_split:
+                oof = outputs[chosen]["oof"]
+                write_npy(tmp / "probs" / f"{split}_oof.npy", oof.astype(np.float32))
+                metrics[split] = {**scores(p, y), "note": "in-sample: the combiner was fitted on these rows"}
+                metrics[f"{split}_oof"] = {**scores(oof, y), "note": f"out-of-fold ({cfg.folds}-fold), honest estimate"}
+                panels = [("uncalibrated (out-of-fold)", outputs[before]["oof"], y), ("temperature-scaled (out-of-fold)", outputs[after]["oof"], y)]
+            else:
+                metrics[split] = scores(p, y)
+                panels = [("uncalibrated", outputs[before][split], y), ("temperature-scaled", outputs[after][split], y)]
+            plot_reliability(tmp / "plots" / f"reliability_{split}.png", panels)
+        compare.write(rows, tmp, "comparison", f"Members vs ensembles ({len(members)} members)")
+        card = {
+            "kind": "ensemble",
+            "name": out.name,
+            "method": cfg.method,
+            "classes": list(members[0].card["classes"]),
+            "input": dict(members[0].card["input"]),
+            "members": [{"name": m.name, "member": m.card.get("member"), "card_sha256": m.sha256} for m in members],
+            "parents": [m.sha256 for m in members],
+            "data": dict(members[0].card.get("data") or {}),
+            "ensemble": {k: spec[k] for k in ("weights", "temperature", "tta", "learner", "features") if k in spec},
+            "config": asdict(cfg),
+            "probability_sources": dict(source.sources),
+            "metrics": metrics,
+        }
+        write_card(tmp, card)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("ensemble written to %s", out)
+    return out
+
+
+def _chosen_variant(cfg: EnsembleConfig, variants: Sequence[compare.Variant], names: Sequence[str]) -> str:
+    want_group = cfg.method
+    for v in variants:
+        if v.group != want_group or v.calibrated != cfg.calibrate:
+            continue
+        if want_group == "stack" or (not v.name.startswith("vote equal")):
+            return v.name
+    if len(names) == 1:  # a single "member" calibrated by temperature
+        return f"{names[0]}{' +T' if cfg.calibrate else ''}"
+    raise AssertionError("no variant matches the configuration")
+
+
+def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "method": cfg.method,
+        "classes": list(members[0].card["classes"]),
+        "input": dict(members[0].card["input"]),
+        "members": [member_entry(m, out) for m in members],
+        "data": {k: (members[0].card.get("data") or {}).get(k) for k in ("source", "fingerprint")},
+        "tta": tta,
+        "formula": formula({**final, "method": cfg.method}),
+        "eps": final["eps"],
+        "temperature": final["temperature"],
+    }
+    if cfg.method == "vote":
+        spec["weights"] = list(final["weights"])
+    else:
+        for k in ("learner", "learner_params", "features", "coef", "intercept"):
+            spec[k] = final[k]
+    spec["fit"] = {
+        "split": cfg.fit_split,
+        "rows": int(len(fit_labels)),
+        "weights": ("given" if cfg.weights is not None else "fitted (SLSQP, min log-loss, w>=0, sum 1)") if cfg.method == "vote" else None,
+        "calibrate": cfg.calibrate,
+        "temperature_fit": final.get("temperature_fit", "NLL on the fit rows" if cfg.calibrate else "not fitted (T=1)"),
+        "folds": cfg.folds,
+        "seed": cfg.seed,
+        "member_probabilities": dict(source.sources),
+    }
+    return spec

@@ -1,0 +1,164 @@
+"""Members vs voting vs stacking on the same rows, before and after calibration.
+
+Every row of the comparison is scored honestly:
+
+- on the fit split (val): members as stored (nothing fitted); anything fitted on val
+  (temperature, vote weights, meta-learner) by its out-of-fold predictions (:mod:`ensemble.cv`);
+- on other splits (test): each variant refitted on all val rows, applied to the held-out split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ensemble.combine import combine
+from ensemble.cv import Fold, cross_fit
+from ensemble.metrics import scores
+from ensemble.stacking import fit_stack
+from ensemble.voting import fit_vote
+from zoo.artifacts import atomic_path, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    name: str
+    group: str  # member | vote | stack
+    calibrated: bool
+    fit: Callable[[np.ndarray, np.ndarray], Mapping[str, Any]]
+    fitted: bool  # does fit() learn anything from the rows?
+
+
+def make_variants(
+    member_names: Sequence[str],
+    weights: Sequence[float] | None = None,
+    learner: str = "logistic",
+    learner_params: dict[str, Any] | None = None,
+    features: str = "log",
+    folds: int = 5,
+    seed: int = 0,
+    members: bool = True,
+) -> list[Variant]:
+    """Each member, equal vote, fitted (or given) vote, stacking — each without and with temperature."""
+    m = len(member_names)
+    out: list[Variant] = []
+    for cal in (False, True):
+        sfx = " +T" if cal else ""
+        if members:
+            for i, name in enumerate(member_names):
+                onehot = np.eye(m)[i]
+                out.append(Variant(f"{name}{sfx}", "member", cal,
+                                   (lambda p, y, w=onehot, c=cal: fit_vote(p, y, w, calibrate=c)), cal))
+        if m > 1:
+            out.append(Variant(f"vote equal{sfx}", "vote", cal, (lambda p, y, c=cal: fit_vote(p, y, np.ones(m), calibrate=c)), cal))
+            label = "vote given" if weights is not None else "vote fitted"
+            out.append(Variant(f"{label}{sfx}", "vote", cal, (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c)),
+                               cal or weights is None))
+            out.append(Variant(f"stack {learner}/{features}{sfx}", "stack", cal,
+                               (lambda p, y, c=cal: fit_stack(p, y, learner, learner_params, features, c, folds, seed)), True))
+    return out
+
+
+def evaluate(
+    variants: Sequence[Variant],
+    fit_probs: np.ndarray,
+    fit_labels: np.ndarray,
+    folds: list[Fold],
+    other: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    fit_split: str = "val",
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Score every variant; returns (table rows, {variant: {"spec", "oof", split: probs}})."""
+    rows, outputs = [], {}
+    k = len(folds)
+    for v in variants:
+        log.info("scoring %s", v.name)
+        spec = v.fit(fit_probs, fit_labels)  # refit on all fit rows: the artifact for other splits
+        if v.group == "member" and not v.calibrated:
+            i = int(np.argmax(spec["weights"]))
+            oof = fit_probs[i]  # the member's own probabilities, untouched
+        else:
+            oof = cross_fit(v.fit, fit_probs, fit_labels, folds) if v.fitted else combine(spec, fit_probs)
+        out = {"spec": spec, "oof": oof}
+        rows.append({"split": fit_split, "model": v.name, "group": v.group, "calibrated": v.calibrated,
+                     "scored": f"out-of-fold ({k}-fold)" if v.fitted else "as is", **scores(oof, fit_labels)})
+        for split, (p, y) in (other or {}).items():
+            if v.group == "member" and not v.calibrated:
+                probs = p[int(np.argmax(spec["weights"]))]
+            else:
+                probs = combine(spec, p)
+            out[split] = probs
+            rows.append({"split": split, "model": v.name, "group": v.group, "calibrated": v.calibrated,
+                         "scored": f"fitted on {fit_split}, held out" if v.fitted else "as is", **scores(probs, y)})
+        outputs[v.name] = out
+    return rows, outputs
+
+
+def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembles") -> str:
+    lines = [f"# {title}", ""]
+    for split in dict.fromkeys(r["split"] for r in rows):
+        sub = [r for r in rows if r["split"] == split]
+        best = max(r["accuracy"] for r in sub)
+        lines += [f"## split `{split}` ({sub[0]['n']} images)", "",
+                  "| model | calibrated | scored | accuracy | macro F1 | NLL | ECE |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for r in sub:
+            acc = f"{100 * r['accuracy']:.2f}%"
+            acc = f"**{acc}**" if r["accuracy"] == best else acc
+            lines.append(f"| {r['model']} | {'yes' if r['calibrated'] else 'no'} | {r['scored']} | {acc} | "
+                         f"{100 * r['macro_f1']:.2f}% | {r['nll']:.4f} | {100 * r['ece']:.2f}% |")
+        lines.append("")
+    lines.append("Fitted rows on the fit split are scored out-of-fold: each row is predicted by a combiner "
+                 "(weights, meta-learner, temperature) fitted without it. On other splits each combiner is "
+                 "refitted on all fit-split rows.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[Mapping[str, Any]], split: str, path: str | Path) -> Path:
+    """Accuracy and ECE bars per model on one split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = [r for r in rows if r["split"] == split]
+    names = [r["model"] for r in sub]
+    colours = {"member": "#8C8C8C", "vote": "#4C72B0", "stack": "#55A868"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(sub) + 1.6), sharey=True)
+    y = np.arange(len(sub))
+    for ax, key, label in ((axes[0], "accuracy", "accuracy (%)"), (axes[1], "ece", "ECE (%)")):
+        vals = [100 * r[key] for r in sub]
+        bars = ax.barh(y, vals, color=[colours[r["group"]] for r in sub], edgecolor="black", linewidth=0.3)
+        for bar, r in zip(bars, sub):
+            if r["calibrated"]:
+                bar.set_hatch("//")
+        for yi, v in zip(y, vals):
+            ax.text(v, yi, f" {v:.2f}", va="center", fontsize=7)
+        ax.set_xlabel(label)
+        if key == "accuracy":
+            lo = min(vals)
+            ax.set_xlim(max(0.0, lo - 5), 100)
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"members vs ensembles on '{split}' (grey member, blue vote, green stack; hatched: +T)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(rows: Sequence[Mapping[str, Any]], folder: str | Path, stem: str = "comparison", title: str = "Members vs ensembles") -> list[Path]:
+    """``<stem>.md``, ``<stem>.json`` and one ``<stem>_<split>.png`` per split into ``folder``."""
+    folder = Path(folder)
+    paths = [write_text(folder / f"{stem}.md", markdown(rows, title)), write_json(folder / f"{stem}.json", list(rows))]
+    for split in dict.fromkeys(r["split"] for r in rows):
+        paths.append(plot(rows, split, folder / f"{stem}_{split}.png"))
+    return paths
+

@@ -1,0 +1,174 @@
+"""Ensemble members: verified run folders that agree on what they classify and how they are fed.
+
+An ensemble only makes sense when every member predicts the same classes in the same order,
+from the same input (image size, channels, range, colour order, preprocessing), trained on
+the same data (fingerprint). :func:`open_members` verifies each run folder's card and files
+and refuses any disagreement. :class:`MemberProbs` supplies member probabilities per split:
+the stored ``probs/<split>.npy`` of each run when present (no recomputation), otherwise the
+Keras model evaluated on the data (optionally with test-time augmentation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ensemble import tta as tta_mod
+from zoo.artifacts import card_sha256, read_card
+from zoo.errors import ZooError
+
+log = logging.getLogger(__name__)
+
+INPUT_KEYS = ("image_size", "channels", "dtype", "range", "color", "resize", "preprocessing")
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass
+class Member:
+    path: Path
+    card: dict[str, Any]
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    def stored_splits(self) -> set[str]:
+        d = self.path / "probs"
+        return {s for s in EVAL_SPLITS if (d / f"{s}.npy").is_file() and (d / f"{s}_labels.npy").is_file()
+                and f"probs/{s}.npy" in self.card["files"]}
+
+
+def input_spec(card: dict[str, Any]) -> dict[str, Any]:
+    return {k: card["input"].get(k) for k in INPUT_KEYS}
+
+
+def data_fingerprint(card: dict[str, Any]) -> str | None:
+    data = card.get("data") or {}
+    return data.get("fingerprint") if isinstance(data, dict) else None
+
+
+def check_consistent(cards: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
+    """Refuse members that disagree on classes, input spec or data fingerprint."""
+    ref, ref_name = cards[0], names[0]
+    for card, name in zip(cards[1:], names[1:]):
+        if list(card["classes"]) != list(ref["classes"]):
+            raise ZooError(f"member '{name}' has classes {card['classes']} but '{ref_name}' has {ref['classes']}")
+        a, b = input_spec(card), input_spec(ref)
+        if a != b:
+            diff = {k: (a[k], b[k]) for k in INPUT_KEYS if a[k] != b[k]}
+            raise ZooError(f"members '{name}' and '{ref_name}' take different inputs: {diff}")
+        fa, fb = data_fingerprint(card), data_fingerprint(ref)
+        if fa != fb:
+            raise ZooError(f"members '{name}' and '{ref_name}' were trained on different data (fingerprint {fa} vs {fb})")
+    if data_fingerprint(ref) is None:
+        log.warning("members record no data fingerprint; cannot check they saw the same data")
+
+
+def open_member(path: str | os.PathLike) -> Member:
+    path = Path(path).resolve()
+    card = read_card(path)  # verifies every file's sha256
+    if card["kind"] not in ("member", "student"):
+        raise ZooError(f"{path}: a '{card['kind']}' folder cannot be an ensemble member (need a member or student run)")
+    return Member(path, card, card_sha256(path))
+
+
+def open_members(paths: Sequence[str | os.PathLike]) -> list[Member]:
+    if not paths:
+        raise ZooError("an ensemble needs at least one member run folder")
+    members = [open_member(p) for p in paths]
+    shas = [m.sha256 for m in members]
+    if len(set(shas)) != len(shas):
+        raise ZooError("the same run folder is listed twice among the members")
+    check_consistent([m.card for m in members], [m.name for m in members])
+    return members
+
+
+def _split_kwargs(card: dict[str, Any]) -> dict[str, Any]:
+    """Re-create a member's data split: seed/fractions from its card's data.split_origin."""
+    origin = str((card.get("data") or {}).get("split_origin", ""))
+    m = re.fullmatch(r"stratified\(seed=(\d+), val=([\d.]+), test=([\d.]+)\)", origin)
+    if not m:
+        return {}
+    return {"seed": int(m.group(1)), "val_fraction": float(m.group(2)), "test_fraction": float(m.group(3))}
+
+
+def load_member_data(members: Sequence[Member], data: Any):
+    """The members' dataset at their input size; ``data`` is a source string or a loaded Dataset."""
+    from zoo.data import Dataset, load_dataset
+
+    size = int(members[0].card["input"]["image_size"])
+    if data is None:
+        raise ZooError("member probabilities must be computed from images, but no --data was given")
+    ds = data if isinstance(data, Dataset) else load_dataset(str(data), size, **_split_kwargs(members[0].card))
+    if ds.image_size != size:
+        raise ZooError(f"data is at {ds.image_size} px but the members take {size} px")
+    if list(ds.class_names) != list(members[0].card["classes"]):
+        raise ZooError(f"data classes {ds.class_names} differ from the members' {members[0].card['classes']}")
+    want = data_fingerprint(members[0].card)
+    if want is not None and ds.fingerprint != want:
+        raise ZooError(f"data fingerprint {ds.fingerprint} differs from the members' {want}: not the data they were trained on")
+    return ds
+
+
+@dataclass
+class MemberProbs:
+    """Member probabilities ``(M, N, C)`` per split, from stored files or from the models."""
+
+    members: list[Member]
+    data: Any = None
+    tta: list[str] | None = None
+    batch_size: int = 64
+    _dataset: Any = field(default=None, repr=False)
+    _cache: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = load_member_data(self.members, self.data)
+        return self._dataset
+
+    def available_splits(self) -> list[str]:
+        """Evaluation splits: stored by every member, or (when images are needed anyway) in the data."""
+        stored = set.intersection(*(m.stored_splits() for m in self.members))
+        if self.tta is None and "val" in stored and self._dataset is None:
+            return [s for s in EVAL_SPLITS if s in stored]
+        ds = self.dataset()
+        return [s for s in EVAL_SPLITS if s in ds.splits and len(ds.splits[s]) > 0]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._cache:
+            self._cache[name] = self._compute(name)
+        return self._cache[name]
+
+    def _compute(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        from zoo.runs import load_model, load_probs
+
+        probs, labels = [], None
+        how = []
+        for m in self.members:
+            if self.tta is None and name in m.stored_splits():
+                p, y = load_probs(m.path, name, m.card)
+                how.append("stored")
+            else:
+                split = self.dataset().split(name)
+                model = load_model(m.path, m.card)
+                log.info("computing %s probabilities of member '%s'%s", name, m.name, f" with TTA {self.tta}" if self.tta else "")
+                p, y = tta_mod.predict(model, split.images, self.tta, self.batch_size), split.labels
+                how.append("computed" + ("+tta" if self.tta else ""))
+            if labels is None:
+                labels = y
+            elif len(y) != len(labels) or not np.array_equal(y, labels):
+                raise ZooError(f"member '{m.name}' has {name} probabilities over different rows than '{self.members[0].name}'")
+            probs.append(p)
+        if self._dataset is not None and name in self._dataset.splits:
+            if not np.array_equal(self._dataset.splits[name].labels, labels):
+                raise ZooError(f"stored {name} probabilities are not over the rows of the given data's '{name}' split")
+        self.sources[name] = ",".join(sorted(set(how)))
+        return np.stack(probs).astype(np.float64), np.asarray(labels, dtype=np.int64)

@@ -1,0 +1,105 @@
+"""``zoo ensemble vote|stack RUN…`` and ``zoo distill ENSEMBLE``: thin wrappers over :mod:`ensemble`."""
+
+from __future__ import annotations
+
+import json
+
+from zoo.errors import ZooError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ensemble", help="combine member runs: weighted soft voting or stacking (+ calibration, TTA)",
+                       description="Build an ensemble folder (ensemble.json, card.json, probs/, plots/, comparison.md/png) "
+                                   "from member run folders. Combiners are fitted on the val split; every score on val is "
+                                   "out-of-fold (k-fold cross-fitting), other splits are held out.")
+    kinds = p.add_subparsers(dest="method", metavar="METHOD", required=True)
+    vote = kinds.add_parser("vote", help="weighted average of member probabilities (weights given or fitted by log-loss)")
+    _common(vote)
+    vote.add_argument("--weights", help="comma-separated member weights (normalised to sum 1); default: fit them on val")
+    vote.set_defaults(func=run_ensemble)
+    stack = kinds.add_parser("stack", help="linear meta-learner (scikit-learn) on member (log-)probabilities")
+    _common(stack)
+    stack.add_argument("--learner", default="logistic", choices=("logistic", "ridge"), help="meta-learner (default logistic)")
+    stack.add_argument("--learner-params", default="{}", help='JSON keyword arguments, e.g. \'{"C": 0.5}\'')
+    stack.add_argument("--features", default="log", choices=("log", "prob"), help="f(p): log(p+eps) (default) or p")
+    stack.set_defaults(func=run_ensemble)
+
+    d = sub.add_parser("distill", help="train a compact student on an ensemble's soft targets",
+                       description="Knowledge distillation: the ensemble's probabilities on the training images are "
+                                   "computed once (cached in the run folder); the student minimises "
+                                   "alpha·T²·KL(teacher_T‖student_T) + (1−alpha)·CE(labels). Writes a run folder of kind 'student'.")
+    d.add_argument("ensemble", help="ensemble folder (teacher)")
+    d.add_argument("--data", required=True, help="data source the ensemble's members were trained on")
+    d.add_argument("--out", required=True, help="student run folder to create")
+    d.add_argument("--student", default="custom_cnn", help="registry member to train (default custom_cnn)")
+    d.add_argument("--params", default=None, help="JSON builder parameters; default: a compact custom_cnn")
+    d.add_argument("--image-size", type=int, help="student input size (default: the ensemble's)")
+    d.add_argument("--epochs", type=int, default=10)
+    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--learning-rate", type=float, default=1e-3)
+    d.add_argument("--alpha", type=float, default=0.7, help="weight of the soft-target term (default 0.7)")
+    d.add_argument("--temperature", type=float, default=2.0, help="softening temperature T (default 2)")
+    d.add_argument("--augment", default="flip_rot90", help="augmentation policy for the student (default flip_rot90)")
+    d.add_argument("--patience", type=int, default=4)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=run_distill)
+
+
+def _common(p) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN", help="member run folders")
+    p.add_argument("--data", help="data source; needed only when a member has no stored probs/ or with --tta")
+    p.add_argument("--out", required=True, help="ensemble folder to create")
+    p.add_argument("--calibrate", action="store_true", help="temperature-scale the ensemble output on val")
+    p.add_argument("--tta", nargs="?", const="dihedral", default=None,
+                   help="test-time augmentation: dihedral (default when given), flips, rot90, or a comma list")
+    p.add_argument("--folds", type=int, default=5, help="k for cross-fitting on val (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def _json(text: str | None, what: str):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ZooError(f"{what}: not valid JSON ({exc})") from None
+
+
+def run_ensemble(args) -> int:
+    from ensemble import EnsembleConfig, build_ensemble
+
+    weights = None
+    if getattr(args, "weights", None):
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ZooError(f"--weights must be comma-separated numbers, got '{args.weights}'") from None
+    cfg = EnsembleConfig(
+        method=args.method, weights=weights, calibrate=args.calibrate, tta=args.tta,
+        learner=getattr(args, "learner", "logistic"), learner_params=_json(getattr(args, "learner_params", None), "--learner-params") or {},
+        features=getattr(args, "features", "log"), folds=args.folds, seed=args.seed, batch_size=args.batch_size,
+    )
+    out = build_ensemble(args.runs, args.out, data=args.data, config=cfg)
+    print((out / "comparison.md").read_text())
+    spec = json.loads((out / "ensemble.json").read_text())
+    what = f"weights {[round(w, 4) for w in spec['weights']]}" if spec["method"] == "vote" else f"{spec['learner']} on {spec['features']}-probabilities"
+    print(f"ensemble: {out} ({spec['method']}, {what}, temperature {spec['temperature']:.4f})")
+    return 0
+
+
+def run_distill(args) -> int:
+    from ensemble.distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        student=args.student, params=_json(args.params, "--params"), image_size=args.image_size, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, alpha=args.alpha, temperature=args.temperature,
+        augment=args.augment, patience=args.patience, seed=args.seed,
+    )
+    out = distill(args.ensemble, args.data, args.out, cfg)
+    from zoo.artifacts import read_card
+
+    m = read_card(out)["metrics"]
+    print("student: " + ", ".join(f"{s} accuracy {v['accuracy']:.4f} ECE {v['ece']:.4f}" for s, v in m.items() if "accuracy" in v))
+    print(f"run folder: {out}")
+    return 0
