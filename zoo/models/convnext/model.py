@@ -1,0 +1,280 @@
+"""ConvNeXt members (Liu et al. 2022, "A ConvNet for the 2020s"), built to export.
+
+Layout of every member (what the rest of the zoo relies on)::
+
+    images (raw RGB 0..255, S x S) ─► backbone ─► head_dropout ─► head_dense ─► probs (softmax, float32)
+
+``backbone`` is one nested ``keras.Model`` that takes the raw pixels too: optional resize,
+ImageNet normalisation, the patchify stem, four stages of ConvNeXt blocks with downsampling
+between them, global average pooling and the final LayerNorm (the official model's head norm,
+which the pretrained weights include). So ``model.get_layer("backbone")(images)`` returns the
+same pooled features as ``keras.applications.ConvNeXt*(include_top=False, pooling="avg")``, and
+the two-phase transfer learning in ``zoo.train`` can freeze / partly unfreeze it by name (see
+:func:`zoo.models.finetune.set_trainable_fraction`). The classifier head follows the seed
+recipe: GAP -> LayerNorm (inside the backbone) -> Dropout(0.35) -> Dense(L1L2 1e-3) -> softmax.
+
+LayerNorm and partial freezing: LayerNorm keeps no running statistics (it normalises each
+position with its own mean/variance in training and inference alike), so freezing a ConvNeXt
+layer is simply ``trainable=False``; there is no BatchNorm "inference mode" subtlety.
+
+Blocks use ``DepthwiseConv2D`` (not grouped ``Conv2D``) and an ``erf`` GELU so that tf2onnx
+converts them (see :mod:`zoo.models.convnext.layers`). Flat, named layers (as in
+``keras.applications``) keep "the last 30% of layers" meaningful for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import layers
+
+from zoo.errors import ZooError
+from zoo.models.convnext.layers import DropPath, GeluErf, LayerScale, imagenet_normalization
+from zoo.registry import register_model
+
+log = logging.getLogger(__name__)
+
+LN_EPS = 1e-6  # official ConvNeXt LayerNorm epsilon
+
+
+@dataclass(frozen=True)
+class ConvNeXtConfig:
+    """Architecture of one ConvNeXt size; ``imagenet`` names the official Keras weights, if any."""
+
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    stem_stride: int = 4
+    kernel_size: int = 7
+    imagenet: str | None = None
+
+    def __post_init__(self):
+        if len(self.depths) != len(self.widths) or not self.depths:
+            raise ZooError(f"ConvNeXt depths {self.depths} and widths {self.widths} must be non-empty and equally long")
+        if min(self.depths) < 1 or min(self.widths) < 1 or self.stem_stride < 1 or self.kernel_size < 1:
+            raise ZooError(f"invalid ConvNeXt config {self}")
+
+    @property
+    def total_stride(self) -> int:
+        return self.stem_stride * 2 ** (len(self.depths) - 1)
+
+
+# Official sizes (paper / keras.applications), plus timm's "atto" widths for a CPU-sized model.
+CONFIGS: dict[str, ConvNeXtConfig] = {
+    "atto": ConvNeXtConfig((2, 2, 6, 2), (40, 80, 160, 320)),
+    "tiny": ConvNeXtConfig((3, 3, 9, 3), (96, 192, 384, 768), imagenet="convnext_tiny"),
+    "small": ConvNeXtConfig((3, 3, 27, 3), (96, 192, 384, 768), imagenet="convnext_small"),
+    "base": ConvNeXtConfig((3, 3, 27, 3), (128, 256, 512, 1024), imagenet="convnext_base"),
+    "large": ConvNeXtConfig((3, 3, 27, 3), (192, 384, 768, 1536), imagenet="convnext_large"),
+}
+
+# Two-phase transfer learning, read by zoo.train when the member starts from pretrained weights
+# (weights is not None): train the head on a frozen backbone, then unfreeze the last 30% of the
+# backbone's weighted layers at a tenth of the learning rate (seed: last 25-40% trainable).
+PRETRAINED_RECIPE = {
+    "phases": [
+        {"name": "head", "trainable_fraction": 0.0, "epochs": 3, "lr_scale": 1.0},
+        {"name": "finetune", "trainable_fraction": 0.3, "lr_scale": 0.1},
+    ]
+}
+
+
+def _dense_init():
+    # Paper: trunc_normal(std=.02) for every conv / linear weight, zero bias.
+    return keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def _block(x, width: int, kernel_size: int, drop_rate: float, layer_scale_init: float, name: str):
+    """Depthwise 7x7 -> LN -> 1x1 (4x) -> GELU -> 1x1 -> LayerScale -> DropPath, plus the input."""
+    shortcut = x
+    x = layers.DepthwiseConv2D(
+        kernel_size, padding="same", depthwise_initializer=_dense_init(), name=f"{name}_dwconv"
+    )(x)
+    x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{name}_norm")(x)
+    x = layers.Dense(4 * width, kernel_initializer=_dense_init(), name=f"{name}_pw1")(x)
+    x = GeluErf(name=f"{name}_gelu")(x)
+    x = layers.Dense(width, kernel_initializer=_dense_init(), name=f"{name}_pw2")(x)
+    if layer_scale_init and layer_scale_init > 0:
+        x = LayerScale(layer_scale_init, name=f"{name}_scale")(x)
+    if drop_rate > 0:
+        x = DropPath(drop_rate, name=f"{name}_drop")(x)
+    return layers.Add(name=f"{name}_add")([shortcut, x])
+
+
+def build_backbone(
+    cfg: ConvNeXtConfig,
+    image_size: int,
+    *,
+    drop_path_rate: float = 0.0,
+    layer_scale_init: float = 1e-6,
+    resize_to: int | None = None,
+) -> keras.Model:
+    """Raw RGB pixels (S x S) -> pooled, LayerNorm-ed features of size ``cfg.widths[-1]``."""
+    work_size = int(resize_to or image_size)
+    if work_size < cfg.total_stride:
+        raise ZooError(
+            f"ConvNeXt needs inputs of at least {cfg.total_stride} px (stem stride {cfg.stem_stride} and "
+            f"{len(cfg.depths) - 1} downsamplings), got {work_size}; use a larger image size or resize_to"
+        )
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ZooError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+
+    inputs = keras.Input((image_size, image_size, 3), name="images")
+    x = inputs
+    if work_size != image_size:
+        x = layers.Resizing(work_size, work_size, interpolation="bilinear", name="resize")(x)
+    x = imagenet_normalization(name="imagenet_norm")(x)
+
+    x = layers.Conv2D(
+        cfg.widths[0], cfg.stem_stride, strides=cfg.stem_stride, kernel_initializer=_dense_init(), name="stem_conv"
+    )(x)
+    x = layers.LayerNormalization(epsilon=LN_EPS, name="stem_norm")(x)
+
+    # Linearly increasing stochastic depth over all blocks (paper / official code).
+    rates = [float(r) for r in np.linspace(0.0, drop_path_rate, sum(cfg.depths))]
+    k = 0
+    for i, (depth, width) in enumerate(zip(cfg.depths, cfg.widths)):
+        if i > 0:
+            x = layers.LayerNormalization(epsilon=LN_EPS, name=f"downsample{i - 1}_norm")(x)
+            x = layers.Conv2D(width, 2, strides=2, kernel_initializer=_dense_init(), name=f"downsample{i - 1}_conv")(x)
+        for j in range(depth):
+            x = _block(x, width, cfg.kernel_size, rates[k], layer_scale_init, name=f"stage{i}_block{j}")
+            k += 1
+
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.LayerNormalization(epsilon=LN_EPS, name="final_norm")(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def build_convnext(
+    cfg: ConvNeXtConfig,
+    num_classes: int,
+    image_size: int,
+    *,
+    name: str,
+    weights: str | None = None,
+    drop_path_rate: float = 0.0,
+    layer_scale_init: float = 1e-6,
+    dropout: float = 0.35,
+    l1l2: float = 1e-3,
+    resize_to: int | None = None,
+) -> keras.Model:
+    """Backbone + seed head; then load ``weights`` (None, "imagenet" or a local file)."""
+    if num_classes < 2:
+        raise ZooError(f"num_classes must be >= 2, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ZooError(f"dropout must be in [0, 1), got {dropout}")
+    backbone = build_backbone(
+        cfg, image_size, drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, resize_to=resize_to
+    )
+    inputs = keras.Input((image_size, image_size, 3), name="images")
+    x = backbone(inputs)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    reg = keras.regularizers.L1L2(l1=l1l2, l2=l1l2) if l1l2 else None
+    x = layers.Dense(num_classes, kernel_regularizer=reg, kernel_initializer=_dense_init(), name="head_dense")(x)
+    # Softmax in float32 so mixed_float16 training keeps well-formed probabilities.
+    outputs = layers.Activation("softmax", dtype="float32", name="probs")(x)
+    model = keras.Model(inputs, outputs, name=name)
+
+    if weights is not None:
+        from zoo.models.convnext.weights import load_pretrained
+
+        load_pretrained(model, weights, cfg)
+    return model
+
+
+def _zepto_cfg(depths, widths, stem_stride, kernel_size) -> ConvNeXtConfig:
+    return ConvNeXtConfig(tuple(int(d) for d in depths), tuple(int(w) for w in widths), int(stem_stride), int(kernel_size))
+
+
+@register_model(
+    family="convnext",
+    default_image_size=64,
+    description="ConvNeXt-zepto: 4 stages (2,2,4,2)x(32..256), stride-2 stem; CPU-sized, for training from scratch at 64 px.",
+)
+def convnext_zepto(
+    num_classes: int,
+    image_size: int,
+    weights: str | None = None,
+    depths: tuple[int, ...] = (2, 2, 4, 2),
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    stem_stride: int = 2,
+    kernel_size: int = 7,
+    drop_path_rate: float = 0.05,
+    layer_scale_init: float = 1e-6,
+    dropout: float = 0.35,
+    l1l2: float = 1e-3,
+    resize_to: int | None = None,
+):
+    """Why a stride-2 stem: at 64 px the official stride-4 patchify leaves a 2x2 map after the
+    last stage; stride 2 keeps 4x4 and twice the resolution in every stage for a small compute
+    cost (the widths are small). ``depths``/``widths`` are tunable for ablations and tests."""
+    cfg = _zepto_cfg(depths, widths, stem_stride, kernel_size)
+    return build_convnext(
+        cfg, num_classes, image_size, name="convnext_zepto", weights=weights, drop_path_rate=drop_path_rate,
+        layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2, resize_to=resize_to,
+    )
+
+
+@register_model(
+    family="convnext",
+    default_image_size=96,
+    description="ConvNeXt-atto (timm widths 40..320, depths 2,2,6,2; 3.4M params); from scratch on a CPU.",
+)
+def convnext_atto(
+    num_classes: int,
+    image_size: int,
+    weights: str | None = None,
+    stem_stride: int = 4,
+    drop_path_rate: float = 0.05,
+    layer_scale_init: float = 1e-6,
+    dropout: float = 0.35,
+    l1l2: float = 1e-3,
+    resize_to: int | None = None,
+):
+    base = CONFIGS["atto"]
+    cfg = ConvNeXtConfig(base.depths, base.widths, stem_stride=int(stem_stride))
+    return build_convnext(
+        cfg, num_classes, image_size, name="convnext_atto", weights=weights, drop_path_rate=drop_path_rate,
+        layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2, resize_to=resize_to,
+    )
+
+
+def _official(size: str, drop_path_rate: float, description: str):
+    """Register ``convnext_<size>`` with the official config and the two-phase recipe."""
+
+    @register_model(
+        family="convnext",
+        default_image_size=96,
+        description=description,
+        name=f"convnext_{size}",
+        recipe=PRETRAINED_RECIPE,
+    )
+    def builder(
+        num_classes: int,
+        image_size: int,
+        weights: str | None = None,
+        drop_path_rate: float = drop_path_rate,
+        layer_scale_init: float = 1e-6,
+        dropout: float = 0.35,
+        l1l2: float = 1e-3,
+        resize_to: int | None = None,
+    ):
+        return build_convnext(
+            CONFIGS[size], num_classes, image_size, name=f"convnext_{size}", weights=weights,
+            drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2,
+            resize_to=resize_to,
+        )
+
+    builder.__name__ = builder.__qualname__ = f"convnext_{size}"
+    return builder
+
+
+# Stochastic depth defaults: the paper's fine-tuning rates scaled to model size (fine-tuning on a
+# small dataset, not ImageNet training from scratch, where T/S/B/L use 0.1/0.4/0.5/0.5).
+convnext_tiny = _official("tiny", 0.1, "ConvNeXt-T (28M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
+convnext_small = _official("small", 0.2, "ConvNeXt-S (50M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
+convnext_base = _official("base", 0.2, "ConvNeXt-B (89M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
+convnext_large = _official("large", 0.3, "ConvNeXt-L (198M): official config; weights='imagenet' loads Keras ImageNet-1k weights (seed's best).")
