@@ -1,0 +1,26 @@
+"""ONNX export, parity, quantization and the ONNX Runtime predictor.
+
+Import cost matters here: ``zoo predict`` must start without TensorFlow, so this package's
+top level only exposes the predictor (ONNX Runtime + PIL + numpy). The exporter, which needs
+TensorFlow and tf2onnx, is imported on first call of :func:`export_model`.
+
+    import export
+    model = export.load("exports/vote")        # export folder or .onnx file
+    probs = model.predict(images)              # (N, H, W, 3) uint8/float 0..255, any size
+    model.classes, model.metadata
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from export.predictor import Predictor, load, predict_files, write_predictions
+
+__all__ = ["Predictor", "load", "predict_files", "write_predictions", "export_model"]
+
+
+def export_model(source: Any, out: Any, **kwargs: Any):
+    """See :func:`export.convert.export_model` (imported lazily: it needs TensorFlow)."""
+    from export.convert import export_model as _export
+
+    return _export(source, out, **kwargs)

@@ -1,0 +1,379 @@
+"""``zoo export``: a run or ensemble folder -> a verified export folder of ONNX files.
+
+The export folder (the artifact contract, like every stage's output)::
+
+    <out>/model.onnx        fp32, always written: the verified reference export
+    <out>/model.fp16.onnx   with dtype="fp16" (float32 input/output, fp16 inside; for GPUs)
+    <out>/model.int8.onnx   with quantize="int8" (static QDQ, per-channel; for CPUs)
+    <out>/card.json         kind "export": source, metadata, parity report of every file
+
+Why a folder and not a bare file: the card (written last) marks it complete, hashes every
+file and carries the parity report, so ``zoo run`` can skip it and nobody uses a half-written
+or unverified model. Each ``.onnx`` still carries its own ``zoo.*`` metadata (classes, input
+size, preprocessing, source card hash, its parity record), so a single file copied elsewhere
+stays usable with ``zoo predict``.
+
+Everything is written into a hidden sibling folder and renamed onto ``<out>`` only at the end:
+when fp32 parity fails (or anything else does) a :class:`ZooError` is raised and nothing
+exists under ``<out>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import metadata as meta
+from export import parity
+from export.ensemble_graph import INPUT, OUTPUT, build_ensemble_model, combine_numpy, member_probs_numpy
+from export.sources import Source, open_source
+from zoo.artifacts import read_card, write_card
+from zoo.errors import ZooError
+
+log = logging.getLogger(__name__)
+
+FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 13, 18  # tf2onnx 1.17 converts reliably in this range
+
+
+@dataclass
+class ParityData:
+    """Images (uint8 or float 0..255, at the model's size) with optional labels, and where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    description: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- Keras -> ONNX
+def keras_to_onnx(model, image_size: int, opset: int = DEFAULT_OPSET):
+    """Convert one Keras model (raw pixels in, probabilities out) with tf2onnx.
+
+    The result has one input ``images`` ``(batch, S, S, 3)`` float32 and one output ``probs``.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1:] != (image_size, image_size, 3):
+        raise ZooError(f"model input {shape} is not (None, {image_size}, {image_size}, 3) as its card says")
+    spec = (tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name=INPUT),)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises many types; a failed conversion is the user's model/opset
+        raise ZooError(f"tf2onnx could not convert '{model.name}' at opset {opset}: {type(exc).__name__}: {exc}") from exc
+    g = proto.graph
+    g.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    if len(g.output) != 1:
+        raise ZooError(f"'{model.name}' has {len(g.output)} outputs; zoo models return one probability tensor")
+    if g.output[0].name != OUTPUT:
+        from onnx import helper
+
+        g.node.append(helper.make_node("Identity", [g.output[0].name], [OUTPUT], name="probs_identity"))
+        g.output[0].name = OUTPUT
+    g.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    return proto
+
+
+def build_onnx(source: Source, opset: int = DEFAULT_OPSET, models: list | None = None):
+    """The fp32 ONNX model of ``source`` (one member, or all members merged with the combination)."""
+    if models is None:
+        models = load_keras(source)
+    protos = [keras_to_onnx(m, source.image_size, opset) for m in models]
+    if source.combination is None:
+        return protos[0]
+    return build_ensemble_model(protos, source.combination, graph_name=f"zoo_{source.name}")
+
+
+def load_keras(source: Source) -> list:
+    from zoo.runs import load_model
+
+    return [load_model(path, card) for path, card in zip(source.members, source.member_cards)]
+
+
+def keras_reference(source: Source, models: list, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, str]:
+    """Probabilities of the Keras model(s) on ``images`` and a note saying how they were combined.
+
+    Members run in Keras (with the ensemble's TTA views); the combination is computed by
+    ``ensemble.combine.combine`` (the ensemble package's own formula) when that package is
+    importable, and cross-checked against this package's numpy version, else by the latter.
+    """
+    x = np.asarray(images, dtype=np.float32)
+
+    def predict(model):
+        return lambda v: model.predict(v, batch_size=batch_size, verbose=0)
+
+    if source.combination is None:
+        return np.asarray(models[0].predict(x, batch_size=batch_size, verbose=0), dtype=np.float32), "keras"
+    comb = source.combination
+    mp = [member_probs_numpy(predict(m), x, comb.tta) for m in models]
+    ours = combine_numpy(mp, comb)
+    try:
+        from ensemble.combine import combine
+    except ImportError:
+        return ours, "keras members + export.ensemble_graph.combine_numpy"
+    theirs = combine(source.spec, np.stack(mp)).astype(np.float32)
+    gap = float(np.abs(theirs - ours).max()) if len(ours) else 0.0
+    if gap > 1e-5:
+        raise ZooError(f"{source.folder}: this exporter's combination differs from ensemble.combine by {gap:.2e}; "
+                       "the ensemble.json format changed — update export.ensemble_graph")
+    return theirs, "keras members + ensemble.combine.combine"
+
+
+# ----------------------------------------------------------------------------- data
+def _split_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    m = re.fullmatch(r"stratified\(seed=(\d+), val=([\d.]+), test=([\d.]+)\)", str(data.get("split_origin", "")))
+    if m:
+        return {"seed": int(m.group(1)), "val_fraction": float(m.group(2)), "test_fraction": float(m.group(3))}
+    return {"seed": int(data.get("seed", 0))}
+
+
+def _load_data(data: Any, source: Source):
+    """A loaded Dataset from ``data`` (Dataset, source string, or None = the source card's data)."""
+    from zoo.data import Dataset, load_dataset
+
+    if isinstance(data, Dataset):
+        return data
+    recorded = source.data
+    spec = data if data is not None else recorded.get("source")
+    if not spec:
+        raise ZooError(f"{source.folder}: the card records no data source; pass --data (a folder, .npz or synthetic:N)")
+    try:
+        ds = load_dataset(str(spec), source.image_size, **_split_kwargs(recorded))
+    except ZooError as exc:
+        raise ZooError(f"cannot load parity/calibration data '{spec}' ({exc}); pass --data") from None
+    if list(ds.class_names) != source.classes:
+        raise ZooError(f"data '{spec}' has classes {ds.class_names}, the model {source.classes}")
+    if recorded.get("fingerprint") and ds.fingerprint != recorded["fingerprint"]:
+        log.warning("data '%s' fingerprint %s differs from the one the model was trained on (%s)", spec, ds.fingerprint, recorded["fingerprint"])
+    return ds
+
+
+def _fit_images(images: np.ndarray, size: int, what: str) -> np.ndarray:
+    from export.predictor import prepare_batch
+
+    return prepare_batch(images, size, what=what)
+
+
+def _subset(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def parity_data(source: Source, *, data=None, split="val", limit=1000, images=None, labels=None) -> ParityData:
+    """Images to compare Keras and ONNX on: a given array, else ``split`` of the data."""
+    if images is not None:
+        x = _fit_images(images, source.image_size, "parity images")
+        y = None if labels is None else np.asarray(labels, dtype=np.int64)
+        if y is not None and len(y) != len(x):
+            raise ZooError(f"{len(x)} parity images but {len(y)} labels")
+        idx = _subset(len(x), limit)
+        return ParityData(x[idx], None if y is None else y[idx], {"source": "array", "images": int(len(idx))})
+    ds = _load_data(data, source)
+    part = ds.split(split)
+    idx = _subset(len(part), limit)
+    desc = {"source": ds.source, "split": split, "fingerprint": ds.fingerprint, "images": int(len(idx)), "of": len(part)}
+    return ParityData(part.images[idx], part.labels[idx], desc)
+
+
+def calibration_images(source: Source, *, calibration_data=None, data=None, size: int = 256, seed: int = 0):
+    """Training images for int8 calibration (array, or the train split of the given/recorded data)."""
+    if isinstance(calibration_data, np.ndarray):
+        x = _fit_images(calibration_data, source.image_size, "calibration images")
+        return x[_subset(len(x), size, seed)], {"source": "array", "images": int(min(len(x), size))}
+    ds = _load_data(calibration_data if calibration_data is not None else data, source)
+    split = "train"
+    if "train" not in ds.splits or not len(ds.splits["train"]):
+        split = "val"
+        log.warning("data '%s' has no train split: calibrating int8 on '%s' (the parity split; accuracy may look optimistic)", ds.source, split)
+    part = ds.split(split)
+    idx = _subset(len(part), size, seed)
+    return part.images[idx], {"source": ds.source, "split": split, "images": int(len(idx)), "seed": seed}
+
+
+# ----------------------------------------------------------------------------- export
+def _check_out(out: Path, force: bool) -> None:
+    if out.suffix.lower() == ".onnx":
+        raise ZooError(f"--out {out}: give a folder (it will hold model.onnx, model.int8.onnx … and card.json), not a .onnx file name")
+    if out.exists() and not out.is_dir():
+        raise ZooError(f"--out {out}: exists and is not a folder")
+    if (out / "card.json").exists() and not force:
+        raise ZooError(f"{out}: a complete export already exists; pass --force to replace it")
+
+
+def _save(model, path: Path) -> None:
+    import onnx
+
+    onnx.save_model(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ZooError(f"{path.name}: the exported model is not valid ONNX ({exc})") from None
+
+
+def export_model(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dtype: str = "fp32",
+    quantize: str | None = None,
+    calibration_data: Any = None,
+    calibration_size: int = 256,
+    calibration_method: str = "minmax",
+    data: Any = None,
+    split: str = "val",
+    limit: int | None = 1000,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    batch_size: int = 64,
+    atol: float = parity.DEFAULT_ATOL,
+    min_agreement: float = parity.DEFAULT_MIN_AGREEMENT,
+    force: bool = False,
+) -> Path:
+    """Export a member/student run or an ensemble folder to the export folder ``out``.
+
+    ``data``/``split``/``limit`` (or ``images``/``labels``) choose the parity images;
+    ``calibration_data`` (a data source, Dataset or array; default: the train split of
+    ``data``/the recorded data) feeds int8 calibration. Returns ``out``; raises
+    :class:`ZooError` (leaving nothing under ``out``) when fp32 parity fails.
+    """
+    if dtype not in ("fp32", "fp16"):
+        raise ZooError(f"--dtype {dtype!r}: choose fp32 or fp16 (fp32 is always written as the reference)")
+    if quantize not in (None, "none", "int8"):
+        raise ZooError(f"--quantize {quantize!r}: only 'int8' is supported")
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ZooError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET}")
+    out = Path(out)
+    _check_out(out, force)
+    src = open_source(source)
+    t0 = time.time()
+    log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
+    pdata = parity_data(src, data=data, split=split, limit=limit, images=images, labels=labels)
+    if len(pdata.images) == 0:
+        raise ZooError("no parity images: the chosen split is empty")
+    calib = None
+    if quantize == "int8":
+        calib = calibration_images(src, calibration_data=calibration_data, data=data, size=calibration_size)
+    models = load_keras(src)
+    reference, ref_note = keras_reference(src, models, pdata.images, batch_size)
+    fp32 = build_onnx(src, opset, models)
+    del models
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        base = dict(name=src.name, kind=src.kind, classes=src.classes, image_size=src.image_size, source_card_sha256=src.card_sha256)
+        extra = {"source_folder": src.folder.name, "opset": int(opset)}
+        if src.combination is not None:
+            extra["ensemble"] = src.combination.describe()
+        variants: dict[str, dict[str, Any]] = {}
+
+        # fp32: the gate.
+        meta.attach(fp32, meta.build(**base, variant="fp32", extra=extra))
+        path = tmp / FILES["fp32"]
+        _save(fp32, path)
+        probs32 = parity.run_session(parity.session(path), pdata.images, batch_size)
+        report = parity.compare(reference, probs32, pdata.labels, atol=atol, min_agreement=min_agreement, reference_name=ref_note)
+        log.info("fp32 parity: max |Δp| %.2e, top-1 agreement %.4f on %d images", report["max_abs_diff"], report["top1_agreement"], report["images"])
+        if not report["passed"]:
+            raise ZooError(f"fp32 parity failed for '{src.name}' ({parity.describe_failure(report)}); nothing was written to {out}")
+        meta.attach(fp32, {"zoo.parity": _json(report)})
+        _save(fp32, path)
+        variants["fp32"] = {"file": FILES["fp32"], "bytes": path.stat().st_size, "parity": report}
+
+        if dtype == "fp16":
+            from export.quantize import to_fp16
+
+            f16 = to_fp16(fp32)
+            variants["fp16"] = _variant(tmp, "fp16", f16, base, extra, reference, probs32, pdata, batch_size, ref_note)
+        if quantize == "int8":
+            import onnx
+
+            from export.quantize import quantize_int8
+
+            cal_images, cal_desc = calib
+            q = quantize_int8(path, tmp / FILES["int8"], cal_images, method=calibration_method)
+            q8 = onnx.load(str(q))
+            extra8 = {**extra, "calibration": {**cal_desc, "method": calibration_method, "per_channel": True, "format": "QDQ"}}
+            variants["int8"] = _variant(tmp, "int8", q8, base, extra8, reference, probs32, pdata, batch_size, ref_note)
+
+        card = {
+            "kind": "export",
+            "name": src.name,
+            "classes": src.classes,
+            "input": {"image_size": src.image_size, "channels": 3, "range": [0, 255], "dtype": "float32", "layout": "NHWC",
+                      "color": "RGB", "name": INPUT, "preprocessing": meta.PREPROCESSING},
+            "output": {"name": OUTPUT, "kind": "probabilities"},
+            "source": {"folder": str(src.folder), "kind": src.kind, "name": src.name, "card_sha256": src.card_sha256},
+            "parents": [{"folder": str(src.folder), "card_sha256": src.card_sha256}],
+            "export": {"opset": int(opset), "converter": _versions(), "seconds": round(time.time() - t0, 1),
+                       **({"ensemble": src.combination.describe()} if src.combination is not None else {})},
+            "data": pdata.description,
+            "variants": variants,
+            "parity": {k: v["parity"] for k, v in variants.items()},
+            "metrics": {f"parity-{k}": {"accuracy": v["parity"].get("accuracy")} for k, v in variants.items() if v["parity"].get("accuracy") is not None},
+        }
+        write_card(tmp, card)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("export complete: %s (%s) in %.0fs", out, ", ".join(variants), time.time() - t0)
+    return out
+
+
+def _variant(tmp: Path, name: str, model, base, extra, reference, probs32, pdata: ParityData, batch_size: int, ref_note: str) -> dict[str, Any]:
+    """Save a reduced-precision variant with metadata and its (ungated) parity report."""
+    path = tmp / FILES[name]
+    meta.attach(model, meta.build(**base, variant=name, extra=extra))
+    _save(model, path)
+    probs = parity.run_session(parity.session(path), pdata.images, batch_size)
+    report = parity.compare(reference, probs, pdata.labels, atol=None, reference_name=ref_note)
+    vs32 = parity.compare(probs32, probs, pdata.labels, atol=None, reference_name="onnx fp32")
+    report["vs_fp32"] = {k: vs32[k] for k in ("max_abs_diff", "top1_agreement", "accuracy_change") if k in vs32}
+    log.info("%s: max |Δp| %.2e vs Keras, top-1 agreement %.4f%s", name, report["max_abs_diff"], report["top1_agreement"],
+             f", accuracy change {report['accuracy_change'] * 100:+.2f} points" if "accuracy_change" in report else "")
+    meta.attach(model, {"zoo.parity": _json(report)})
+    _save(model, path)
+    return {"file": FILES[name], "bytes": path.stat().st_size, "parity": report}
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("tf2onnx", "onnx", "onnxruntime", "onnxconverter-common"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def read_export(folder: str | os.PathLike) -> dict[str, Any]:
+    """The verified card of an export folder."""
+    card = read_card(folder)
+    if card["kind"] != "export":
+        raise ZooError(f"{folder}: a '{card['kind']}' folder, not an export")
+    return card

@@ -1,0 +1,142 @@
+"""Smaller and faster variants of an fp32 export: static int8 (QDQ) for CPUs, fp16 for GPUs.
+
+Both are produced with the maintained tools, not hand-written passes:
+
+- int8: ``onnxruntime.quantization`` — ``quant_pre_process`` (shape inference + graph
+  clean-up; symbolic shape inference only when ``sympy`` is installed, which CNNs do not need),
+  then ``quantize_static`` in QDQ format with per-channel weights, calibrated on training images
+  through a :class:`CalibrationDataReader`. The classifier head (each Softmax and the
+  Dense/MatMul + bias chain feeding it) and the ensemble combination (``ens_*`` nodes) stay in
+  float: a quantized softmax rounds probabilities to 1/256 steps (top-1 ties), quantized logits
+  become coarse log-probabilities for a stacking meta-learner, and the head is a negligible
+  share of the compute — the convolutions are where int8 pays.
+- fp16: ``onnxconverter_common.float16.convert_float_to_float16`` when installed, else the copy
+  that ships in ``onnxruntime.transformers.float16``; inputs/outputs stay float32
+  (``keep_io_types``) so callers feed the same arrays, and Softmax plus the ensemble
+  combination stay float32 (log of fp16 probabilities near 0 is too coarse for stacking).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from zoo.errors import ZooError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _reader(images: np.ndarray, input_name: str, batch_size: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        """Feeds calibration images in batches (float32 0..255, the model's input contract)."""
+
+        def __init__(self) -> None:
+            self._batches: Iterator[np.ndarray] = iter(range(0, len(images), batch_size))
+
+        def get_next(self):
+            start = next(self._batches, None)
+            if start is None:
+                return None
+            return {input_name: np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)}
+
+        def rewind(self) -> None:
+            self._batches = iter(range(0, len(images), batch_size))
+
+    return Reader()
+
+
+HEAD_OPS = ("MatMul", "Gemm", "Add", "Identity", "Reshape", "Squeeze", "Flatten")
+
+
+def float_nodes(model, exclude_ops=("Softmax",), exclude_prefixes=("ens_",), max_depth: int = 6) -> list[str]:
+    """Names of nodes to keep in float: ``exclude_ops``, ``exclude_prefixes`` and each Softmax's head.
+
+    The head is found by walking back from a Softmax through :data:`HEAD_OPS` (the Dense layer's
+    MatMul + bias Add, reshapes) until the first other op (global pooling, an activation).
+    """
+    producer = {out: n for n in model.graph.node for out in n.output}
+    keep = {n.name for n in model.graph.node if n.op_type in exclude_ops or n.name.startswith(tuple(exclude_prefixes))}
+    for n in model.graph.node:
+        if n.op_type != "Softmax":
+            continue
+        frontier, depth = [n], 0
+        while frontier and depth < max_depth:
+            nxt = []
+            for node in frontier:
+                for name in node.input:
+                    p = producer.get(name)
+                    if p is not None and p.op_type in HEAD_OPS and p.name not in keep:
+                        keep.add(p.name)
+                        nxt.append(p)
+            frontier, depth = nxt, depth + 1
+    return sorted(keep)
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration_images: np.ndarray,
+    *,
+    per_channel: bool = True,
+    method: str = "minmax",
+    batch_size: int = 32,
+    exclude_ops: tuple[str, ...] = ("Softmax",),
+    exclude_prefixes: tuple[str, ...] = ("ens_",),
+) -> Path:
+    """Write a static int8 QDQ model of ``fp32_path`` to ``out_path`` (returns it)."""
+    import importlib.util
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ZooError(f"calibration method {method!r} is not one of {CALIBRATION_METHODS}")
+    if calibration_images is None or len(calibration_images) == 0:
+        raise ZooError("int8 quantization needs calibration images (none were given or found)")
+    if calibration_images.ndim != 4 or calibration_images.shape[-1] != 3:
+        raise ZooError(f"calibration images must be (N, S, S, 3), got {calibration_images.shape}")
+    calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="zoo-quant-", dir=out_path.parent) as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        quant_pre_process(
+            str(fp32_path),
+            str(pre),
+            skip_symbolic_shape=importlib.util.find_spec("sympy") is None,
+        )
+        model = onnx.load(str(pre))
+        input_name = model.graph.input[0].name
+        exclude = float_nodes(model, exclude_ops, exclude_prefixes)
+        quantize_static(
+            str(pre),
+            str(out_path),
+            _reader(calibration_images, input_name, batch_size),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calib,
+            nodes_to_exclude=exclude,
+            extra_options={"CalibTensorRangeSymmetric": False},
+        )
+    log.info("int8: %s (%d calibration images, %s, per_channel=%s)", out_path.name, len(calibration_images), method, per_channel)
+    return out_path
+
+
+def to_fp16(model):
+    """An fp16 copy of an ``onnx.ModelProto`` (float32 inputs/outputs kept)."""
+    try:
+        from onnxconverter_common.float16 import convert_float_to_float16
+    except ImportError:  # the same converter ships inside onnxruntime
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    block = [n.name for n in model.graph.node if n.op_type == "Softmax" or n.name.startswith("ens_")]
+    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False, node_block_list=block)
