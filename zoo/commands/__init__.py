@@ -6,4 +6,5 @@ COMMAND_MODULES = [
     "list",
     "run",
     "ensemble",
+    "export",
 ]
