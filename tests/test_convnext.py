@@ -199,6 +199,7 @@ def test_weights_from_zoo_files(tmp_path):
     # .weights.h5: the whole member
     same = tiny_member(num_classes=5, weights=str(tmp_path / "member.weights.h5"))
     np.testing.assert_allclose(same.predict(x, verbose=0), src.predict(x, verbose=0), atol=1e-6)
+    assert tiny_member(weights="none").get_layer("backbone").count_params() > 0  # CLI spelling of None
     with pytest.raises(ZooError, match="not found"):
         tiny_member(weights=str(tmp_path / "missing.h5"))
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")

@@ -178,6 +178,8 @@ def build_convnext(
     outputs = layers.Activation("softmax", dtype="float32", name="probs")(x)
     model = keras.Model(inputs, outputs, name=name)
 
+    if isinstance(weights, str) and weights.strip().lower() in ("", "none"):
+        weights = None  # the CLI's "--weights none"
     if weights is not None:
         from zoo.models.convnext.weights import load_pretrained
 
