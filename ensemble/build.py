@@ -116,8 +116,9 @@ def build_ensemble(
             if split == cfg.fit_split:
                 oof = outputs[chosen]["oof"]
                 write_npy(tmp / "probs" / f"{split}_oof.npy", oof.astype(np.float32))
-                metrics[split] = {**scores(p, y), "note": "in-sample: the combiner was fitted on these rows"}
-                metrics[f"{split}_oof"] = {**scores(oof, y), "note": f"out-of-fold ({cfg.folds}-fold), honest estimate"}
+                # The honest estimate is the headline; in-sample scores of probs/<fit split>.npy are kept apart.
+                metrics[split] = {**scores(oof, y), "scored": f"out-of-fold ({cfg.folds}-fold cross-fitting, probs/{split}_oof.npy)"}
+                metrics[f"{split}_in_sample"] = {**scores(p, y), "scored": f"in-sample: the combiner was fitted on these rows (probs/{split}.npy)"}
                 panels = [("uncalibrated (out-of-fold)", outputs[before]["oof"], y), ("temperature-scaled (out-of-fold)", outputs[after]["oof"], y)]
             else:
                 metrics[split] = scores(p, y)

@@ -100,10 +100,12 @@ def _split_kwargs(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_member_data(members: Sequence[Member], data: Any):
-    """The members' dataset at their input size; ``data`` is a source string or a loaded Dataset."""
+    """The members' dataset at their input size; ``data``: a source string, a Dataset, or a callable returning one."""
     from zoo.data import Dataset, load_dataset
 
     size = int(members[0].card["input"]["image_size"])
+    if callable(data):  # lazily loaded (e.g. the pipeline's shared dataset)
+        data = data()
     if data is None:
         raise ZooError("member probabilities must be computed from images, but no --data was given")
     ds = data if isinstance(data, Dataset) else load_dataset(str(data), size, **_split_kwargs(members[0].card))

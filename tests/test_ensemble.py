@@ -215,7 +215,8 @@ def test_folder_round_trip_vote(tmp_path, two_runs, labels):
     for f in ("comparison.md", "comparison.json", "comparison_val.png", "comparison_test.png", "plots/reliability_val.png",
               "plots/reliability_test.png", "probs/val_oof.npy", "probs/test.npy", "folds.json"):
         assert (out / f).is_file(), f
-    assert card["metrics"]["val_oof"]["accuracy"] > 0.5
+    assert card["metrics"]["val"]["accuracy"] > 0.5 and "out-of-fold" in card["metrics"]["val"]["scored"]
+    assert "val_in_sample" in card["metrics"]
     table = (out / "comparison.md").read_text()
     assert "vote fitted +T" in table and "stack logistic/log" in table and "good" in table
     folds = folds_from_rows(np.array(json.loads((out / "folds.json").read_text())["fold_of_row"]))
@@ -232,7 +233,8 @@ def test_folder_round_trip_stack_and_oof_is_scored(tmp_path, two_runs, labels):
     np.testing.assert_allclose(ens.combine(mp), np.load(out / "probs" / "test.npy"), atol=1e-6)
     card = read_card(out)
     oof = np.load(out / "probs" / "val_oof.npy")
-    assert card["metrics"]["val_oof"]["accuracy"] == pytest.approx(scores(oof, labels["val"])["accuracy"])
+    assert card["metrics"]["val"]["accuracy"] == pytest.approx(scores(oof, labels["val"])["accuracy"])
+    assert card["metrics"]["val"]["nll"] == pytest.approx(scores(oof, labels["val"])["nll"])
     # In-sample and out-of-fold predictions differ: the OOF ones come from learners that did not see the row.
     assert not np.allclose(oof, np.load(out / "probs" / "val.npy"))
     with pytest.raises(ZooError, match="complete artifact"):
@@ -360,3 +362,39 @@ def test_cli_vote_and_stack(tmp_path, two_runs, capsys):
     assert json.loads((tmp_path / "s" / "ensemble.json").read_text())["learner"] == "ridge"
     printed = capsys.readouterr().out
     assert "stack ridge/prob" in printed
+
+
+def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels):
+    from ensemble.stages import stage_distill, stage_ensemble
+    from zoo.config import MemberConfig, PipelineConfig
+    from zoo.pipeline import Stage
+
+    cfg = PipelineConfig(output=str(tmp_path), members=[MemberConfig(name="good"), MemberConfig(name="weak")])
+    for name, strength in (("good", 2.5), ("weak", 0.8)):
+        make_run(tmp_path / "members" / name, {s: (member_probs(y, strength, seed=i), y) for i, (s, y) in enumerate(labels.items())})
+
+    class Ctx:
+        root = tmp_path
+
+        def __init__(self):
+            self.cfg = cfg
+
+        def member_dir(self, name):
+            return tmp_path / "members" / name
+
+        @property
+        def dataset(self):
+            raise AssertionError("stored probabilities suffice; the dataset must not be loaded")
+
+    ctx = Ctx()
+    stages = stage_ensemble(ctx, Stage)
+    assert [s.outputs for s in stages] == [[tmp_path / "ensembles" / "vote"], [tmp_path / "ensembles" / "stack"]]
+    assert not any(s.complete() for s in stages)
+    for s in stages:
+        s.run()
+    assert all(s.complete() for s in stages)
+    assert json.loads((tmp_path / "ensembles" / "stack" / "ensemble.json").read_text())["temperature"] != 1.0  # calibrate=True
+    assert stage_distill(ctx, Stage) == []  # distill.enabled is False by default
+    cfg.distill.enabled, cfg.distill.teacher = True, "median"
+    with pytest.raises(ZooError, match="teacher"):
+        stage_distill(ctx, Stage)

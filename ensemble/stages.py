@@ -1,0 +1,78 @@
+"""``zoo run`` stages contributed by this package: ensembles, then distillation.
+
+Factories follow ``zoo.pipeline_stages``: ``factory(ctx, Stage) -> list[Stage]``, where
+``ctx`` is the pipeline context (``cfg``, ``root``, lazily loaded ``dataset``,
+``member_dir(name)``). They read ``cfg.ensemble`` (enabled, methods, calibrate, tta) and
+``cfg.distill`` (enabled, teacher, student, params, epochs, temperature, alpha); batch size,
+learning rate, augmentation, patience and seed come from ``cfg.train`` / ``cfg.data``.
+
+Folders: ``<output>/ensembles/<method>`` and ``<output>/student``. Both builders leave no
+half-written folder under their final name (the ensemble is renamed into place; the student
+keeps only its teacher cache until its card is written), so the pipeline's "card present =
+done" rule holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def ensemble_dir(ctx: Any, method: str) -> Path:
+    return Path(ctx.root) / "ensembles" / method
+
+
+def student_dir(ctx: Any) -> Path:
+    return Path(ctx.root) / "student"
+
+
+def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
+    """One stage per method in ``cfg.ensemble.methods`` over all configured members (needs ≥ 2)."""
+    e = ctx.cfg.ensemble
+    runs = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
+    if not e.enabled:
+        return []
+    if len(runs) < 2:
+        log.info("ensemble stages skipped: the config has %d member(s)", len(runs))
+        return []
+    stages = []
+    for method in e.methods:
+        out = ensemble_dir(ctx, method)
+
+        def run(method: str = method, out: Path = out) -> None:
+            from ensemble.build import EnsembleConfig, build_ensemble
+
+            cfg = EnsembleConfig(method=method, calibrate=e.calibrate, tta="dihedral" if e.tta else None,
+                                 seed=ctx.cfg.data.seed)
+            build_ensemble(runs, out, data=lambda: ctx.dataset, config=cfg)
+
+        label = f"ensemble {method}" + (" +calibration" if e.calibrate else "") + (" +TTA" if e.tta else "")
+        stages.append(Stage(label, [out], run))
+    return stages
+
+
+def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
+    """Distil the ``cfg.distill.teacher`` ensemble into ``cfg.distill.student``."""
+    d = ctx.cfg.distill
+    if not d.enabled:
+        return []
+    if not ctx.cfg.ensemble.enabled or d.teacher not in ctx.cfg.ensemble.methods or len(ctx.cfg.members) < 2:
+        from zoo.errors import ZooError
+
+        raise ZooError(f"config: distill.teacher '{d.teacher}' must be one of the enabled ensemble.methods "
+                       f"{list(ctx.cfg.ensemble.methods)} (with at least 2 members)")
+    teacher, out = ensemble_dir(ctx, d.teacher), student_dir(ctx)
+
+    def run() -> None:
+        from ensemble.distill import DistillConfig, distill
+
+        t = ctx.cfg.train
+        cfg = DistillConfig(student=d.student, params=dict(d.params) or None, epochs=d.epochs, alpha=d.alpha,
+                            temperature=d.temperature, batch_size=t.batch_size, learning_rate=t.learning_rate,
+                            weight_decay=t.weight_decay, augment=t.augment, patience=t.patience, seed=t.seed)
+        distill(teacher, lambda: ctx.dataset, out, cfg)
+
+    return [Stage(f"distill {d.teacher} ensemble into {d.student}", [out], run, resumable=True)]
