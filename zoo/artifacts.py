@@ -155,9 +155,12 @@ def write_card(folder: str | os.PathLike, card: dict[str, Any]) -> dict[str, Any
     return card
 
 
-def update_card(folder: str | os.PathLike, **changes: Any) -> dict[str, Any]:
-    """Re-verify the folder, merge ``changes`` (dicts merge one level deep) and re-write the card."""
-    card = read_card(folder)
+def update_card(folder: str | os.PathLike, *, verify: bool = True, **changes: Any) -> dict[str, Any]:
+    """Merge ``changes`` (dicts merge one level deep) into the card and re-hash the folder.
+
+    ``verify=False`` is for a caller that verified the folder before adding its own files.
+    """
+    card = read_card(folder, verify=verify)
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(card.get(key), dict):
             card[key] = {**card[key], **value}

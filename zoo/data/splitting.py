@@ -20,15 +20,20 @@ def stratified_split(whole: Split, *, seed: int, val_fraction: float, test_fract
         raise ZooError(f"invalid split fractions val={val_fraction} test={test_fraction}")
     idx = np.arange(len(whole))
     counts = np.bincount(whole.labels)
-    stratify = whole.labels if counts[counts > 0].min() >= 3 else None
+    classes = int((counts > 0).sum())
     out = {}
     rest = idx
-    if test_fraction > 0:
-        rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
-        out["test"] = _take(whole, test)
-    if val_fraction > 0:
-        strat_rest = whole.labels[rest] if stratify is not None else None
-        rest, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=strat_rest)
-        out["val"] = _take(whole, val)
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        n_take = int(round(len(idx) * fraction))
+        if fraction <= 0 or n_take == 0:
+            continue
+        if n_take >= len(rest):
+            raise ZooError(f"{len(whole)} images are too few for a {name} split of {fraction:.0%}")
+        labels = whole.labels[rest]
+        rest_counts = np.bincount(labels)
+        # Stratify whenever sklearn can: every class twice, and room for each class on both sides.
+        can = rest_counts[rest_counts > 0].min() >= 2 and classes <= n_take <= len(rest) - classes
+        rest, taken = train_test_split(rest, test_size=n_take, random_state=seed, stratify=labels if can else None)
+        out[name] = _take(whole, taken)
     out["train"] = _take(whole, rest)
     return {k: out[k] for k in ("train", "val", "test") if k in out}

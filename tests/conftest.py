@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny data and models, quiet logs, and the optional real PBC data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("ZOO_PROGRESS", "0")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PBC = REPO.parent / "shared" / "data" / "pbc128"
+
+# Small enough that one epoch takes a second or two on a CPU.
+TINY_CNN = {"widths": (8, 16), "depths": (1, 1), "stem_width": 8}
+
+
+@pytest.fixture(scope="session")
+def pbc_root() -> Path:
+    if not (PBC / "train").is_dir():
+        pytest.skip("real PBC data (../shared/data/pbc128) is not available")
+    return PBC
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> dict:
+    return dict(TINY_CNN)
+
+
+@pytest.fixture(scope="session")
+def synthetic_small():
+    from zoo.data import load_dataset
+
+    return load_dataset("synthetic:96", 24)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synthetic_small):
+    """One tiny member trained for two epochs, shared by tests that only read it."""
+    from zoo.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=2, batch_size=32, tensorboard=False)
+
+
+def write_images(folder: Path, n: int, size: int = 20, seed: int = 0, fmt: str = "png") -> list[Path]:
+    """``n`` random RGB images in ``folder`` (made by PIL, as users' files would be)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"img_{seed}_{i}.{fmt}"
+        Image.fromarray(rng.integers(0, 255, (size, size + 3, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths

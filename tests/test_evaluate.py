@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+
+from zoo.artifacts import read_card
+from zoo.evaluate import compute_metrics, evaluate, expected_calibration_error
+from zoo.errors import ZooError
+
+NAMES = ["a", "b", "c"]
+
+
+def test_metrics_on_known_predictions():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    m = compute_metrics(labels, probs, NAMES)
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 2]]
+    assert m["nll"] == pytest.approx(-np.mean(np.log(probs[np.arange(6), labels])), rel=1e-6)
+    assert 0.9 < m["roc_auc_ovr"] <= 1.0
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident():
+    labels = np.array([0, 1] * 50)
+    calibrated = np.tile([[0.5, 0.5]], (100, 1))
+    assert expected_calibration_error(labels, calibrated) == pytest.approx(0.0, abs=1e-9)
+    over = np.tile([[0.99, 0.01]], (100, 1))
+    assert expected_calibration_error(labels, over) == pytest.approx(0.49, abs=1e-6)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ZooError, match="do not match"):
+        compute_metrics(np.array([0, 1]), np.ones((2, 4)) / 4, NAMES)
+
+
+def test_evaluate_a_run_writes_plots_json_and_card_metrics(trained_run, synthetic_small):
+    result = evaluate(trained_run, split="test", dataset=synthetic_small)
+    out = trained_run / "eval" / "test"
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == pytest.approx(result["accuracy"])
+    for png in ("confusion_matrix.png", "reliability.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = read_card(trained_run)
+    assert card["metrics"]["test"]["accuracy"] == pytest.approx(result["accuracy"])
+    assert set(result["per_class"]) == set(synthetic_small.class_names)
+
+
+def test_evaluate_refuses_data_with_other_classes(trained_run, tmp_path):
+    from conftest import write_images
+
+    for c in ("x", "y"):
+        write_images(tmp_path / c, 4)
+    with pytest.raises(ZooError, match="differ from the data"):
+        evaluate(trained_run, str(tmp_path), split="val")

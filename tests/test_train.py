@@ -1,0 +1,113 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY_CNN
+from zoo.artifacts import read_card
+from zoo.errors import ZooError
+from zoo.runs import load_model, load_probs
+from zoo.train import TrainConfig, TrainingState, resolve_phases, train
+
+
+def test_run_folder_follows_the_artifact_contract(trained_run, synthetic_small):
+    card = read_card(trained_run)
+    assert card["kind"] == "member" and card["member"] == "custom_cnn"
+    assert card["classes"] == synthetic_small.class_names
+    assert card["input"]["image_size"] == 24 and card["input"]["preprocessing"] == "inside model"
+    assert card["data"]["fingerprint"] == synthetic_small.fingerprint
+    assert card["training"]["config"]["optimizer"] == "adamw"
+    assert card["training"]["config"]["weight_decay"] == 1e-5
+    assert card["training"]["epochs_run"] == 2
+    assert {"model.keras", "history.csv", "probs/val.npy", "probs/val_labels.npy", "probs/test.npy",
+            "eval/val/metrics.json", "eval/val/confusion_matrix.png", "eval/val/reliability.png",
+            "plots/training_curves.png"} <= set(card["files"])
+    assert not (trained_run / "checkpoint").exists()
+    for split in ("val", "test"):
+        assert 0.0 <= card["metrics"][split]["accuracy"] <= 1.0
+    rows = list(csv.DictReader(open(trained_run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
+
+
+def test_saved_model_reloads_safely_and_matches_stored_probabilities(trained_run, synthetic_small):
+    model = load_model(trained_run)
+    probs, labels = load_probs(trained_run, "val")
+    np.testing.assert_array_equal(labels, synthetic_small.split("val").labels)
+    again = model.predict(synthetic_small.split("val").images.astype("float32"), verbose=0)
+    np.testing.assert_allclose(again, probs, atol=1e-5)
+
+
+def test_existing_output_is_never_overwritten(trained_run, synthetic_small):
+    with pytest.raises(ZooError, match="already holds a complete run"):
+        train("custom_cnn", synthetic_small, trained_run, image_size=24, params=TINY_CNN, epochs=1)
+
+
+def test_resume_continues_after_interruption_without_gap_or_repeat(tmp_path, synthetic_small, monkeypatch):
+    out = tmp_path / "run"
+    real_save = TrainingState.save
+
+    def crash_after_second_epoch(self):
+        real_save(self)
+        if self.epoch == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(TrainingState, "save", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=4, batch_size=32, tensorboard=False, patience=10)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert not (out / "card.json").exists()
+    with pytest.raises(ZooError, match="--resume"):
+        train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=4, batch_size=32, tensorboard=False, patience=10)
+    with pytest.raises(ZooError, match="configuration changed"):
+        train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=5, batch_size=32, tensorboard=False, patience=10, resume=True)
+    monkeypatch.setattr(TrainingState, "save", real_save)
+    run = train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=4, batch_size=32, tensorboard=False, patience=10, resume=True)
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    # The learning-rate schedule continued where it stopped (optimizer state restored), not from warm-up.
+    lrs = [float(r["learning_rate"]) for r in rows]
+    assert lrs[2] < lrs[1] and lrs[3] < lrs[2]
+
+
+def test_bad_training_options_are_clear(synthetic_small, tmp_path):
+    with pytest.raises(ZooError, match="optimizer 'sgd'"):
+        train("custom_cnn", synthetic_small, tmp_path / "r", image_size=24, optimizer="sgd")
+    with pytest.raises(ZooError, match="unknown training option"):
+        train("custom_cnn", synthetic_small, tmp_path / "r", image_size=24, epoch=3)
+    with pytest.raises(ZooError, match="loaded at 24px"):
+        train("custom_cnn", synthetic_small, tmp_path / "r", image_size=32)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "nadam", "lion"])
+def test_every_optimizer_trains(optimizer, tmp_path, synthetic_small):
+    run = train("custom_cnn", synthetic_small, tmp_path / optimizer, image_size=24, params=TINY_CNN, epochs=1, batch_size=64,
+                optimizer=optimizer, tensorboard=False, evaluate_splits=("val",))
+    assert read_card(run)["training"]["config"]["optimizer"] == optimizer
+
+
+def test_phases_from_recipe_only_when_pretrained():
+    recipe = {"phases": [{"name": "head", "trainable_fraction": 0.0, "epochs": 2, "lr_scale": 1.0},
+                         {"name": "finetune", "trainable_fraction": 0.3, "lr_scale": 0.1}]}
+    cfg = TrainConfig(epochs=10)
+    assert [p.name for p in resolve_phases(cfg, recipe, pretrained=False)] == ["train"]
+    head, fine = resolve_phases(cfg, recipe, pretrained=True)
+    assert (head.epochs, fine.epochs, fine.lr_scale, fine.trainable_fraction) == (2, 8, 0.1, 0.3)
+    _, fine = resolve_phases(TrainConfig(epochs=10, trainable_fraction=0.4), recipe, pretrained=True)
+    assert fine.trainable_fraction == 0.4
+
+
+def test_class_weights_and_balanced_pipeline(synthetic_small):
+    from zoo.data.pipeline import class_weights, make_dataset
+
+    split = synthetic_small.split("train")
+    w = class_weights(split.labels, 8)
+    counts = np.bincount(split.labels, minlength=8)
+    assert w[counts.argmin()] > w[counts.argmax()]
+    ds = make_dataset(split, 8, 16, training=True, balance=20, seed=0)
+    labels = np.concatenate([y.numpy().argmax(1) for _, y in ds])
+    assert len(labels) == 20 * 8
+    assert np.bincount(labels, minlength=8).min() >= 8  # every class drawn, near-uniform
