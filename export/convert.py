@@ -143,16 +143,19 @@ def _load_data(data: Any, source: Source):
     """A loaded Dataset from ``data`` (Dataset, source string, or None = the source card's data)."""
     from zoo.data import Dataset, load_dataset
 
-    if isinstance(data, Dataset):
-        return data
     recorded = source.data
-    spec = data if data is not None else recorded.get("source")
-    if not spec:
-        raise ZooError(f"{source.folder}: the card records no data source; pass --data (a folder, .npz or synthetic:N)")
-    try:
-        ds = load_dataset(str(spec), source.image_size, **_split_kwargs(recorded))
-    except ZooError as exc:
-        raise ZooError(f"cannot load parity/calibration data '{spec}' ({exc}); pass --data") from None
+    if isinstance(data, Dataset):
+        ds, spec = data, data.source
+        if ds.image_size != source.image_size:
+            raise ZooError(f"data '{spec}' is at {ds.image_size} px but the model takes {source.image_size} px")
+    else:
+        spec = data if data is not None else recorded.get("source")
+        if not spec:
+            raise ZooError(f"{source.folder}: the card records no data source; pass --data (a folder, .npz or synthetic:N)")
+        try:
+            ds = load_dataset(str(spec), source.image_size, **_split_kwargs(recorded))
+        except ZooError as exc:
+            raise ZooError(f"cannot load parity/calibration data '{spec}' ({exc}); pass --data") from None
     if list(ds.class_names) != source.classes:
         raise ZooError(f"data '{spec}' has classes {ds.class_names}, the model {source.classes}")
     if recorded.get("fingerprint") and ds.fingerprint != recorded["fingerprint"]:
@@ -188,12 +191,13 @@ def parity_data(source: Source, *, data=None, split="val", limit=1000, images=No
     return ParityData(part.images[idx], part.labels[idx], desc)
 
 
-def calibration_images(source: Source, *, calibration_data=None, data=None, size: int = 256, seed: int = 0):
-    """Training images for int8 calibration (array, or the train split of the given/recorded data)."""
+def calibration_images(source: Source, *, calibration_data=None, size: int = 256, seed: int = 0):
+    """Training images for int8 calibration (an array, or the train split of a data source/Dataset;
+    None: the data recorded in the source's card)."""
     if isinstance(calibration_data, np.ndarray):
         x = _fit_images(calibration_data, source.image_size, "calibration images")
         return x[_subset(len(x), size, seed)], {"source": "array", "images": int(min(len(x), size))}
-    ds = _load_data(calibration_data if calibration_data is not None else data, source)
+    ds = _load_data(calibration_data, source)
     split = "train"
     if "train" not in ds.splits or not len(ds.splits["train"]):
         split = "val"
@@ -256,17 +260,29 @@ def export_model(
         raise ZooError(f"--quantize {quantize!r}: only 'int8' is supported")
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ZooError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET}")
+    if calibration_size < 1 or batch_size < 1 or (limit is not None and limit < 1):
+        raise ZooError("calibration size, batch size and parity limit must be positive")
     out = Path(out)
     _check_out(out, force)
     src = open_source(source)
     t0 = time.time()
     log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
-    pdata = parity_data(src, data=data, split=split, limit=limit, images=images, labels=labels)
+    loaded: list = []
+
+    def dataset():  # decoded once, shared by parity and calibration
+        if not loaded:
+            loaded.append(_load_data(data, src))
+        return loaded[0]
+
+    if images is not None:
+        pdata = parity_data(src, limit=limit, images=images, labels=labels)
+    else:
+        pdata = parity_data(src, data=dataset(), split=split, limit=limit)
     if len(pdata.images) == 0:
         raise ZooError("no parity images: the chosen split is empty")
     calib = None
     if quantize == "int8":
-        calib = calibration_images(src, calibration_data=calibration_data, data=data, size=calibration_size)
+        calib = calibration_images(src, calibration_data=dataset() if calibration_data is None else calibration_data, size=calibration_size)
     models = load_keras(src)
     reference, ref_note = keras_reference(src, models, pdata.images, batch_size)
     fp32 = build_onnx(src, opset, models)

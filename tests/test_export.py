@@ -357,3 +357,70 @@ def test_cli_export(runs, tmp_path, capsys):
     assert "fp32" in text and "top-1 agreement" in text
     assert read_card(out)["parity"]["fp32"]["images"] == 8
     assert main(["-q", "export", str(m1), "--out", str(out)]) == 2  # exists, no --force
+
+
+def test_export_ensemble_built_by_ensemble_package(runs, dataset, tmp_path):
+    """Round trip with the real writer: ``ensemble.build`` folder -> one ONNX graph, parity vs its own predict_proba."""
+    build = pytest.importorskip("ensemble.build")
+    from ensemble.folder import predict_proba
+
+    from export.convert import export_model
+
+    _, members = runs
+    folder = build.build_ensemble(members, tmp_path / "ens", data=dataset,
+                                  config=build.EnsembleConfig(method="stack", calibrate=True, folds=2))
+    out = export_model(folder, tmp_path / "exp")
+    assert read_card(out)["parity"]["fp32"]["passed"]
+    x = dataset.split("test").images[:8]
+    np.testing.assert_allclose(onnx_probs(out / "model.onnx", x), predict_proba(folder, x), atol=1e-4)
+
+
+def test_pipeline_stage(runs, dataset, tmp_path):
+    """``export_stages`` with a stand-in pipeline context: one stage per member, complete export folders."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from export.stage import export_stages
+
+    @dataclass
+    class Stage:
+        name: str
+        outputs: list
+        run: object
+
+    _, members = runs
+    cfg = SimpleNamespace(
+        export=SimpleNamespace(enabled=True, opset=17, quantize=["int8"], include=["members", "ensembles"], calibration_size=32, parity_images=8),
+        members=[SimpleNamespace(run_name=m.name) for m in members],
+        ensemble=SimpleNamespace(enabled=False, methods=[]),
+        distill=SimpleNamespace(enabled=False),
+    )
+    ctx = SimpleNamespace(cfg=cfg, root=tmp_path, dataset=dataset, member_dir=lambda name: members[0].parent / name)
+    stages = export_stages(ctx, Stage)
+    assert [s.outputs[0] for s in stages] == [tmp_path / "exports" / "member-m1", tmp_path / "exports" / "member-m2"]
+    stages[0].run()
+    card = read_card(stages[0].outputs[0])
+    assert set(card["parity"]) == {"fp32", "int8"} and card["parity"]["fp32"]["images"] == 8
+    cfg.export.enabled = False
+    assert export_stages(ctx, Stage) == []
+    cfg.export.enabled, cfg.export.quantize = True, ["int4"]
+    with pytest.raises(ZooError, match="int4"):
+        export_stages(ctx, Stage)
+
+
+def test_export_with_given_arrays(runs, tmp_path):
+    """Parity and calibration images passed as arrays (any size, resized), no labels: no accuracy, still gated."""
+    from export.convert import export_model
+
+    _, (m1, _) = runs
+    rng = np.random.default_rng(9)
+    images = rng.integers(0, 256, (10, 40, 40, 3), dtype=np.uint8)
+    calib = rng.integers(0, 256, (20, SIZE, SIZE, 3), dtype=np.uint8)
+    out = export_model(m1, tmp_path / "arr", images=images, quantize="int8", calibration_data=calib)
+    card = read_card(out)
+    assert card["data"] == {"source": "array", "images": 10}
+    assert card["parity"]["fp32"]["passed"] and "accuracy" not in card["parity"]["fp32"]
+    assert "accuracy" not in card["parity"]["int8"] and card["parity"]["int8"]["images"] == 10
+    with pytest.raises(ZooError, match="3 colour channels"):
+        export_model(m1, tmp_path / "bad", images=np.zeros((2, SIZE, SIZE, 1), np.uint8))
+    assert not (tmp_path / "bad").exists()
