@@ -70,9 +70,9 @@ def plot_reliability(path: str | Path, panels: Sequence[tuple[str, np.ndarray, n
         width = 1.0 / n_bins
         have = b["count"] > 0
         ax.bar(centres[have], b["accuracy"][have], width=width * 0.95, color="#4C72B0", edgecolor="black", linewidth=0.4, label="accuracy")
-        gap = b["confidence"][have] - b["accuracy"][have]
-        ax.bar(centres[have], gap, bottom=b["accuracy"][have], width=width * 0.95, color="#DD8452", alpha=0.5,
-               edgecolor="#DD8452", linewidth=0.4, label="gap to confidence")
+        acc, conf = b["accuracy"][have], b["confidence"][have]
+        ax.bar(centres[have], np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width * 0.95, color="#DD8452",
+               alpha=0.5, edgecolor="#DD8452", linewidth=0.4, label="gap to confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
