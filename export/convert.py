@@ -217,14 +217,51 @@ def _check_out(out: Path, force: bool) -> None:
         raise ZooError(f"{out}: a complete export already exists; pass --force to replace it")
 
 
-def _save(model, path: Path) -> None:
+# Protobuf cannot serialise more than 2 GiB: above this size the weights go to "<file>.data".
+LARGE_MODEL_BYTES = 1_800_000_000
+
+
+def is_large(model) -> bool:
+    try:
+        return model.ByteSize() > LARGE_MODEL_BYTES
+    except Exception:  # protobuf refuses to even size a message past its limit
+        return True
+
+
+def _check(path: Path) -> None:
     import onnx
 
-    onnx.save_model(model, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ZooError(f"{path.name}: the exported model is not valid ONNX ({exc})") from None
+
+
+def _save(model, path: Path, large: bool = False) -> None:
+    """Write ``model`` (weights to ``<name>.data`` beside it when ``large``) and check the file.
+
+    Saving with external data moves the weights out of ``model``: use the file afterwards.
+    """
+    import onnx
+
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    if large:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    _check(path)
+
+
+def _set_metadata(path: Path, props: dict[str, str], replace: bool = False) -> None:
+    """Rewrite only the metadata of a saved model (external weights, if any, stay untouched)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta.attach(model, props, replace=replace)
+    onnx.save_model(model, str(path))
+    _check(path)
 
 
 def export_model(
@@ -298,33 +335,37 @@ def export_model(
         variants: dict[str, dict[str, Any]] = {}
 
         # fp32: the gate.
+        large = is_large(fp32)
         meta.attach(fp32, meta.build(**base, variant="fp32", extra=extra))
         path = tmp / FILES["fp32"]
-        _save(fp32, path)
+        _save(fp32, path, large)
+        del fp32
         probs32 = parity.run_session(parity.session(path), pdata.images, batch_size)
         report = parity.compare(reference, probs32, pdata.labels, atol=atol, min_agreement=min_agreement, reference_name=ref_note)
         log.info("fp32 parity: max |Δp| %.2e, top-1 agreement %.4f on %d images", report["max_abs_diff"], report["top1_agreement"], report["images"])
         if not report["passed"]:
             raise ZooError(f"fp32 parity failed for '{src.name}' ({parity.describe_failure(report)}); nothing was written to {out}")
-        meta.attach(fp32, {"zoo.parity": _json(report)})
-        _save(fp32, path)
-        variants["fp32"] = {"file": FILES["fp32"], "bytes": path.stat().st_size, "parity": report}
+        _set_metadata(path, {"zoo.parity": _json(report)})
+        variants["fp32"] = _describe(tmp, "fp32", report)
 
         if dtype == "fp16":
-            from export.quantize import to_fp16
-
-            f16 = to_fp16(fp32)
-            variants["fp16"] = _variant(tmp, "fp16", f16, base, extra, reference, probs32, pdata, batch_size, ref_note)
-        if quantize == "int8":
             import onnx
 
+            from export.quantize import to_fp16
+
+            f16 = to_fp16(onnx.load(str(path)))
+            meta.attach(f16, meta.build(**base, variant="fp16", extra=extra), replace=True)
+            _save(f16, tmp / FILES["fp16"], is_large(f16))
+            del f16
+            variants["fp16"] = _variant(tmp, "fp16", reference, probs32, pdata, batch_size, ref_note)
+        if quantize == "int8":
             from export.quantize import quantize_int8
 
             cal_images, cal_desc = calib
-            q = quantize_int8(path, tmp / FILES["int8"], cal_images, method=calibration_method)
-            q8 = onnx.load(str(q))
+            q = quantize_int8(path, tmp / FILES["int8"], cal_images, method=calibration_method, external_data=large)
             extra8 = {**extra, "calibration": {**cal_desc, "method": calibration_method, "per_channel": True, "format": "QDQ"}}
-            variants["int8"] = _variant(tmp, "int8", q8, base, extra8, reference, probs32, pdata, batch_size, ref_note)
+            _set_metadata(q, meta.build(**base, variant="int8", extra=extra8), replace=True)
+            variants["int8"] = _variant(tmp, "int8", reference, probs32, pdata, batch_size, ref_note)
 
         card = {
             "kind": "export",
@@ -353,20 +394,24 @@ def export_model(
     return out
 
 
-def _variant(tmp: Path, name: str, model, base, extra, reference, probs32, pdata: ParityData, batch_size: int, ref_note: str) -> dict[str, Any]:
-    """Save a reduced-precision variant with metadata and its (ungated) parity report."""
+def _describe(tmp: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:
     path = tmp / FILES[name]
-    meta.attach(model, meta.build(**base, variant=name, extra=extra))
-    _save(model, path)
+    data = path.with_name(path.name + ".data")
+    size = path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+    return {"file": FILES[name], **({"external_data": data.name} if data.exists() else {}), "bytes": size, "parity": report}
+
+
+def _variant(tmp: Path, name: str, reference, probs32, pdata: ParityData, batch_size: int, ref_note: str) -> dict[str, Any]:
+    """The (ungated) parity report of a saved reduced-precision variant, recorded in its metadata."""
+    path = tmp / FILES[name]
     probs = parity.run_session(parity.session(path), pdata.images, batch_size)
     report = parity.compare(reference, probs, pdata.labels, atol=None, reference_name=ref_note)
     vs32 = parity.compare(probs32, probs, pdata.labels, atol=None, reference_name="onnx fp32")
     report["vs_fp32"] = {k: vs32[k] for k in ("max_abs_diff", "top1_agreement", "accuracy_change") if k in vs32}
     log.info("%s: max |Δp| %.2e vs Keras, top-1 agreement %.4f%s", name, report["max_abs_diff"], report["top1_agreement"],
              f", accuracy change {report['accuracy_change'] * 100:+.2f} points" if "accuracy_change" in report else "")
-    meta.attach(model, {"zoo.parity": _json(report)})
-    _save(model, path)
-    return {"file": FILES[name], "bytes": path.stat().st_size, "parity": report}
+    _set_metadata(path, {"zoo.parity": _json(report)})
+    return _describe(tmp, name, report)
 
 
 def _json(obj: Any) -> str:

@@ -68,9 +68,14 @@ def build(
     return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in props.items()}
 
 
-def attach(model, props: dict[str, str]) -> None:
-    """Set (replace) ``props`` in an ``onnx.ModelProto``'s ``metadata_props`` in place."""
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in props]
+def attach(model, props: dict[str, str], replace: bool = False) -> None:
+    """Set ``props`` in an ``onnx.ModelProto``'s ``metadata_props`` in place.
+
+    Other keys are kept, except every ``zoo.*`` key when ``replace`` (a derived file, e.g. the
+    int8 copy, must not inherit its parent's variant or parity record).
+    """
+    keep = [(p.key, p.value) for p in model.metadata_props
+            if p.key not in props and not (replace and p.key.startswith(PREFIX))]
     del model.metadata_props[:]
     for key, value in keep + sorted(props.items()):
         entry = model.metadata_props.add()

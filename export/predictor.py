@@ -55,7 +55,7 @@ def select_providers(provider: str = "auto") -> list[str]:
 
 
 def resolve_model_path(path: str | os.PathLike, variant: str | None = None) -> Path:
-    """A ``.onnx`` file, or the variant's file inside an export folder (default fp32 ``model.onnx``)."""
+    """A ``.onnx`` file, or the variant's file inside a verified export folder (default fp32 ``model.onnx``)."""
     path = Path(path)
     if path.is_dir():
         name = VARIANT_FILES.get(variant or "fp32")
@@ -67,6 +67,11 @@ def resolve_model_path(path: str | os.PathLike, variant: str | None = None) -> P
             raise ZooError(f"{path}: no {name} in this folder (has: {', '.join(have) or 'no .onnx files'})")
         if not (path / "card.json").is_file():
             raise ZooError(f"{path}: incomplete export folder (no card.json; the export did not finish)")
+        from zoo.artifacts import read_card
+
+        card = read_card(path)  # every file's sha256: refuses a modified or partly copied folder
+        if card["kind"] != "export":
+            raise ZooError(f"{path}: a '{card['kind']}' folder, not an export (run 'zoo export' on it first)")
         return target
     if variant is not None:
         raise ZooError("--variant applies to an export folder, not a single .onnx file")

@@ -90,6 +90,7 @@ def quantize_int8(
     batch_size: int = 32,
     exclude_ops: tuple[str, ...] = ("Softmax",),
     exclude_prefixes: tuple[str, ...] = ("ens_",),
+    external_data: bool = False,
 ) -> Path:
     """Write a static int8 QDQ model of ``fp32_path`` to ``out_path`` (returns it)."""
     import importlib.util
@@ -112,8 +113,9 @@ def quantize_int8(
             str(fp32_path),
             str(pre),
             skip_symbolic_shape=importlib.util.find_spec("sympy") is None,
+            save_as_external_data=external_data,
         )
-        model = onnx.load(str(pre))
+        model = onnx.load(str(pre), load_external_data=False)
         input_name = model.graph.input[0].name
         exclude = float_nodes(model, exclude_ops, exclude_prefixes)
         quantize_static(
@@ -127,6 +129,7 @@ def quantize_int8(
             calibrate_method=calib,
             nodes_to_exclude=exclude,
             extra_options={"CalibTensorRangeSymmetric": False},
+            use_external_data_format=external_data,
         )
     log.info("int8: %s (%d calibration images, %s, per_channel=%s)", out_path.name, len(calibration_images), method, per_channel)
     return out_path
@@ -138,5 +141,17 @@ def to_fp16(model):
         from onnxconverter_common.float16 import convert_float_to_float16
     except ImportError:  # the same converter ships inside onnxruntime
         from onnxruntime.transformers.float16 import convert_float_to_float16
+    import warnings
+
     block = [n.name for n in model.graph.node if n.op_type == "Softmax" or n.name.startswith("ens_")]
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False, node_block_list=block)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # one warning per tiny weight clamped to fp16's range
+        try:
+            big = model.ByteSize() > 1_800_000_000
+        except Exception:
+            big = True
+        # in-memory shape inference cannot serialise models past protobuf's 2 GiB
+        out = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=big, node_block_list=block)
+    if caught:
+        log.info("fp16: %d constant(s) clamped to the fp16 range (|x| < 1e-7 or > 1e4)", len(caught))
+    return out

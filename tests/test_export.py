@@ -424,3 +424,23 @@ def test_export_with_given_arrays(runs, tmp_path):
     with pytest.raises(ZooError, match="3 colour channels"):
         export_model(m1, tmp_path / "bad", images=np.zeros((2, SIZE, SIZE, 1), np.uint8))
     assert not (tmp_path / "bad").exists()
+
+
+def test_large_model_path_uses_external_data(runs, tmp_path, monkeypatch):
+    """Models past protobuf's 2 GiB keep weights in '<file>.data'; exercised by lowering the threshold."""
+    import onnx
+
+    import export
+    from export import convert
+
+    monkeypatch.setattr(convert, "LARGE_MODEL_BYTES", 0)
+    _, (m1, _) = runs
+    out = convert.export_model(m1, tmp_path / "ext", quantize="int8", calibration_size=32, dtype="fp16")
+    card = read_card(out)
+    assert {"model.onnx.data", "model.int8.onnx.data"} <= set(card["files"])
+    assert card["variants"]["fp32"]["external_data"] == "model.onnx.data" and card["parity"]["fp32"]["passed"]
+    stub = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in stub.graph.initializer)
+    x = np.random.default_rng(4).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    np.testing.assert_allclose(export.load(out, "cpu").predict(x), keras_probs(m1, x), atol=1e-4)
+    assert export.load(out, "cpu", variant="int8").metadata["variant"] == "int8"

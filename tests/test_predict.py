@@ -18,6 +18,7 @@ from PIL import Image
 
 from export import metadata as meta
 from export.predictor import format_predictions, load, predict_files, prepare_batch, select_providers, write_predictions
+from zoo.artifacts import write_card
 from zoo.errors import ZooError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,10 +222,17 @@ def test_export_folder_resolution(tmp_path):
     save(tiny_model(), folder / "model.onnx")
     with pytest.raises(ZooError, match="incomplete export folder"):
         load(folder, "cpu")
-    (folder / "card.json").write_text("{}")  # presence marks completion for the predictor; export tests verify cards
+    card = {"kind": "export", "name": "tiny", "classes": CLASSES, "input": {"image_size": SIZE}}
+    write_card(folder, card)
     assert load(folder, "cpu").classes == CLASSES
     with pytest.raises(ZooError, match="no model.int8.onnx"):
         load(folder, "cpu", variant="int8")
+    save(tiny_model(parity={"passed": True, "max_abs_diff": 1e-9}), folder / "model.onnx")  # changed after the card
+    with pytest.raises(ZooError, match="modified after the card"):
+        load(folder, "cpu")
+    write_card(folder, {**card, "kind": "member"})
+    with pytest.raises(ZooError, match="not an export"):
+        load(folder, "cpu")
 
 
 def test_cli_predict_and_no_tensorflow(model_path, image_folder, tmp_path):
