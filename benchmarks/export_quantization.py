@@ -2,7 +2,7 @@
 
 For each run or ensemble folder given, the model is exported (``export.convert.export_model``
 with fp16 and static int8, calibrated on ``--calibration-size`` training images) and measured
-on the whole ``--split`` of ``--data`` (default: ../shared/data/pbc128 val at 64 px):
+on the whole ``--split`` of ``--data`` (default: ../shared/data/pbc128 val, at the models' size, e.g. 64 px):
 
 - accuracy of Keras (the parity reference) and of each ONNX file, and the change in points;
 - ORT CPU latency at batch 1 and batch 64: median (and p90) wall time over ``--repeats`` runs
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sources", nargs="+", type=Path, help="run (member/student) or ensemble folders")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="data source (default ../shared/data/pbc128)")
-    ap.add_argument("--image-size", type=int, default=64, help="must match the models' input size (default 64)")
+    ap.add_argument("--image-size", type=int, help="the models' input size (default: from the first source's card)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=0, help="at most N evaluation images (0 = the whole split)")
     ap.add_argument("--calibration-size", type=int, default=256)
@@ -192,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPO))
 
+    from zoo.artifacts import read_card
     from zoo.data import load_dataset
     from zoo.errors import ZooError
 
     try:
+        if args.image_size is None:
+            args.image_size = int(read_card(args.sources[0], verify=False)["input"]["image_size"])
         args.data_source = load_dataset(args.data, args.image_size)  # loaded once for every source
     except ZooError as exc:
         print(f"export_quantization: {exc}", file=sys.stderr)

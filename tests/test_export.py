@@ -277,6 +277,10 @@ def test_vote_ensemble_one_graph(runs, dataset, tmp_path):
     model = export.load(tmp_path / "vote", "cpu")
     assert model.metadata["kind"] == "ensemble" and model.metadata["ensemble"]["weights"] == [0.7, 0.3]
     np.testing.assert_allclose(model.predict(dataset.split("test").images[:10]), p, atol=1e-6)
+    from onnx.reference import ReferenceEvaluator  # second runtime on the merged graph
+
+    ref = ReferenceEvaluator(str(tmp_path / "vote" / "model.onnx")).run(None, {"images": dataset.split("test").images[:2].astype(np.float32)})[0]
+    np.testing.assert_allclose(ref, p[:2], atol=1e-5)
 
 
 def test_stack_ensemble_one_graph(runs, dataset, tmp_path):
