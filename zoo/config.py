@@ -30,6 +30,15 @@ class DataConfig:
     test_fraction: float = 0.2
     skip_bad_files: bool = False
 
+    def validate(self) -> None:
+        if not 8 <= self.image_size <= 1024:
+            raise ZooError(f"config: data.image_size must be in 8..1024, got {self.image_size}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ZooError(f"config: data.{name} must be in 0..1 (exclusive), got {getattr(self, name)}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ZooError(f"config: data.val_fraction + data.test_fraction must leave images for training, got {self.val_fraction} + {self.test_fraction}")
+
 
 @dataclass
 class MemberConfig:
@@ -75,6 +84,8 @@ class ExportConfig:
     opset: int = 17
     quantize: list[str] = field(default_factory=lambda: ["int8"])
     include: list[str] = field(default_factory=lambda: ["members", "ensembles", "student"])
+    calibration_size: int = 256  # training images used to calibrate int8
+    parity_images: int = 1000  # validation images used for the Keras-vs-ONNX parity check
 
 
 @dataclass
@@ -90,6 +101,7 @@ class PipelineConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> None:
+        self.data.validate()
         self.train.validate()
         if not self.members:
             raise ZooError("config: 'members' must list at least one member")

@@ -161,7 +161,9 @@ def write_summary(ctx: Context) -> Path:
             if isinstance(m, dict) and "accuracy" in m:
                 row[split] = {k: m.get(k) for k in ("accuracy", "macro_f1", "nll", "ece")}
         rows.append(row)
-    splits = sorted({s for r in rows for s in r if s not in ("name", "kind", "folder")}, key=lambda s: (s.split("-")[0] != "val", s))
+    # In-sample scores of fitted combiners are kept in their cards but are not comparable: not shown.
+    splits = sorted({s for r in rows for s in r if s not in ("name", "kind", "folder") and "in_sample" not in s},
+                    key=lambda s: (s.split("-")[0] != "val", s))
     lines = [f"# {ctx.cfg.name}: results", "", "| model | kind | " + " | ".join(f"{s} acc | {s} F1 | {s} ECE" for s in splits) + " |",
              "|---|---|" + "---|---|---|" * len(splits)]
     for r in rows:
