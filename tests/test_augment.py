@@ -175,11 +175,13 @@ def test_stain_is_exactly_invertible_at_zero_strength(batch):
 
 
 def test_blur_lowers_high_frequency_energy(batch):
-    images, labels = batch
-    x, y = run("blur:2:1", images, labels)
+    _, labels = batch
+    rng = np.random.default_rng(1)
+    images = rng.uniform(40, 215, (B, 32, 32, 3)).astype(np.float32)
+    x, y = run("blur:6:1", images, labels)  # σ in [1.5, 6] px at 128 px = [0.375, 1.5] px at 32 px
     check_basic(x, y, images.shape)
     assert (high_freq_energy(x) < 0.8 * high_freq_energy(images)).all()
-    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=0.05)  # blur keeps brightness
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)), rtol=0.02)  # blur keeps brightness
 
 
 def test_noise_and_jpeg_perturb_pixels_moderately(batch):

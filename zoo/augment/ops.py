@@ -1,11 +1,15 @@
-"""Augmentation ops written directly in TensorFlow (where no core Keras layer fits).
+"""Augmentation ops written directly in TensorFlow (where no core Keras layer fits, or where
+the Keras layer costs several times the CPU for the same effect).
 
 Every op maps a batch ``(images float32 (B, H, W, 3) 0..255, labels (B, C))`` to the same
 shapes and draws its randomness per image from the policy's ``tf.random.Generator``, so it
 traces once inside ``tf.data.Dataset.map`` and differs image by image. Ops written here:
-symmetries (per-image, unlike ``tf.image.rot90`` which rotates a whole batch alike), HED stain
-jitter, gamma, blur with a per-image sigma larger than ``keras.layers.RandomGaussianBlur``
-allows (its sigma is capped at 1 and shared by the batch), noise, JPEG, and the centre mask.
+symmetries (per image, unlike ``tf.image.rot90`` which rotates a whole batch alike), HED stain
+jitter, colour jitter (one 3×3 colour matrix per image instead of Keras's HSV round trips),
+blur with a per-image sigma larger than ``keras.layers.RandomGaussianBlur`` allows (its sigma
+is capped at 1 and shared by the batch), noise, JPEG, and the centre mask. On a CPU-only box
+the input pipeline shares cores with training, so each op does work only for the images it
+changes (per-image groups, subsets for probabilities).
 """
 
 from __future__ import annotations
@@ -20,26 +24,35 @@ from zoo.augment.stain import BETA_SCALE, HED_FROM_RGB, RGB_FROM_HED
 BatchFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
-def _select(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Per-image choice: ``a[i]`` where ``mask[i]`` else ``b[i]``."""
-    return tf.where(tf.reshape(mask, [-1] + [1] * (a.shape.rank - 1)), a, b)
-
-
 def _batch(images: tf.Tensor) -> tf.Tensor:
     return tf.shape(images)[0]
 
 
 def with_probability(fn: BatchFn, p: float, rng: tf.random.Generator) -> BatchFn:
-    """Apply ``fn`` to each image (and its label) with probability ``p``; others pass through."""
+    """Apply ``fn`` to each image (and its label) with probability ``p``; others pass through.
+
+    Only the chosen images are gathered and transformed (then scattered back), so an op at
+    ``p=0.3`` costs about 30% of the full batch — this matters on CPU-only machines, where the
+    input pipeline shares cores with training. Label mixers then pair images within the chosen
+    subset.
+    """
     if p >= 1.0:
         return fn
     if p <= 0.0:
         return lambda images, labels: (images, labels)
 
     def run(images, labels):
-        new_images, new_labels = fn(images, labels)
         take = rng.uniform([_batch(images)]) < p
-        return _select(take, new_images, images), _select(take, new_labels, labels)
+        idx = tf.where(take)
+
+        def apply():
+            new_images, new_labels = fn(tf.gather_nd(images, idx), tf.gather_nd(labels, idx))
+            return (
+                tf.tensor_scatter_nd_update(images, idx, tf.cast(new_images, images.dtype)),
+                tf.tensor_scatter_nd_update(labels, idx, tf.cast(new_labels, labels.dtype)),
+            )
+
+        return tf.cond(tf.shape(idx)[0] > 0, apply, lambda: (images, labels))
 
     return run
 
@@ -48,24 +61,40 @@ def images_only(fn: Callable[[tf.Tensor], tf.Tensor]) -> BatchFn:
     return lambda images, labels: (fn(images), labels)
 
 
-# ----------------------------------------------------------------------------- geometry
-def flip_rot90(rng: tf.random.Generator) -> BatchFn:
-    """Random element of the dihedral group D4 per image: flips and, on square images, a transpose.
+def _per_group(images: tf.Tensor, groups: tf.Tensor, transforms: list[Callable[[tf.Tensor], tf.Tensor]]) -> tf.Tensor:
+    """Apply ``transforms[g]`` to the images whose group is ``g`` — each image is processed once.
 
-    lr-flip × ud-flip × transpose generate all 8 symmetries (the four 90° rotations and their
-    mirror images) and move pixels without changing any value.
+    ``dynamic_partition``/``dynamic_stitch`` instead of computing every variant for the whole
+    batch and selecting (several times the CPU work).
+    """
+    n = len(transforms)
+    parts = tf.dynamic_partition(images, groups, n)
+    positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), groups, n)
+    # empty groups skip their transform (some kernels mis-shape empty batches, e.g. padded convs)
+    done = [tf.cond(tf.shape(part)[0] > 0, lambda t=t, part=part: t(part), lambda part=part: part) for t, part in zip(transforms, parts)]
+    return tf.dynamic_stitch(positions, done)
+
+
+# ----------------------------------------------------------------------------- geometry
+_FLIPS = [lambda x: x, lambda x: tf.reverse(x, [2]), lambda x: tf.reverse(x, [1]), lambda x: tf.reverse(x, [1, 2])]
+_D4 = _FLIPS + [lambda x, f=f: tf.transpose(f(x), [0, 2, 1, 3]) for f in _FLIPS]
+
+
+def flip_rot90(rng: tf.random.Generator) -> BatchFn:
+    """A uniformly random element of the dihedral group D4 per image (square images).
+
+    The four flip combinations and their transposes are the 8 symmetries of a square — the
+    four 90° rotations and their mirror images — so pixels move but no value changes.
+    Non-square images get the four flip combinations only (a transpose would change shape).
     """
 
     def run(images):
-        u = rng.uniform([3, _batch(images)])
-        images = _select(u[0] < 0.5, tf.reverse(images, [2]), images)
-        images = _select(u[1] < 0.5, tf.reverse(images, [1]), images)
         h, w = images.shape[1], images.shape[2]
-        transpose = lambda: _select(u[2] < 0.5, tf.transpose(images, [0, 2, 1, 3]), images)  # noqa: E731
-        if h is not None and w is not None:
-            return transpose() if h == w else images
-        shape = tf.shape(images)
-        return tf.cond(tf.equal(shape[1], shape[2]), transpose, lambda: images)
+        square = h is not None and w is not None and h == w
+        table = _D4 if square else _FLIPS
+        groups = rng.uniform([_batch(images)], 0, len(table), dtype=tf.int32)
+        out = _per_group(images, groups, table)
+        return tf.ensure_shape(out, images.shape)
 
     return images_only(run)
 
@@ -88,14 +117,42 @@ def stain(rng: tf.random.Generator, sigma: float) -> BatchFn:
     return images_only(run)
 
 
-def gamma(rng: tf.random.Generator, log_range: float) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``255·(x/255)^g`` with ``log g ~ U(±log_range)`` per image (illumination/camera response)."""
+def color_jitter(rng: tf.random.Generator, strength: float) -> BatchFn:
+    """Brightness, contrast, saturation, hue and gamma jitter as one per-image colour transform.
+
+    Saturation (blend with luminance) and hue (rotation of the chroma plane in YIQ space) are
+    3×3 linear maps, composed into a single matrix per image; contrast and brightness are an
+    affine step around the image's mean luminance; gamma follows. At ``strength`` s: brightness
+    ±0.2·s·255, contrast ×[1−0.4s, 1+0.4s], saturation ×e^±0.7s, hue ±0.05·s turn, gamma e^±0.4s.
+    This replaces ``keras.layers.RandomColorJitter``, whose two RGB↔HSV round trips made it the
+    slowest op of the ``shift`` preset on CPU (about 5× slower for the same jitter).
+    """
+    s = float(strength)
+    lum = tf.constant([0.299, 0.587, 0.114], tf.float32)
+    yiq = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], tf.float32)
+    yiq_inv = tf.linalg.inv(yiq)
 
     def run(images):
-        g = tf.exp(rng.uniform([_batch(images), 1, 1, 1], -log_range, log_range))
-        return 255.0 * tf.pow(tf.clip_by_value(images / 255.0, 0.0, 1.0), g)
+        b = _batch(images)
+        sat = tf.exp(rng.uniform([b], -0.7 * s, 0.7 * s))
+        theta = rng.uniform([b], -0.05 * s, 0.05 * s) * 2.0 * np.pi
+        contrast = rng.uniform([b], 1.0 - 0.4 * s, 1.0 + 0.4 * s)
+        bright = rng.uniform([b], -0.2 * s, 0.2 * s) * 255.0
+        log_gamma = rng.uniform([b], -0.4 * s, 0.4 * s)
+        eye = tf.eye(3, batch_shape=[b])
+        m_sat = sat[:, None, None] * eye + (1.0 - sat)[:, None, None] * tf.ones([b, 3, 1]) * lum[None, None, :]
+        c, sn = tf.cos(theta), tf.sin(theta)
+        zero, one = tf.zeros_like(c), tf.ones_like(c)
+        rot = tf.stack([tf.stack([one, zero, zero], -1), tf.stack([zero, c, -sn], -1), tf.stack([zero, sn, c], -1)], 1)
+        m_hue = tf.einsum("ij,bjk,kl->bil", yiq_inv, rot, yiq)
+        m = tf.matmul(m_hue, m_sat)  # (B, 3, 3): x' = M x
+        x = tf.einsum("bhwc,bdc->bhwd", images, m)
+        mean = tf.reduce_mean(tf.tensordot(images, lum, 1), axis=[1, 2])[:, None, None, None]
+        x = (x - mean) * contrast[:, None, None, None] + mean + bright[:, None, None, None]
+        x = tf.clip_by_value(x / 255.0, 0.0, 1.0)
+        return 255.0 * tf.pow(x, tf.exp(log_gamma)[:, None, None, None])
 
-    return run
+    return images_only(run)
 
 
 # ----------------------------------------------------------------------------- degradation
@@ -115,27 +172,29 @@ def _separable_blur(images: tf.Tensor, kernel: np.ndarray) -> tf.Tensor:
     return tf.nn.depthwise_conv2d(x, kh, [1, 1, 1, 1], "VALID")
 
 
-def blur(rng: tf.random.Generator, sigma_max: float, levels: int = 4) -> BatchFn:
-    """Gaussian blur with per-image sigma ~ U(σ/4, σ): a bank of ``levels`` blurs, interpolated.
+BLUR_REFERENCE_SIZE = 128
 
-    Blending the two bank levels around each image's sigma approximates a continuous sigma
-    with a fixed number of convolutions per batch.
+
+def blur(rng: tf.random.Generator, sigma_max: float, levels: int = 6) -> BatchFn:
+    """Gaussian blur with a per-image sigma from ``levels`` values evenly spaced in [σ/4, σ].
+
+    σ is in pixels of a 128-px image and scales with the actual size, so one spec means the same
+    optical blur whether a member trains at 64 or 224 px (as in ``shifted_copy``).
     """
     if sigma_max <= 0:
         return lambda images, labels: (images, labels)
-    sigmas = [sigma_max * (i + 1) / levels for i in range(levels)]
 
     def run(images):
-        radius = int(np.ceil(3 * sigma_max))
         h, w = images.shape[1], images.shape[2]
+        scale = min(h, w) / BLUR_REFERENCE_SIZE if h is not None and w is not None else 1.0
+        sigmas = np.linspace(sigma_max / 4, sigma_max, levels) * scale
+        radius = max(1, int(np.ceil(3 * sigmas[-1])))
         if h is not None and w is not None:
             radius = min(radius, h, w)  # SYMMETRIC padding needs pad <= size
-        bank = tf.stack([_separable_blur(images, _gaussian_kernel(s, radius)) for s in sigmas], axis=1)
-        pos = rng.uniform([_batch(images)], 0.0, float(levels - 1))  # sigma/σmax*levels - 1 ∈ [0, levels-1]
-        lo = tf.minimum(tf.cast(tf.floor(pos), tf.int32), levels - 2)
-        frac = pos - tf.cast(lo, tf.float32)
-        weights = tf.one_hot(lo, levels) * (1.0 - frac)[:, None] + tf.one_hot(lo + 1, levels) * frac[:, None]
-        return tf.einsum("bl,blhwc->bhwc", weights, bank)
+        kernels = [_gaussian_kernel(s, radius) for s in sigmas]
+        groups = rng.uniform([_batch(images)], 0, levels, dtype=tf.int32)
+        out = _per_group(images, groups, [lambda x, k=k: _separable_blur(x, k) for k in kernels])
+        return tf.ensure_shape(out, images.shape)
 
     return images_only(run)
 
@@ -193,7 +252,7 @@ def center_mask(rng: tf.random.Generator, radius: float) -> BatchFn:
         k = tf.cast(tf.cast(tf.shape(ordered)[1] - 1, tf.float32) * 0.75, tf.int32)
         fill = ordered[:, k][:, None, None, :]
         r = rng.uniform([shape[0], 1, 1, 1], lo, hi) if hi > lo else tf.fill([shape[0], 1, 1, 1], lo)
-        outside = dist[None, :, :, None] > r
-        return tf.where(outside, fill, images)
+        outside = tf.cast(dist[None, :, :, None] > r, images.dtype)
+        return images * (1.0 - outside) + fill * outside  # exact for 0/1 masks, faster than a broadcast where
 
     return images_only(run)

@@ -29,9 +29,10 @@ def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tfops.BatchFn:
         from zoo.augment import keras_ops
 
         return keras_ops.cutout(seed, k["scale"], p)
-    if op.name in ("stain", "blur", "noise", "jpeg", "center_mask"):
+    if op.name in ("stain", "color", "blur", "noise", "jpeg", "center_mask"):
         fn = {
             "stain": lambda: tfops.stain(rng, k["sigma"]),
+            "color": lambda: tfops.color_jitter(rng, k["strength"]),
             "blur": lambda: tfops.blur(rng, k["sigma"]),
             "noise": lambda: tfops.noise(rng, k["std"]),
             "jpeg": lambda: tfops.jpeg(rng, int(k["quality"])),
@@ -45,8 +46,7 @@ def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tfops.BatchFn:
         from zoo.augment import keras_ops
 
         fn = {
-            "color": lambda: keras_ops.color(rng, seed, k["strength"]),
-            "randaugment": lambda: keras_ops.randaugment(seed, int(k["num_ops"]), k["factor"]),
+            "randaugment": lambda: keras_ops.randaugment(rng, seed, int(k["num_ops"]), k["factor"]),
             "cutmix": lambda: keras_ops.cutmix(seed, k["factor"]),
             "mixup": lambda: keras_ops.mixup(seed, k["alpha"]),
         }[op.name]()
@@ -77,6 +77,9 @@ class Policy:
         """True when labels can come out soft (CutMix/MixUp present)."""
         return any(op.info.mixes_labels for op in self.ops)
 
+    # No Python control flow depends on tensors here (ops use tf.cond/switch_case themselves), so
+    # AutoGraph has nothing to convert; skipping it avoids its warnings about the op lambdas.
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, images, labels):
         images = tf.convert_to_tensor(images)
         if images.shape.rank != 4 or (images.shape[-1] is not None and images.shape[-1] != 3):

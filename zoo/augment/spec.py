@@ -74,15 +74,14 @@ OPS: dict[str, OpInfo] = {
         OpInfo(
             "color",
             "colour",
-            "brightness/contrast/saturation/hue jitter (keras.layers.RandomColorJitter) plus gamma",
+            "brightness ±0.2s, contrast ×(1±0.4s), saturation ×e^±0.7s, hue ±0.05s turn and gamma e^±0.4s per image (s = strength)",
             (Param("strength", 0.3, 0.0, 1.0, help="0 = none, 1 = very strong"), _p(1.0)),
-            backend="keras",
         ),
         OpInfo(
             "blur",
             "degradation",
-            "Gaussian blur with a per-image sigma in [sigma/4, sigma] pixels (focus differences between microscopes)",
-            (Param("sigma", 1.5, 0.0, 8.0, help="largest sigma in pixels"), _p(0.3)),
+            "Gaussian blur with a per-image sigma from 6 levels in [sigma/4, sigma] (focus differences between microscopes); sigma is in pixels of a 128-px image, scaled to the actual size",
+            (Param("sigma", 1.5, 0.0, 8.0, help="largest sigma, pixels at 128 px"), _p(0.3)),
         ),
         OpInfo(
             "noise",

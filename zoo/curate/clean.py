@@ -54,11 +54,16 @@ def clean(source, out: str | os.PathLike, *, mode: str = "link", config: CurateC
         return summary
 
     data = out / "data"
+    # Built under a hidden name and renamed at the end: an interrupted clean never leaves a
+    # plausible-looking but incomplete data/ folder (loaders skip hidden folders).
+    partial = out / ".data.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     linked = copied = 0
     for rec in progress(sc.records, total=len(sc.records), desc="writing cleaned copy"):
         if rec.rel in dropped:
             continue
-        target = data / rec.rel
+        target = partial / rec.rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if mode == "link":
             try:
@@ -69,6 +74,7 @@ def clean(source, out: str | os.PathLike, *, mode: str = "link", config: CurateC
                 log.debug("hard link failed for %s (%s); copying", rec.path, exc)
         shutil.copy2(rec.path, target)
         copied += 1
+    os.replace(partial, data)
     summary.update({"data": str(data), "linked": linked, "copied": copied})
     log.info("cleaned copy: %d kept (%d linked, %d copied), %d dropped -> %s", linked + copied, linked, copied, len(dropped), data)
     return summary
