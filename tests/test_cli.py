@@ -26,9 +26,9 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys):
 
 
 def test_list_shows_members_and_runs(trained_run, capsys):
-    assert main(["list", "custom*", "--runs", str(trained_run.parent)]) == 0
+    assert main(["list", "custom*", "--runs", str(trained_run.parent), "--count-params"]) == 0
     out = capsys.readouterr().out
-    assert "custom_cnn" in out and "1.53M" in out
+    assert "custom_cnn" in out and "1.53M" in out and "dropout=0.35" in out
     assert "tiny" in out and "member" in out
 
 

@@ -9,6 +9,7 @@ def register(sub) -> None:
     p = sub.add_parser("list", help="registered members (params, default size) and trained runs with key metrics")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter on member names")
     p.add_argument("--runs", default="runs", help="folder searched for run/ensemble folders (default: runs)")
+    p.add_argument("--count-params", action="store_true", help="build each member to count its weights (slow for large ones)")
     p.set_defaults(func=run)
 
 
@@ -26,11 +27,13 @@ def run(args) -> int:
     from zoo.errors import ZooError
     from zoo.registry import get_spec, list_models
 
-    print(f"{'member':<18} {'family':<11} {'size':>4} {'params':>7}  description")
+    print(f"{'member':<18} {'family':<11} {'size':>4}" + (f" {'weights':>8}" if args.count_params else "") + "  description")
     for name in list_models(args.pattern):
         spec = get_spec(name)
-        params = _count_params(name, spec.default_image_size) if spec.default_image_size <= 128 or "large" not in name else "big"
-        print(f"{name:<18} {spec.family:<11} {spec.default_image_size:>4} {params:>7}  {spec.description}")
+        count = f" {_count_params(name, spec.default_image_size):>8}" if args.count_params else ""
+        print(f"{name:<18} {spec.family:<11} {spec.default_image_size:>4}{count}  {spec.description}")
+        hyper = ", ".join(f"{k}={v}" for k, v in spec.defaults.items())
+        print(f"{'':<36}hyper-parameters: {hyper or 'none'}")
     root = Path(args.runs)
     cards = sorted(root.rglob("card.json")) if root.is_dir() else []
     if cards:
