@@ -84,6 +84,7 @@ class Dataset:
             "classes": list(self.class_names),
             "counts": {k: v.counts(self.num_classes) for k, v in self.splits.items()},
             "skipped_files": len(self.skipped),
+            "skipped": [dict(s) for s in self.skipped],  # the per-file report: {"file", "reason"}
         }
 
 

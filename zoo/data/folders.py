@@ -24,7 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    for p in dirs:
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
+            raise ZooError(f"{os.fsencode(p)!r}: folder name is not valid UTF-8; class names go into cards, plots and "
+                           "ONNX metadata, so rename the folder (e.g. `convmv -f latin1 -t utf8`)") from None
+    return dirs
 
 
 def _image_files(class_dir: Path) -> list[Path]:
@@ -108,7 +115,11 @@ def load_folder(
             fp.add(split, rel, label, _sha(data))
             arrays.setdefault(split, []).append((pixels, label, str(path)))
     if skipped:
-        log.warning("skipped %d unreadable file(s) under %s (listed in the card)", len(skipped), root)
+        log.warning("skipped %d unreadable file(s) under %s (listed in the card's data.skipped)", len(skipped), root)
+        kept = {label for rows in arrays.values() for _, label, _ in rows}
+        empty = [c for c in class_names if index[c] not in kept]
+        if empty:
+            raise ZooError(f"{root}: class(es) {empty} have no usable images left after skipping unreadable files")
 
     def to_split(rows) -> Split:
         if not rows:

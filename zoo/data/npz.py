@@ -19,6 +19,8 @@ from zoo.data.images import resize_array
 from zoo.data.splitting import stratified_split
 from zoo.errors import ZooError
 
+# Integer labels without ``class_names`` imply max(label)+1 classes; beyond this it is a data error.
+MAX_IMPLIED_CLASSES = 1000
 BLOOD_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 
 
@@ -50,6 +52,8 @@ def to_uint8_rgb(images: np.ndarray, where: str) -> np.ndarray:
         raise ZooError(f"{where}: images must be N×H×W×3 (or N×H×W), got shape {images.shape}")
     if images.shape[-1] not in (1, 3, 4) and images.shape[1] in (1, 3):
         images = np.moveaxis(images, 1, -1)  # channels-first
+    if min(images.shape[1:3]) < 2:
+        raise ZooError(f"{where}: images are {images.shape[1]}×{images.shape[2]} pixels (shape {images.shape}), too small to classify")
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     elif images.shape[-1] == 4:
@@ -90,6 +94,9 @@ def to_labels(labels: np.ndarray, n: int, where: str, class_names: list[str] | N
         raise ZooError(f"{where}: negative label {labels.min()}")
     if class_names is not None and labels.size and labels.max() >= len(class_names):
         raise ZooError(f"{where}: label {labels.max()} out of range for {len(class_names)} classes")
+    if class_names is None and labels.size and labels.max() >= MAX_IMPLIED_CLASSES:
+        raise ZooError(f"{where}: label {labels.max()} would mean more than {MAX_IMPLIED_CLASSES} classes; "
+                       "fix the labels or store a 'class_names' array in the archive")
     return labels, None
 
 
@@ -115,10 +122,14 @@ def load_npz(path, image_size: int, *, seed: int = 0, val_fraction: float = 0.1,
                 if string_names is not None:
                     raise ZooError(f"{where}: MedMNIST labels must be integers")
                 splits[split] = Split(resize_array(images, image_size), labels)
+            if not len(splits["train"]):
+                raise ZooError(f"{path}: 'train_images' holds no images")
             num = names and len(names) or int(max(s.labels.max() for s in splits.values() if len(s)) + 1)
             return Dataset(str(path), names or default_names(num), splits, fp.hexdigest(), image_size, "given")
         if "images" in files:  # AN2DL layout
             images = to_uint8_rgb(_get(archive, path, "images"), str(path))
+            if not len(images):
+                raise ZooError(f"{path}: 'images' holds no images")
             labels, string_names = to_labels(_get(archive, path, "labels"), len(images), str(path), names)
             class_names = string_names or names or default_names(int(labels.max()) + 1 if labels.size else 1)
             whole = Split(resize_array(images, image_size), labels)
