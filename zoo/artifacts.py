@@ -56,7 +56,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    """UTF-8 text; file names with undecodable bytes (surrogate escapes) are written back byte-exact."""
+    return write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

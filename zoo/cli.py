@@ -38,8 +38,16 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
 
 
+def _bytes_safe_stdio() -> None:
+    """File names that are not valid UTF-8 print as their original bytes instead of crashing."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape" if stream is sys.stdout else "backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
+    _bytes_safe_stdio()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO

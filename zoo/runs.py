@@ -27,8 +27,9 @@ def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None):
     path = safe_join(folder, card.get("model_file", MODEL_FILE))
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ZooError(f"{path}: cannot load Keras model ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (zip, JSON, h5, config keys)
+        detail = " ".join(str(exc).split())[:300]
+        raise ZooError(f"{path}: cannot load Keras model, corrupt or not a zoo model? ({type(exc).__name__}: {detail})") from None
 
 
 def load_probs(folder: str | os.PathLike, split: str, card: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
