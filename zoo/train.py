@@ -86,6 +86,13 @@ class TrainConfig:
             raise ZooError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.trainable_fraction is not None and not 0 <= self.trainable_fraction <= 1:
             raise ZooError(f"trainable_fraction must be in 0..1, got {self.trainable_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ZooError(f"label_smoothing must be in 0..1 (exclusive), got {self.label_smoothing}")
+        for name in ("weight_decay", "warmup_epochs", "patience"):
+            if getattr(self, name) < 0:
+                raise ZooError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.balance is not None and self.balance < 1:
+            raise ZooError(f"balance must be ≥ 1 images per class, got {self.balance}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
