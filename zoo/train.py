@@ -6,8 +6,11 @@ baseline stable here: a warm-up + cosine learning-rate schedule and label smooth
 
 Interruption: after every epoch the weights *and optimizer state* go to
 ``checkpoint/epoch-N.weights.h5`` and then ``checkpoint/state.json`` (phase, epoch, history,
-early-stopping state, seed) is replaced atomically; ``resume=True`` continues from the last
-state, so at most the epoch in flight is lost and no epoch is repeated in the history.
+early-stopping state, random-generator states) is replaced atomically; ``resume=True`` continues
+from the last state, so at most the epoch in flight is lost and no epoch is repeated in the
+history. Epoch ``e`` shuffles its data by ``(seed, e)`` alone, so a resumed run sees the same
+batches as an uninterrupted one; the dropout and augmentation generators continue from their
+checkpointed states instead of replaying the first epochs' draws.
 
 Transfer members declare phases in their registry ``recipe`` (e.g. head only, then the
 last 30% of the backbone at a tenth of the learning rate); plain members have one phase.
@@ -213,6 +216,8 @@ class TrainingState:
         self.es_wait, self.es_best, self.es_best_epoch = 0, None, 0
         self.best_file: str | None = None
         self.weights_file: str | None = None
+        self.rng: dict[str, Any] = {}  # random-generator states at the end of the last epoch
+        self.augment_rng = None  # the augmentation policy's tf.random.Generator, when it has one
         self.phase_name = "train"
         self._t0 = time.time()
 
@@ -224,6 +229,7 @@ class TrainingState:
             raise ZooError(f"{run}: cannot resume, the training configuration changed since the checkpoint")
         for k in ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file"):
             setattr(st, k, data[k])
+        st.rng = data.get("rng") or {}
         return st
 
     def new_phase(self, index: int, name: str) -> None:
@@ -252,13 +258,46 @@ class TrainingState:
         previous = self.weights_file
         self.epoch, self.weights_file = epoch + 1, weights
         self.es_wait, self.es_best, self.es_best_epoch = int(wait), (None if best is None else float(best)), int(best_epoch)
+        self.rng = capture_rng(model, self.augment_rng)
         self.save()
         if previous and previous != weights:
             (self.dir / previous).unlink(missing_ok=True)
 
     def save(self) -> None:
-        keys = ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file")
+        keys = ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file", "rng")
         write_json(self.path, {"config": self.config, **{k: getattr(self, k) for k in keys}})
+
+
+def _seed_variables(model) -> list:
+    """The model's random-generator states (dropout and other random layers), in model order.
+
+    Keras keeps them as variables but ``save_weights`` does not store them.
+    """
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def capture_rng(model, augment_rng=None) -> dict[str, Any]:
+    """JSON-ready states of the generators a resumed epoch must continue (not replay)."""
+    import keras
+
+    out: dict[str, Any] = {"model": [keras.ops.convert_to_numpy(v).tolist() for v in _seed_variables(model)]}
+    if augment_rng is not None:
+        out["augment"] = augment_rng.state.numpy().tolist()
+    return out
+
+
+def restore_rng(model, augment_rng, saved: dict[str, Any]) -> None:
+    import tensorflow as tf
+
+    states = saved.get("model") or []
+    variables = _seed_variables(model)
+    if len(states) == len(variables):
+        for v, value in zip(variables, states):
+            v.assign(np.asarray(value, dtype=v.dtype))
+    elif states:
+        log.warning("resume: the model has %d random-generator states, the checkpoint %d; not restored", len(variables), len(states))
+    if augment_rng is not None and saved.get("augment") is not None:
+        augment_rng.reset(tf.constant(saved["augment"], dtype=augment_rng.state.dtype))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -326,8 +365,9 @@ def train(
     from zoo.augment import build_policy
 
     policy = build_policy(cfg.augment, num_classes=dataset.num_classes, seed=cfg.seed)
+    # The policy draws from one tf.random.Generator (zoo.augment.Policy._rng); checkpointed with the epoch.
+    state.augment_rng = getattr(policy, "_rng", None)
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
-    train_ds = make_dataset(train_split, dataset.num_classes, cfg.batch_size, training=True, policy=policy, weights=cw, balance=cfg.balance, seed=cfg.seed)
     val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False)
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
     strategy = _strategy(cfg.strategy)
@@ -349,16 +389,23 @@ def train(
         if state.weights_file:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(state.dir / state.weights_file)
+            restore_rng(model, state.augment_rng, state.rng)
             log.info("resuming %s: phase '%s' after epoch %d", run, phase.name, state.epoch)
         elif index > 0 and state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         if state.epoch < phase.epochs and not (state.es_wait >= cfg.patience and state.epoch > 0):
             log.info("phase '%s': epochs %d..%d, trainable params %d", phase.name, state.epoch + 1, phase.epochs, sum(int(np.prod(v.shape)) for v in model.trainable_weights))
+            # Epoch e of this phase is ordered by (seed, first + e) alone: a resumed run sees the
+            # same batches as one that never stopped.
+            first = sum(p.epochs for p in phases[:index])
+            train_ds = make_dataset(train_split, dataset.num_classes, cfg.batch_size, training=True, policy=policy, weights=cw,
+                                    balance=cfg.balance, seed=cfg.seed, epochs=(first + state.epoch, first + phase.epochs))
             model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=phase.epochs,
                 initial_epoch=state.epoch,
+                steps_per_epoch=steps,
                 callbacks=_callbacks(run, state, cfg, phase.epochs),
                 verbose="auto",
             )

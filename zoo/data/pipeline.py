@@ -35,18 +35,32 @@ def make_dataset(
     weights: np.ndarray | None = None,
     balance: int | None = None,
     seed: int = 0,
+    epochs: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of ``(images float32 0..255, one-hot labels[, sample weights])``."""
+    """Batches of ``(images float32 0..255, one-hot labels[, sample weights])``.
+
+    ``epochs=(start, stop)`` (training only) yields exactly the batches of epochs
+    ``start..stop-1`` in one stream (fit with ``steps_per_epoch``), each epoch ordered by
+    :func:`epoch_order` — a pure function of ``(seed, epoch)``, so a run resumed at epoch
+    ``start`` sees the same data order as one that never stopped.
+    """
     if len(split) == 0:
         raise ZooError("cannot build a pipeline from an empty split")
     onehot = np.eye(num_classes, dtype=np.float32)[split.labels]
-    if training and balance:
-        ds = _balanced(split.images, onehot, split.labels, num_classes, balance, seed)
+    if training and epochs is not None:
+        start, stop = epochs
+        plan = np.stack([epoch_order(split.labels, seed, e, balance) for e in range(start, stop)]).astype(np.int32)
+        images, hot = tf.constant(split.images), tf.constant(onehot)
+        ds = tf.data.Dataset.from_tensor_slices(plan).flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(hot, idx)), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((split.images, onehot)).cache()
-        if training:
-            ds = ds.shuffle(min(len(split), 20_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+        if training and balance:
+            ds = _balanced(split.images, onehot, split.labels, num_classes, balance, seed)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((split.images, onehot)).cache()
+            if training:
+                ds = ds.shuffle(min(len(split), 20_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=False)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and policy is not None:
         ds = ds.map(policy, num_parallel_calls=tf.data.AUTOTUNE)
@@ -67,6 +81,23 @@ def _balanced(images, onehot, labels, num_classes, target, seed) -> tf.data.Data
         )
     mixed = tf.data.Dataset.sample_from_datasets(per_class, seed=seed, stop_on_empty_dataset=False)
     return mixed.take(target * len(present))
+
+
+def epoch_order(labels: np.ndarray, seed: int, epoch: int, balance: int | None = None) -> np.ndarray:
+    """Row indices of one training epoch, from ``(seed, epoch)`` alone.
+
+    Plain: a permutation of all rows. ``balance``: ``balance`` rows of every class present
+    (cycling through reshuffled copies of a small class), then mixed.
+    """
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
+    if not balance:
+        return rng.permutation(len(labels))
+    parts = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        reps = -(-balance // len(idx))
+        parts.append(np.concatenate([rng.permutation(idx) for _ in range(reps)])[:balance])
+    return rng.permutation(np.concatenate(parts))
 
 
 def steps_per_epoch(split: Split, batch_size: int, num_classes: int, balance: int | None) -> int:
