@@ -77,6 +77,12 @@ def resolve_model_path(path: str | os.PathLike, variant: str | None = None) -> P
         raise ZooError("--variant applies to an export folder, not a single .onnx file")
     if not path.is_file():
         raise ZooError(f"{path}: no such model file or export folder")
+    if (path.parent / "card.json").is_file():  # a file inside an artifact folder: check it against its card
+        from zoo.artifacts import read_card, sha256_file
+
+        recorded = read_card(path.parent, verify=False)["files"].get(path.name)
+        if recorded is not None and sha256_file(path) != recorded:
+            raise ZooError(f"{path.parent}: file '{path.name}' was modified after the card was written (sha256 mismatch)")
     return path
 
 
