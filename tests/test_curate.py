@@ -245,3 +245,14 @@ def test_real_pbc_validation_images_have_no_outliers(pbc_root):
     planted = np.stack([colour_stats(text_image(128)), colour_stats(np.full((128, 128, 3), (30, 170, 60), np.uint8))])
     flagged, _ = find_outliers(np.vstack([stats, planted]), np.ones(len(stats) + 2, bool))
     assert {o["index"] for o in flagged} == {len(stats), len(stats) + 1}
+
+
+def test_clean_link_falls_back_to_copies_across_file_systems(tree, tmp_path, monkeypatch):
+    from zoo.curate import clean
+
+    def no_links(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    summary = clean(tree["root"], tmp_path / "out", mode="link")
+    assert summary["linked"] == 0 and summary["copied"] == summary["kept"] > 0

@@ -79,23 +79,28 @@ def shift_ncc(a: np.ndarray, b: np.ndarray, max_shift: int = 8) -> np.ndarray:
     return np.where(norm > 1e-6, xc.reshape(len(a), -1).max(1) / np.maximum(norm, 1e-6), 0.0)
 
 
-def near_pairs(feats: Features, candidates: np.ndarray, *, max_hamming: int = 10, min_score: float = 0.85, chunk: int = 512) -> list[dict]:
+def near_pairs(feats: Features, candidates: np.ndarray, *, max_hamming: int = 10, min_score: float = 0.85) -> list[dict]:
     """Verified near-duplicate pairs among ``candidates`` (indices; give one per exact group)."""
     candidates = np.asarray(candidates, dtype=np.int64)
     if len(candidates) < 2:
         return []
     hashes = feats.phash[candidates]  # (M, 8)
     base = hashes[:, 0]
+    m = len(candidates)
+    chunk = max(16, (1 << 24) // m)  # rows per block: about 128 MB of uint64 XORs at a time
     found = []  # (a, b, t, hamming) in candidate positions, a < b
-    for start in range(0, len(candidates), chunk):
+    for start in range(0, m, chunk):
         block = hashes[start : start + chunk]  # (c, 8)
-        d = np.bitwise_count(block[:, :, None] ^ base[None, None, :])  # (c, 8, M)
-        t = d.argmin(1)
-        dmin = d.min(1)
-        rows, cols = np.nonzero(dmin <= max_hamming)
+        best = np.full((len(block), m), 255, dtype=np.uint8)
+        best_t = np.zeros((len(block), m), dtype=np.uint8)
+        for t in range(block.shape[1]):
+            d = np.bitwise_count(block[:, t, None] ^ base[None, :])
+            better = d < best
+            best[better], best_t[better] = d[better], t
+        rows, cols = np.nonzero(best <= max_hamming)
         keep = cols > rows + start
         for r, c in zip(rows[keep], cols[keep]):
-            found.append((start + r, c, t[r, c], dmin[r, c]))
+            found.append((start + r, c, best_t[r, c], best[r, c]))
     if not found:
         return []
     found_arr = np.array(found, dtype=np.int64)

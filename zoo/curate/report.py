@@ -24,7 +24,8 @@ def montage(path: str | os.PathLike, rows: Sequence[tuple[str, Sequence[tuple[np
     """A PNG grid: one row per ``(row title, [(uint8 image, caption), ...])``."""
     rows = list(rows)
     ncols = max((len(r[1]) for r in rows), default=1)
-    fig, axes = plt.subplots(len(rows) or 1, ncols, figsize=(cell * ncols + 1.5, cell * 1.15 * max(1, len(rows))), squeeze=False)
+    height = cell * 1.15 * max(1, len(rows)) + (0.4 if title else 0.0)
+    fig, axes = plt.subplots(len(rows) or 1, ncols, figsize=(cell * ncols + 1.5, height), squeeze=False)
     for r, (row_title, items) in enumerate(rows):
         for c in range(ncols):
             ax = axes[r][c]
@@ -39,7 +40,7 @@ def montage(path: str | os.PathLike, rows: Sequence[tuple[str, Sequence[tuple[np
         axes[r][0].set_ylabel(row_title, fontsize=7, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height) if title else None)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
