@@ -20,6 +20,12 @@ from zoo.augment.ops import BatchFn, images_only
 _F32 = {"dtype": "float32"}
 
 
+def owning(fn: BatchFn, *layers) -> BatchFn:
+    """Record on ``fn`` the layers whose random state it uses (see ``Policy.random_state``)."""
+    fn.layers = layers
+    return fn
+
+
 def randaugment(rng: tf.random.Generator, seed: int, num_ops: int, factor: float) -> BatchFn:
     """``keras.layers.RandAugment``'s own sub-layers and op list, dispatched with ``tf.switch_case``.
 
@@ -31,7 +37,7 @@ def randaugment(rng: tf.random.Generator, seed: int, num_ops: int, factor: float
     layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=num_ops, factor=factor, seed=seed, **_F32)
     names = list(getattr(layer, "_AUGMENT_LAYERS", []))
     if not names or not all(hasattr(layer, n) for n in names):  # pragma: no cover - other Keras versions
-        return images_only(lambda images: layer(images, training=True))
+        return owning(images_only(lambda images: layer(images, training=True)), layer)
     subs = [getattr(layer, n) for n in names]
 
     def run(images):
@@ -42,12 +48,12 @@ def randaugment(rng: tf.random.Generator, seed: int, num_ops: int, factor: float
             images = tf.switch_case(pick, branches)
         return images
 
-    return images_only(run)
+    return owning(images_only(run), layer)
 
 
 def cutout(seed: int, scale: float, p: float) -> BatchFn:
     layer = keras.layers.RandomErasing(factor=(p, p), scale=(0.02, scale), fill_value=0.0, value_range=(0, 255), seed=seed, **_F32)
-    return images_only(lambda images: layer(images, training=True))
+    return owning(images_only(lambda images: layer(images, training=True)), layer)
 
 
 def _mixer(layer) -> BatchFn:
@@ -55,7 +61,7 @@ def _mixer(layer) -> BatchFn:
         out = layer({"images": images, "labels": labels}, training=True)
         return out["images"], tf.cast(out["labels"], tf.float32)
 
-    return run
+    return owning(run, layer)
 
 
 def cutmix(seed: int, factor: float) -> BatchFn:

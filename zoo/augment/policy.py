@@ -19,16 +19,17 @@ from zoo.errors import ZooError
 log = logging.getLogger(__name__)
 
 
-def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tfops.BatchFn:
-    """One op -> batch function, probability included."""
+def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tuple[tfops.BatchFn, tuple]:
+    """One op -> (batch function with its probability, Keras layers it owns)."""
     p = op.params.get("p", 1.0)
     k = dict(op.params)
     if op.name == "flip_rot90":
-        return tfops.flip_rot90(rng)
+        return tfops.flip_rot90(rng), ()
     if op.name == "cutout":  # RandomErasing has its own per-image probability
         from zoo.augment import keras_ops
 
-        return keras_ops.cutout(seed, k["scale"], p)
+        fn = keras_ops.cutout(seed, k["scale"], p)
+        return fn, fn.layers
     if op.name in ("stain", "color", "blur", "noise", "jpeg", "center_mask"):
         fn = {
             "stain": lambda: tfops.stain(rng, k["sigma"]),
@@ -41,7 +42,7 @@ def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tfops.BatchFn:
     elif op.name == "gridmask":
         from zoo.augment import kerascv_ops
 
-        fn = kerascv_ops.gridmask(seed, k["ratio"])
+        fn = kerascv_ops.gridmask(rng, seed, k["ratio"])
     else:
         from zoo.augment import keras_ops
 
@@ -50,7 +51,7 @@ def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tfops.BatchFn:
             "cutmix": lambda: keras_ops.cutmix(seed, k["factor"]),
             "mixup": lambda: keras_ops.mixup(seed, k["alpha"]),
         }[op.name]()
-    return tfops.with_probability(fn, p, rng)
+    return tfops.with_probability(fn, p, rng), getattr(fn, "layers", ())
 
 
 class Policy:
@@ -70,7 +71,9 @@ class Policy:
         self.spec = canonical(self.ops)
         self._rng = tf.random.Generator.from_seed(self.seed)
         # distinct, stable seeds per op so adding an op does not reshuffle the others
-        self._fns: list[Callable] = [_make(op, self._rng, self.seed * 1009 + 7919 * (i + 1)) for i, op in enumerate(self.ops)]
+        built = [_make(op, self._rng, self.seed * 1009 + 7919 * (i + 1)) for i, op in enumerate(self.ops)]
+        self._fns: list[Callable] = [fn for fn, _ in built]
+        self._layers = [layer for _, layers in built for layer in layers]
 
     @property
     def mixes_labels(self) -> bool:
@@ -94,6 +97,33 @@ class Policy:
             images, labels = fn(images, labels)
         images = tf.ensure_shape(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0), static)
         return images, labels
+
+    # ------------------------------------------------------------------ random state (resume)
+    def _generators(self) -> tuple[list, list]:
+        """Every tf.random.Generator and Keras seed-generator state variable the policy draws from."""
+        tf_gens, keras_states = [self._rng], []
+        for layer in self._layers:
+            for sub in layer._flatten_layers(include_self=True, recursive=True):
+                gen = getattr(sub, "_random_generator", None)  # keras-cv layers
+                if isinstance(gen, tf.random.Generator) and all(gen is not g for g in tf_gens):
+                    tf_gens.append(gen)
+            keras_states.extend(v for v in layer.variables if "seed_generator_state" in v.path)
+        return tf_gens, keras_states
+
+    def random_state(self) -> dict[str, list]:
+        """JSON-ready snapshot of all random state, for exact resume (see :meth:`set_random_state`)."""
+        tf_gens, keras_states = self._generators()
+        return {"tf": [g.state.numpy().tolist() for g in tf_gens], "keras": [tf.convert_to_tensor(v).numpy().tolist() for v in keras_states]}
+
+    def set_random_state(self, state: dict[str, list]) -> None:
+        """Restore a :meth:`random_state` snapshot taken from a policy built with the same spec."""
+        tf_gens, keras_states = self._generators()
+        if len(state.get("tf", [])) != len(tf_gens) or len(state.get("keras", [])) != len(keras_states):
+            raise ZooError("augmentation random state does not match this policy (was it saved from another spec?)")
+        for gen, value in zip(tf_gens, state["tf"]):
+            gen.reset(tf.constant(value, dtype=gen.state.dtype))
+        for var, value in zip(keras_states, state["keras"]):
+            var.assign(tf.constant(value, dtype=var.dtype))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record for cards; ``build_policy(policy.to_dict(), ...)`` rebuilds it."""
