@@ -30,6 +30,8 @@ KINDS = ("member", "student", "ensemble", "export")
 REQUIRED_KEYS = ("schema", "kind", "name", "classes", "input", "files")
 # Working state that is not part of the artifact: never hashed, may change after completion.
 UNHASHED_DIRS = ("logs", "checkpoint")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -40,6 +42,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

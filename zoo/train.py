@@ -217,7 +217,7 @@ class TrainingState:
         self.best_file: str | None = None
         self.weights_file: str | None = None
         self.rng: dict[str, Any] = {}  # random-generator states at the end of the last epoch
-        self.augment_rng = None  # the augmentation policy's tf.random.Generator, when it has one
+        self.augment_policy = None  # the augmentation policy, whose generators are checkpointed too
         self.phase_name = "train"
         self._t0 = time.time()
 
@@ -258,7 +258,7 @@ class TrainingState:
         previous = self.weights_file
         self.epoch, self.weights_file = epoch + 1, weights
         self.es_wait, self.es_best, self.es_best_epoch = int(wait), (None if best is None else float(best)), int(best_epoch)
-        self.rng = capture_rng(model, self.augment_rng)
+        self.rng = capture_rng(model, self.augment_policy)
         self.save()
         if previous and previous != weights:
             (self.dir / previous).unlink(missing_ok=True)
@@ -276,19 +276,17 @@ def _seed_variables(model) -> list:
     return [v for v in model.variables if "seed_generator_state" in v.path]
 
 
-def capture_rng(model, augment_rng=None) -> dict[str, Any]:
+def capture_rng(model, policy=None) -> dict[str, Any]:
     """JSON-ready states of the generators a resumed epoch must continue (not replay)."""
     import keras
 
     out: dict[str, Any] = {"model": [keras.ops.convert_to_numpy(v).tolist() for v in _seed_variables(model)]}
-    if augment_rng is not None:
-        out["augment"] = augment_rng.state.numpy().tolist()
+    if policy is not None:
+        out["augment"] = policy.random_state()
     return out
 
 
-def restore_rng(model, augment_rng, saved: dict[str, Any]) -> None:
-    import tensorflow as tf
-
+def restore_rng(model, policy, saved: dict[str, Any]) -> None:
     states = saved.get("model") or []
     variables = _seed_variables(model)
     if len(states) == len(variables):
@@ -296,8 +294,8 @@ def restore_rng(model, augment_rng, saved: dict[str, Any]) -> None:
             v.assign(np.asarray(value, dtype=v.dtype))
     elif states:
         log.warning("resume: the model has %d random-generator states, the checkpoint %d; not restored", len(variables), len(states))
-    if augment_rng is not None and saved.get("augment") is not None:
-        augment_rng.reset(tf.constant(saved["augment"], dtype=augment_rng.state.dtype))
+    if policy is not None and saved.get("augment") is not None:
+        policy.set_random_state(saved["augment"])
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -365,8 +363,8 @@ def train(
     from zoo.augment import build_policy
 
     policy = build_policy(cfg.augment, num_classes=dataset.num_classes, seed=cfg.seed)
-    # The policy draws from one tf.random.Generator (zoo.augment.Policy._rng); checkpointed with the epoch.
-    state.augment_rng = getattr(policy, "_rng", None)
+    # Every generator the policy draws from (its own, Keras layers', keras-cv's) is checkpointed with the epoch.
+    state.augment_policy = policy
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
     val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False)
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
@@ -389,7 +387,7 @@ def train(
         if state.weights_file:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(state.dir / state.weights_file)
-            restore_rng(model, state.augment_rng, state.rng)
+            restore_rng(model, state.augment_policy, state.rng)
             log.info("resuming %s: phase '%s' after epoch %d", run, phase.name, state.epoch)
         elif index > 0 and state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
@@ -458,7 +456,7 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
             "seconds": round(sum(r["seconds"] for r in state.history), 1),
             "strategy": type(strategy).__name__,
             "replicas": int(strategy.num_replicas_in_sync),
-            "augment": cfg.augment,
+            "augment": state.augment_policy.to_dict() if state.augment_policy is not None else cfg.augment,
         },
         "metrics": metrics,
         "parents": [],

@@ -7,4 +7,5 @@ COMMAND_MODULES = [
     "run",
     "ensemble",
     "export",
+    "data",
 ]
