@@ -20,16 +20,16 @@ cores, ORT version) and its load at the time: on a shared CPU compare rows of on
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import one_line  # benchmarks/machine.py (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -43,29 +43,15 @@ log = logging.getLogger("export_quantization")
 def machine() -> dict:
     import onnxruntime as ort
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu,
-        "logical_cores": os.cpu_count(),
-        "onnxruntime": ort.__version__,
-        "providers": ort.get_available_providers(),
-    }
+    from machine import describe
+
+    return {**describe(), "onnxruntime": ort.__version__}
 
 
 def conditions() -> dict:
-    return {
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
-    }
+    from machine import conditions as now
+
+    return now()
 
 
 def latency(path: Path, image_size: int, batch: int, repeats: int, warmup: int, threads: int) -> dict:
@@ -142,7 +128,7 @@ def render_markdown(doc: dict) -> str:
     lines = [
         "# ONNX export: accuracy, CPU latency and size (Keras vs fp32 vs int8 vs fp16)",
         "",
-        f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, {m['platform']}, onnxruntime {m['onnxruntime']} (CPU provider). "
+        f"Machine: {one_line(m)}; onnxruntime {m['onnxruntime']} (CPU provider). "
         f"Run {c['time']}, load average {c['loadavg_1_5_15']}; ORT intra-op threads: {doc['settings']['threads'] or 'default'}.",
         f"Data: `{doc['settings']['data']}` split `{doc['settings']['split']}`. Latency: median of {doc['settings']['repeats']} runs "
         f"after {doc['settings']['warmup']} warm-up runs, one session per file. Target: int8 ≤ {TARGET_INT8_DROP_POINTS} points below fp32.",

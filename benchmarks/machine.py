@@ -28,6 +28,13 @@ def describe() -> dict:
         gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     except Exception:  # noqa: BLE001 - TF is optional here
         pass
+    providers = []
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    except ImportError:
+        pass
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -35,6 +42,37 @@ def describe() -> dict:
         "gpus": gpus,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "onnxruntime_providers": providers,
+    }
+
+
+def conditions() -> dict:
+    """How busy the machine is while a benchmark runs: load average and other busy processes."""
+    import datetime as dt
+
+    busy = []
+    try:
+        import psutil
+
+        procs = list(psutil.process_iter(["pid", "name", "cmdline"]))
+        for p in procs:
+            p.cpu_percent(None)
+        import time
+
+        time.sleep(0.5)
+        for p in procs:
+            try:
+                cpu = p.cpu_percent(None)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if cpu > 20 and p.pid != os.getpid():
+                busy.append({"pid": p.pid, "cpu_percent": round(cpu), "cmd": " ".join(p.info["cmdline"] or [p.info["name"] or ""])[:120]})
+    except ImportError:
+        pass
+    return {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "other_busy_processes": busy,
     }
 
 

@@ -21,15 +21,15 @@ time, since on a shared CPU the numbers are only comparable within one run.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import fnmatch
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import one_line  # benchmarks/machine.py (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "member_throughput"
@@ -107,51 +107,16 @@ def _detect_gpu() -> list[str]:
 
 # ----------------------------------------------------------------------------- parent
 def machine() -> dict:
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import psutil
+    from machine import describe
 
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model,
-        "logical_cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-    }
+    return describe()
 
 
 def conditions() -> dict:
-    """How busy the machine is right now: load average and other processes using CPU."""
-    import psutil
+    """How busy the machine is right now (see benchmarks/machine.py)."""
+    from machine import conditions as now
 
-    me = {os.getpid()}
-    procs = list(psutil.process_iter(["pid", "name"]))
-    for p in procs:
-        try:
-            p.cpu_percent(None)
-        except psutil.Error:
-            pass
-    time.sleep(1.0)
-    busy = []
-    for p in procs:
-        try:
-            if p.pid not in me and p.cpu_percent(None) > 5.0:
-                busy.append(p.info["name"])
-        except psutil.Error:
-            pass
-    return {
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
-        "other_busy_processes": len(busy),
-        "other_busy_process_names": sorted(set(busy)),
-        "available_memory_gb": round(psutil.virtual_memory().available / 2**30, 1),
-    }
+    return now()
 
 
 def run_job(job: dict, max_rss_gb: float, timeout_s: float) -> dict:
@@ -195,14 +160,14 @@ def render_markdown(doc: dict) -> str:
         "part before the model existed). XLA: Keras' `jit_compile=\"auto\"` turns XLA off on CPU-only",
         "machines and on for GPUs; `--jit on|off` overrides it. On a shared CPU, compare rows of one run only.",
         "",
-        f"**Machine:** {m['cpu_model']}, {m['logical_cores']} logical cores, {m['memory_gb']} GB RAM; {m['platform']}; Python {m['python']}.",
+        f"**Machine:** {one_line(m)}; Python {m['python']}.",
         "",
     ]
     for run in doc.get("runs", []):
         c0, c1 = run["conditions_before"], run["conditions_after"]
         lines.append(
             f"- Run {c0['time']}: load average {c0['loadavg_1_5_15']} -> {c1['loadavg_1_5_15']}; "
-            f"{c0['other_busy_processes']} other processes using > 5% CPU at the start. {run.get('note', '')}".rstrip()
+            f"{len(c0['other_busy_processes'])} other processes using > 20% CPU at the start. {run.get('note', '')}".rstrip()
         )
     lines += [
         "",
@@ -272,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"machine": machine(), "runs": [], "results": []}
     if out_json.exists() and not args.fresh:
         old = json.loads(out_json.read_text())
-        if old.get("machine", {}).get("cpu_model") == doc["machine"]["cpu_model"]:
+        if old.get("machine", {}).get("cpu") == doc["machine"]["cpu"]:
             doc["runs"], doc["results"] = old.get("runs", []), old.get("results", [])
 
     before = conditions()

@@ -22,8 +22,6 @@ output is an ordinary run folder with ``kind: "student"`` and ``parents: [ensemb
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -39,8 +37,9 @@ from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
 from ensemble.members import _split_kwargs, load_member_data
 from ensemble.metrics import scores
-from zoo.artifacts import atomic_path, card_sha256, load_npy, write_card, write_json, write_npy, write_text
+from zoo.artifacts import atomic_path, card_sha256, load_npy, write_card, write_json, write_npy
 from zoo.errors import ZooError
+from zoo.train import write_history
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,7 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
     clean.set_weights(model.get_weights())
     with atomic_path(out / "model.keras") as tmp:
         clean.save(tmp)
-    _write_history(out / "history.csv", rows)
+    write_history(out / "history.csv", rows)
     from zoo import plots
 
     plots.training_curves(out / "plots" / "training_curves.png", rows)
@@ -323,12 +322,3 @@ def _history_rows(history: dict[str, list[float]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())

@@ -25,7 +25,7 @@ too: the transformed copies are concatenated along the batch axis, every member 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

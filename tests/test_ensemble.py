@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ensemble import EnsembleConfig, build_ensemble, load, predict_proba
-from ensemble.calibration import fit_temperature, probs_to_logits
-from ensemble.combine import combine, logits, stack_features
-from ensemble.cv import check_disjoint, cross_fit, folds_from_rows, make_folds
+from ensemble.calibration import fit_temperature
+from ensemble.combine import combine, stack_features
+from ensemble.cv import check_disjoint, folds_from_rows, make_folds
 from ensemble.metrics import expected_calibration_error, scores
 from ensemble.stacking import fit_stack, stack_oof
 from ensemble.voting import fit_vote, fit_weights

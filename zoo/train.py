@@ -424,7 +424,7 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
     clean.set_weights(model.get_weights())
     with atomic_path(run / "model.keras") as tmp:
         clean.save(tmp)
-    _write_history(run / "history.csv", state.history)
+    write_history(run / "history.csv", state.history)
     plots.training_curves(run / "plots" / "training_curves.png", state.history)
     metrics = {}
     for split in evaluate_splits:
@@ -469,7 +469,8 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
     return run
 
 
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """history.csv: one row per epoch, columns in first-seen order (phases may add metrics)."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
