@@ -111,3 +111,31 @@ def test_class_weights_and_balanced_pipeline(synthetic_small):
     labels = np.concatenate([y.numpy().argmax(1) for _, y in ds])
     assert len(labels) == 20 * 8
     assert np.bincount(labels, minlength=8).min() >= 8  # every class drawn, near-uniform
+
+
+MIRRORED = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from zoo.artifacts import read_card
+from zoo.train import train
+run = train("custom_cnn", "synthetic:64", sys.argv[1], image_size=16, params={"widths": [8], "depths": [1], "stem_width": 8},
+            epochs=1, batch_size=16, strategy="mirrored", tensorboard=False, evaluate_splits=("val",))
+print(json.dumps(read_card(run)["training"]))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
+    """tf.distribute.MirroredStrategy through zoo.train, the CPU split into two logical devices."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    training = json.loads(r.stdout.strip().splitlines()[-1])
+    assert training["strategy"] == "MirroredStrategy" and training["replicas"] == 2
+    assert training["epochs_run"] == 1

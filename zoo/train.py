@@ -142,7 +142,9 @@ def _strategy(name: str):
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # All GPUs; on a CPU-only machine, every logical CPU device (tests split the CPU in two).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ZooError("strategy 'multiworker' needs TF_CONFIG (cluster and task) in the environment")
