@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, one_line  # noqa: E402
+from machine import conditions, describe, one_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     from zoo.artifacts import read_card
 
     machine = describe()
+    before = conditions()
     t0 = time.time()
     data = load_dataset(args.data, args.image_size)
     load_s = time.time() - t0
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
         "parameters": card["parameters"],
         "config": {k: hist["config"][k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "label_smoothing", "patience", "augment")},
         "machine": machine,
+        "conditions": {"start": before, "end": conditions()},
         "target": "val accuracy >= 0.96 within 30 min CPU training",
         "met": bool(card["metrics"]["val"]["accuracy"] >= 0.96 and hist["seconds"] <= 1800),
     }
@@ -84,6 +86,9 @@ def main(argv=None) -> int:
         f"# {args.name}: custom_cnn on PBC at {args.image_size}px (CPU)",
         "",
         f"Machine: {one_line(machine)}",
+        "",
+        f"Load average at start {before['loadavg_1_5_15']}, at end {result['conditions']['end']['loadavg_1_5_15']} "
+        f"({len(before['other_busy_processes'])} other busy processes at start): on a shared machine the time columns are upper bounds.",
         "",
         "| member | params | epochs (best) | train time | s/epoch | train img/s | val acc | val bal. acc | val macro F1 | val ECE | target met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
