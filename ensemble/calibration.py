@@ -56,12 +56,7 @@ def calibrate_probs(probs: np.ndarray, temperature: float, eps: float = EPS) -> 
 
 def plot_reliability(path: str | Path, panels: Sequence[tuple[str, np.ndarray, np.ndarray]], n_bins: int = 15) -> Path:
     """Reliability diagrams side by side: one panel per ``(title, probs, labels)``, ECE in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zoo.artifacts import atomic_path
+    from zoo.plots import plt, save_figure  # headless Agg backend
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, (title, probs, labels) in zip(axes[0], panels):
@@ -81,8 +76,4 @@ def plot_reliability(path: str | Path, panels: Sequence[tuple[str, np.ndarray, n
         ax.set_title(f"{title}\nECE {100 * expected_calibration_error(probs, labels, n_bins):.2f}%", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

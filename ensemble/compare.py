@@ -21,7 +21,7 @@ from ensemble.cv import Fold, cross_fit
 from ensemble.metrics import scores
 from ensemble.stacking import fit_stack
 from ensemble.voting import fit_vote
-from zoo.artifacts import atomic_path, write_json, write_text
+from zoo.artifacts import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembl
 
 def plot(rows: Sequence[Mapping[str, Any]], split: str, path: str | Path) -> Path:
     """Accuracy and ECE bars per model on one split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from zoo.plots import plt, save_figure  # headless Agg backend
 
     sub = [r for r in rows if r["split"] == split]
     names = [r["model"] for r in sub]
@@ -147,11 +144,7 @@ def plot(rows: Sequence[Mapping[str, Any]], split: str, path: str | Path) -> Pat
     axes[0].invert_yaxis()
     fig.suptitle(f"members vs ensembles on '{split}' (grey member, blue vote, green stack; hatched: +T)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write(rows: Sequence[Mapping[str, Any]], folder: str | Path, stem: str = "comparison", title: str = "Members vs ensembles") -> list[Path]:

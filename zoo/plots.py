@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 from zoo.artifacts import atomic_path  # noqa: E402
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as PNG atomically and release it (every zoo plot goes through here)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -29,7 +30,7 @@ def confusion_matrix(path, matrix, class_names, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
     ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=ax, colorbar=False, xticks_rotation=45, cmap="Blues")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_diagram(path, labels, probs, title: str = "", bins: int = 15) -> Path:
@@ -54,7 +55,7 @@ def reliability_diagram(path, labels, probs, title: str = "", bins: int = 15) ->
     ax.set_ylim(0, 1)
     ax.set_title(f"{title}\nECE = {expected_calibration_error(labels, probs, bins):.3%}")
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(path, rows: list[dict]) -> Path:
@@ -75,7 +76,7 @@ def training_curves(path, rows: list[dict]) -> Path:
         if phases[i] != phases[i - 1]:
             for ax in axes:
                 ax.axvline(epochs[i] - 0.5, color="gray", ls=":")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def comparison_bars(path, rows: list[dict], splits: list[str]) -> Path:
@@ -92,4 +93,4 @@ def comparison_bars(path, rows: list[dict], splits: list[str]) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.12)
     ax.legend(fontsize=8, ncol=len(splits))
-    return _save(fig, path)
+    return save_figure(fig, path)
