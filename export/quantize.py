@@ -54,6 +54,10 @@ def _reader(images: np.ndarray, input_name: str, batch_size: int):
 
 
 HEAD_OPS = ("MatMul", "Gemm", "Add", "Identity", "Reshape", "Squeeze", "Flatten")
+# Only ops with weights run in int8. Elementwise chains (LayerNorm as ReduceMean/Sub/Pow/Div,
+# erf-GELU, LayerScale Mul, residual Add) lose too much as uint8 activations: quantizing every
+# op cost convnext_atto 7.9 accuracy points on PBC val, against 0.06 for custom_cnn.
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
 def float_nodes(model, exclude_ops=("Softmax",), exclude_prefixes=("ens_",), max_depth: int = 6) -> list[str]:
@@ -90,6 +94,7 @@ def quantize_int8(
     batch_size: int = 32,
     exclude_ops: tuple[str, ...] = ("Softmax",),
     exclude_prefixes: tuple[str, ...] = ("ens_",),
+    op_types: tuple[str, ...] = QUANTIZED_OPS,
     external_data: bool = False,
 ) -> Path:
     """Write a static int8 QDQ model of ``fp32_path`` to ``out_path`` (returns it)."""
@@ -128,6 +133,7 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=calib,
             nodes_to_exclude=exclude,
+            op_types_to_quantize=list(op_types),
             extra_options={"CalibTensorRangeSymmetric": False},
             use_external_data_format=external_data,
         )
