@@ -182,7 +182,7 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
 
     from zoo.augment import build_policy
     from zoo.data import Dataset, load_dataset
-    from zoo.evaluate import headline, predict_model, write_report
+    from zoo.evaluate import score_split
     from zoo.registry import get_spec
     from zoo.train import TrainConfig, make_optimizer
 
@@ -255,11 +255,7 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
         part = student_ds.splits.get(split)
         if part is None or len(part) == 0:
             continue
-        probs = predict_model(clean, part.images)
-        write_npy(out / "probs" / f"{split}.npy", probs)
-        write_npy(out / "probs" / f"{split}_labels.npy", part.labels)
-        metrics[split] = headline(write_report(out / "eval" / split, part.labels, probs, student_ds.class_names,
-                                               f"{out.name} (student) · {split}"))
+        metrics[split], probs = score_split(out, clean, split, part, student_ds.class_names, f"{out.name} (student) · {split}")
         t = t_val if split == "val" else _stored_or_predict(ens, split, teacher_ds.splits[split], cfg.teacher_batch_size)
         teacher_metrics[split] = scores(t, part.labels, student_ds.class_names)
         agreement[split] = float((t.argmax(1) == probs.argmax(1)).mean())

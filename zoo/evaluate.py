@@ -98,6 +98,19 @@ def predict_folder(folder: str | os.PathLike, images: np.ndarray, card: dict[str
     return predict_model(model, images, batch_size)
 
 
+def score_split(folder: str | os.PathLike, model, split: str, part, class_names: list[str], title: str) -> tuple[dict[str, Any], np.ndarray]:
+    """Predict one split with a freshly trained model and store what later stages read.
+
+    Writes ``probs/<split>.npy`` + ``probs/<split>_labels.npy`` (for ensembling) and
+    ``eval/<split>/`` (metrics and plots) into the run folder; returns (headline metrics, probs).
+    """
+    folder = Path(folder)
+    probs = predict_model(model, part.images)
+    write_npy(folder / "probs" / f"{split}.npy", probs)
+    write_npy(folder / "probs" / f"{split}_labels.npy", part.labels)
+    return headline(write_report(folder / "eval" / split, part.labels, probs, class_names, title)), probs
+
+
 def predict_model(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     out = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
     return np.asarray(out, dtype=np.float32)

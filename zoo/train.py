@@ -419,8 +419,7 @@ def train(
 def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
     from zoo import plots
-    from zoo.evaluate import headline, predict_model, write_report
-    from zoo.artifacts import write_npy
+    from zoo.evaluate import score_split
 
     clean = spec.build(dataset.num_classes, size, **{**params, **({"weights": None} if "weights" in params else {})})
     clean.set_weights(model.get_weights())
@@ -433,10 +432,7 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
         part = dataset.splits.get(split)
         if part is None or len(part) == 0:
             continue
-        probs = predict_model(clean, part.images)
-        write_npy(run / "probs" / f"{split}.npy", probs)
-        write_npy(run / "probs" / f"{split}_labels.npy", part.labels)
-        metrics[split] = headline(write_report(run / "eval" / split, part.labels, probs, dataset.class_names, f"{spec.name} · {split}"))
+        metrics[split], _ = score_split(run, clean, split, part, dataset.class_names, f"{spec.name} · {split}")
     best = max(state.history, key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")))
     card = {
         "kind": "member",
