@@ -44,3 +44,9 @@ def test_bad_toml_and_missing_file(tmp_path):
         config.load(p)
     with pytest.raises(ZooError, match="not found"):
         config.load(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("path", sorted(config.BUILTIN.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_builtin_config_is_valid(path):
+    cfg = config.load(path.stem)  # by name, as `zoo run --config pbc-cpu`
+    assert cfg.name == path.stem and cfg.members
