@@ -6,6 +6,7 @@ real ConvNeXt-T structure (28M params) but runs it at 32 px on four images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -210,7 +211,7 @@ def test_weights_from_zoo_files(tmp_path):
 def test_fetch_uses_verified_cache_without_network(tmp_path):
     blob = tmp_path / "src.bin"
     blob.write_bytes(b"convnext weights")
-    sha = cw._sha256(blob)
+    sha = hashlib.sha256(blob.read_bytes()).hexdigest()
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "w.h5").write_bytes(b"convnext weights")
     # The origin is unreachable: a verified cached copy must be returned without trying it.

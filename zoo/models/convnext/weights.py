@@ -17,7 +17,6 @@ True or False) via ``weights=PATH.h5``, which is how the mapping is tested witho
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo.artifacts import sha256_file
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,14 +90,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ZOO_WEIGHTS_DIR") or os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """None if ``url`` answers within ``timeout`` seconds, else why not.
 
@@ -129,7 +121,7 @@ def fetch(file_name: str, origin: str, sha256: str, *, root: Path | None = None,
     root = Path(root) if root is not None else cache_dir()
     target = root / "models" / file_name
     if target.is_file():
-        if _sha256(target) == sha256:
+        if sha256_file(target) == sha256:
             return target
         log.warning("cached %s does not match its sha256; downloading it again", target)
     why = probe(origin, timeout)
@@ -145,7 +137,7 @@ def fetch(file_name: str, origin: str, sha256: str, *, root: Path | None = None,
     except Exception as e:  # noqa: BLE001 - network / checksum failures are the user's to fix
         raise ZooError(f"downloading {origin} failed: {e}") from e
     path = Path(path)
-    if _sha256(path) != sha256:  # get_file checks too; never load an unverified file
+    if sha256_file(path) != sha256:  # get_file checks too; never load an unverified file
         raise ZooError(f"{path} does not match the official sha256 {sha256}; delete it and retry")
     return path
 
