@@ -8,4 +8,6 @@ COMMAND_MODULES = [
     "ensemble",
     "export",
     "data",
+    "report",
+    "explain",
 ]
