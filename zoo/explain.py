@@ -133,7 +133,7 @@ class GradCam:
         for i, lay in enumerate(self._after):
             last = i == len(self._after) - 1
             if last and isinstance(lay, keras.layers.Dense) and lay.activation is keras.activations.softmax:
-                logits = keras.ops.matmul(y, lay.kernel)
+                logits = keras.ops.matmul(keras.ops.cast(y, lay.kernel.dtype), lay.kernel)  # mixed precision: cast
                 if lay.use_bias:
                     logits = logits + lay.bias
                 return feats, logits, keras.ops.softmax(logits)
