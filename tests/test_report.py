@@ -58,6 +58,38 @@ def test_report_of_a_partial_run_says_what_is_missing(tiny_pipeline, tmp_path, c
     assert "could not be built" not in "".join(found.values())
 
 
+def test_report_shows_other_stages_files_when_present(tiny_pipeline, tmp_path):
+    """Benchmark, shift suite, curation and confidence intervals come from other stages' files."""
+    import json
+
+    from zoo.pipeline import context_for_run, write_html_report
+
+    cfg, _ = tiny_pipeline
+    run = tmp_path / "full"
+    shutil.copytree(cfg.output, run)
+    png = next((run / "members" / "custom_cnn" / "plots").glob("*.png"))
+    (run / "bench").mkdir()
+    shutil.copy(png, run / "bench" / "pareto.png")
+    (run / "bench" / "bench.csv").write_text("model,engine,batch,p50_ms,img_per_s,accuracy\nstudent,ort-cpu,1,0.41,2400.5,0.91\n")
+    (run / "curation").mkdir()
+    (run / "curation" / "report.json").write_text(json.dumps({"summary": {"images": 240, "exact_duplicates": 3}}))
+    (run / "members" / "custom_cnn" / "eval" / "shift_suite.json").write_text(json.dumps(
+        {"clean": {"accuracy": 0.9}, "trained_families": ["color"],
+         "families": {"color": {"accuracy": 0.85}, "optics": {"severities": {"1": {"accuracy": 0.7}, "2": {"accuracy": 0.5}}}}}))
+    comparison = run / "ensembles" / "vote" / "comparison.json"
+    rows = json.loads(comparison.read_text())
+    for r in rows:
+        r.update(accuracy_ci=[r["accuracy"] - 0.05, min(1.0, r["accuracy"] + 0.05)], mcnemar_p=0.0123)
+    comparison.write_text(json.dumps(rows))
+    found = _sections(write_html_report(context_for_run(run)).read_text(encoding="utf-8"))
+    assert "<img" in found["benchmark"] and "ort-cpu" in found["benchmark"] and "2400" in found["benchmark"]
+    assert "exact duplicates" in found["data"]
+    assert re.search(r"optics</td>\s*<td>out</td>\s*<td[^>]*>90\.00%</td>\s*<td[^>]*>60\.00%", found["robustness"])
+    assert re.search(r"color</td>\s*<td>in</td>", found["robustness"])
+    lo, hi = 100 * (rows[0]["accuracy"] - 0.05), 100 * min(1.0, rows[0]["accuracy"] + 0.05)
+    assert f"[{lo:.1f}%, {hi:.1f}%]" in found["ensembles"] and "mcnemar p" in found["ensembles"]
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a `zoo run` output folder" in capsys.readouterr().err
