@@ -203,3 +203,33 @@ def test_registry_runs_ensembles_only_once_registered(tmp_path):
     assert {"member", "student", "ensemble", "export"} <= set(predictors.registered())
     with pytest.raises(ZooError, match="no predictor is registered"):
         predictors.load_predictor(tmp_path, {"kind": "nonesuch"})
+
+
+def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_path):
+    from zoo import config, pipeline
+
+    tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
+    cfg = config.parse({
+        "name": "tiny", "output": str(tmp_path / "out"),
+        "data": {"source": "synthetic:96", "image_size": 20, "val_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
+        "members": [{"member": "custom_cnn", "params": tiny},
+                    {"member": "custom_cnn", "name": "stained", "params": tiny, "train": {"seed": 1, "augment": "stain"}}],
+        "evaluate": {"shifted": None, "shift_families": ["colour", "geometry"], "shift_max_images": 16},
+        "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
+    })
+    report = pipeline.run(cfg)
+    out = tmp_path / "out"
+    rows = {r["name"]: r for r in json.loads((out / "report" / "summary.json").read_text())}
+    assert set(rows) == {"custom_cnn", "stained", "vote"}
+    assert rows["stained"]["shift_suite"]["in_family"] == ["colour"]
+    assert rows["custom_cnn"]["shift_suite"]["out_of_family"] == ["colour", "geometry"]
+    assert rows["vote"]["shift_suite"]["in_family"] == ["colour"]  # union of its members
+    assert rows["custom_cnn"]["shift_suite"]["reference"] == "custom_cnn"  # CE normalised to the first member
+    text = report.read_text()
+    assert "shifted acc, out-of-family" in text and "| vote | ensemble |" in text
+    assert (out / "report" / "shift_suite.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "ensembles" / "vote" / "eval" / "shift_suite.json").is_file()
+    bad = dict(cfg.evaluate.__dict__)
+    with pytest.raises(ZooError, match="shift_families"):
+        config.parse({"evaluate": {**{k: v for k, v in bad.items() if k == "splits"}, "shift_families": ["fog"]}})

@@ -113,6 +113,7 @@ def plot(path: str | os.PathLike, res: dict[str, Any], title: str) -> Path:
         ax.set_xticks(xs)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(0, 1.02)
+    axes[1].set_ylim(bottom=0)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     oof = res["mean_out_of_family_accuracy"]
     fig.suptitle(f"{title}: clean {_pct(res['clean']['accuracy'])}%, out-of-family mean {_pct(oof)}%", fontsize=10)
@@ -192,7 +193,9 @@ def evaluate_artifact(
     res["artifact"] = {"name": card["name"], "kind": card["kind"], "folder": str(folder)}
 
     ref_res, ref_name = None, None
-    if reference is not None:
+    if reference is not None and Path(reference).resolve() == folder.resolve():
+        ref_res, ref_name = res, card["name"]  # the reference model itself: CE = 1 by definition
+    elif reference is not None:
         ref_res, ref_name = _reference(reference, res, data, split, fams, severities, seed, max_images, dataset)
     res = summarise(res, artifact_families(folder, card), ref_res, ref_name)
     write_results(folder / "eval", res, f"{card['name']} ({card['kind']})")
@@ -223,3 +226,40 @@ def _reference(reference, res, data, split, fams, severities, seed, max_images, 
         ref_res = evaluate_artifact(ref, data, split, families=fams, severities=severities, seed=seed,
                                     max_images=max_images, dataset=dataset)
     return ref_res, str(ref_res.get("artifact", {}).get("name") or ref.name)
+
+
+def plot_models(path: str | os.PathLike, results: dict[str, dict[str, Any]], title: str = "") -> Path:
+    """One panel per family: accuracy against severity (0 = clean) for every model; in-family lines dashed."""
+    from zoo import plots
+
+    plt = plots.plt
+    fams = list(dict.fromkeys(f for r in results.values() for f in r["families"]))
+    cols = min(3, max(1, len(fams)))
+    rows = (len(fams) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for k, fam in enumerate(fams):
+        ax = axes[k // cols][k % cols]
+        for i, (name, r) in enumerate(results.items()):
+            f = r["families"].get(fam)
+            if f is None:
+                continue
+            xs = [0, *r["severities"]]
+            ys = [r["clean"]["accuracy"]] + [f["severities"][str(s)]["accuracy"] for s in r["severities"]]
+            inside = fam in r.get("in_family", [])
+            ax.plot(xs, ys, "--" if inside else "-", marker="o", ms=3, color=f"C{i}", label=name)
+        ax.set_title(fam, fontsize=10)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    for k in range(len(fams), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    for r in axes:
+        r[0].set_ylabel("accuracy")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3) for i in range(len(results))]
+    fig.legend(handles, list(results), loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
+               title="model (dashed: in-family)", title_fontsize=8)
+    fig.suptitle(title or "shift suite: accuracy per family and severity", fontsize=11)
+    fig.tight_layout()
+    return plots.save_figure(fig, path)
