@@ -343,10 +343,13 @@ def write_predictions(records: list[dict[str, Any]], classes: list[str], out: st
     """Write records to ``out`` (.csv or .json by suffix), atomically."""
     from zoo.artifacts import write_text
 
+    from zoo.ownership import check_file_target
+
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("csv", "json"):
         raise ZooError(f"--out {out}: give a .csv or .json file name")
+    check_file_target(out, force=True)  # a folder, a path under a file or a special file: one line, not a traceback
     return write_text(out, format_predictions(records, classes, fmt, model))
 
 
