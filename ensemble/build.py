@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +26,7 @@ from ensemble.folder import FORMAT_VERSION, SPEC_FILE, member_entry
 from ensemble.members import MemberProbs, open_members
 from ensemble.metrics import scores
 from ensemble.stacking import LEARNERS
+from zoo import ownership
 from zoo.artifacts import write_card, write_json, write_npy
 from zoo.shift.families import artifact_families, union
 from zoo.errors import ZooError
@@ -62,27 +62,25 @@ class EnsembleConfig:
         tta_mod.parse(self.tta)
 
 
-def _prepare_out(out: Path) -> Path:
-    if (out / "card.json").exists():
-        raise ZooError(f"{out}: already a complete artifact folder; choose another --out or delete it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ZooError(f"{out}: exists and is not empty; choose another --out or delete it")
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # a previous interrupted build of this same folder
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def build_ensemble(
-    runs: Sequence[str | os.PathLike], out: str | os.PathLike, data: Any = None, config: EnsembleConfig | None = None
+    runs: Sequence[str | os.PathLike], out: str | os.PathLike, data: Any = None, config: EnsembleConfig | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write a complete ensemble folder at ``out``; returns its path."""
+    """Write a complete ensemble folder at ``out``; returns its path.
+
+    ``out`` follows :mod:`zoo.ownership` (new, empty, or with ``force`` an earlier ensemble; never a
+    member run) and is locked while the ensemble is built.
+    """
+    with ownership.claim(out, "ensemble", force=force, sources=runs) as claim:
+        return _build(runs, claim, data, config)
+
+
+def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any, config: EnsembleConfig | None) -> Path:
     cfg = config or EnsembleConfig()
     cfg.validate()
     tta = tta_mod.parse(cfg.tta)
     members = open_members(runs)
-    out = Path(out).resolve()
+    out = claim.out
     if cfg.method == "stack" and len(members) < 2:
         raise ZooError("stacking needs at least 2 members")
     if cfg.method == "vote" and cfg.weights is not None and len(cfg.weights) != len(members):
@@ -100,8 +98,7 @@ def build_ensemble(
     after = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": True}), variants, names)
     final = dict(outputs[chosen]["spec"])
 
-    tmp = _prepare_out(out)
-    try:
+    with claim.staging() as tmp:
         spec = _spec_json(cfg, final, members, out, tta, fit_labels, source)
         write_json(tmp / SPEC_FILE, spec)
         write_json(tmp / "folds.json", {"split": cfg.fit_split, "k": cfg.folds, "seed": cfg.seed,
@@ -143,12 +140,6 @@ def build_ensemble(
             "augment_families": union(*(artifact_families(m.path, m.card) for m in members)),
         }
         write_card(tmp, card)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("ensemble written to %s", out)
     return out
 

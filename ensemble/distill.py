@@ -37,6 +37,7 @@ from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
 from ensemble.members import _split_kwargs, load_member_data
 from ensemble.metrics import scores
+from zoo import ownership
 from zoo.artifacts import atomic_path, card_sha256, load_npy, write_card, write_json, write_npy
 from zoo.errors import ZooError
 from zoo.train import write_history
@@ -148,16 +149,16 @@ def teacher_probs(ens: Ensemble, ens_sha: str, images: np.ndarray, split: str, f
 
 # ----------------------------------------------------------------------------- entry point
 def _prepare(out: Path) -> None:
-    if (out / "card.json").exists():
-        raise ZooError(f"{out}: already holds a complete run; choose another --out")
-    if out.exists():
-        unknown = [p.name for p in out.iterdir() if p.name not in (*OWN_OUTPUTS, "teacher", "logs")]
+    # zoo.ownership: new, empty, or this command's own interrupted folder (marker); anything else is refused.
+    if ownership.check_target(out, "student", resumable=True, force_flag=None) == "incomplete":
+        unknown = [p.name for p in out.iterdir() if p.name not in (*OWN_OUTPUTS, "teacher", "logs", ownership.MARKER)]
         if unknown:
             raise ZooError(f"{out}: exists and holds {sorted(unknown)}; choose another --out or delete it")
         for name in OWN_OUTPUTS:  # leftovers of an interrupted distillation (the teacher cache is kept)
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    ownership.write_marker(out, "student")
 
 
 def _targets(soft: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

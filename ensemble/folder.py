@@ -11,7 +11,6 @@ No pickle anywhere: arrays are JSON lists or ``.npy`` written with ``allow_pickl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ import numpy as np
 from ensemble import tta as tta_mod
 from ensemble.combine import METHODS, combine
 from ensemble.members import Member, check_consistent, input_spec, open_member
-from zoo.artifacts import read_card
+from zoo import validate
+from zoo.artifacts import read_card, read_json_strict
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,13 @@ def load(folder: str | os.PathLike) -> Ensemble:
     card = read_card(folder)
     if card["kind"] != "ensemble":
         raise ZooError(f"{folder}: a '{card['kind']}' folder, not an ensemble")
-    try:
-        spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZooError(f"{folder}: no {SPEC_FILE}") from None
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"{folder / SPEC_FILE}: not valid JSON ({exc})") from None
-    if spec.get("format") != FORMAT_VERSION or spec.get("method") not in METHODS:
+    if SPEC_FILE not in card["files"]:  # only files the card lists are loaded
+        raise ZooError(f"{folder}: no {SPEC_FILE} listed in its card")
+    spec = validate.ensemble_spec(read_json_strict(folder / SPEC_FILE), str(folder / SPEC_FILE))
+    if spec["format"] != FORMAT_VERSION or spec["method"] not in METHODS:
         raise ZooError(f"{folder / SPEC_FILE}: unsupported format {spec.get('format')!r} or method {spec.get('method')!r}")
+    if spec["classes"] != card["classes"]:
+        raise ZooError(f"{folder}: {SPEC_FILE} classes {spec['classes']} differ from the card's {card['classes']}")
     members = []
     for entry in spec["members"]:
         m = open_member(resolve_member(entry, folder))  # verifies the member's files

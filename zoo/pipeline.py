@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +67,7 @@ def _train_stage(ctx: Context, m) -> Stage:
     def run():
         from zoo.train import train
 
-        resume = (out / "checkpoint" / "state.json").exists()
-        if out.exists() and not resume:
-            shutil.rmtree(out)  # an interrupted run that never reached its first checkpoint
+        resume = (out / "checkpoint" / "state.json").exists()  # else train restarts only a run of its own making
         train(m.member, ctx.dataset, out, image_size=ctx.cfg.data.image_size, params=m.params, weights=m.weights,
               config=ctx.cfg.member_train(m), resume=resume)
 
@@ -121,7 +118,18 @@ def build(cfg: PipelineConfig) -> tuple[Context, list[Stage]]:
 def run(cfg: PipelineConfig) -> Path:
     """Run every incomplete stage in order, then write the summary report; returns its path."""
     ctx, stages = build(cfg)
+    from zoo import ownership
+
+    # The output folder: new, empty, or an earlier run of a pipeline (its marker); locked while it runs.
+    with ownership.claim(ctx.root, "pipeline", resumable=True, flag="output"):
+        return _run(cfg, ctx, stages)
+
+
+def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
+    from zoo import ownership
+
     ctx.root.mkdir(parents=True, exist_ok=True)
+    ownership.write_marker(ctx.root, "pipeline")
     write_json(ctx.root / "config.json", _as_dict(cfg))
     t0 = time.time()
     for i, stage in enumerate(stages, 1):

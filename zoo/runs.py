@@ -10,6 +10,8 @@ import numpy as np
 
 from zoo.artifacts import load_npy, read_card, safe_join
 from zoo.errors import ZooError
+from zoo.safeio import MAX_MODEL_BYTES, check_regular
+from zoo.validate import probabilities
 
 MODEL_FILE = "model.keras"
 
@@ -24,12 +26,29 @@ def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None):
     card = card or read_card(folder)
     if card["kind"] not in ("member", "student"):
         raise ZooError(f"{folder}: a {card['kind']} folder has no Keras model; expected a member or student run")
-    path = safe_join(folder, card.get("model_file", MODEL_FILE))
+    rel = card.get("model_file", MODEL_FILE)
+    path = safe_join(folder, rel)
+    if rel not in card["files"]:  # only files the card lists are loaded from a verified folder
+        raise ZooError(f"{folder}: model file '{rel}' is not one of the files its card lists")
+    check_regular(path, MAX_MODEL_BYTES)
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (zip, JSON, h5, config keys)
         detail = " ".join(str(exc).split())[:300]
         raise ZooError(f"{path}: cannot load Keras model, corrupt or not a zoo model? ({type(exc).__name__}: {detail})") from None
+    check_model_outputs(model, card, str(path))
+    return model
+
+
+def check_model_outputs(model, card: dict[str, Any], where: str) -> None:
+    """Refuse a model whose input is not the card's or whose outputs are not probabilities (one probe image)."""
+    size = int(card["input"]["image_size"])
+    try:
+        out = model(np.full((1, size, size, 3), 128.0, np.float32), training=False)
+    except Exception as exc:  # noqa: BLE001 - a model built for another input shape fails in Keras/TF-specific ways
+        raise ZooError(f"{where}: the model does not take the card's input (1, {size}, {size}, 3): "
+                       f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+    probabilities(np.asarray(out), where, len(card["classes"]))
 
 
 def load_probs(folder: str | os.PathLike, split: str, card: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +58,15 @@ def load_probs(folder: str | os.PathLike, split: str, card: dict[str, Any] | Non
     p, y = folder / "probs" / f"{split}.npy", folder / "probs" / f"{split}_labels.npy"
     if not p.is_file() or not y.is_file():
         raise ZooError(f"{folder}: no stored probabilities for split '{split}'")
+    unlisted = [f for f in (f"probs/{split}.npy", f"probs/{split}_labels.npy") if f not in card["files"]]
+    if unlisted:
+        raise ZooError(f"{folder}: {unlisted} not among the files its card lists (added after the run?); refused")
     probs, labels = load_npy(p), load_npy(y)
     if probs.ndim != 2 or probs.shape[1] != len(card["classes"]) or len(probs) != len(labels):
         raise ZooError(f"{folder}: stored probabilities for '{split}' have shape {probs.shape}, labels {labels.shape}")
+    if probs.dtype.kind not in "fiu" or labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise ZooError(f"{folder}: stored probabilities/labels for '{split}' have dtypes {probs.dtype}/{labels.dtype}")
+    probabilities(probs, f"{folder}: probs/{split}.npy", len(card["classes"]))
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(card["classes"])):
+        raise ZooError(f"{folder}: probs/{split}_labels.npy holds labels outside 0..{len(card['classes']) - 1}")
     return probs.astype(np.float32), labels.astype(np.int64)
