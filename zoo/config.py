@@ -111,6 +111,28 @@ class ExportConfig:
 
 
 @dataclass
+class BenchConfig:
+    """``[bench]``: the ``zoo bench`` stage over the run's exports (see export/bench/stage.py)."""
+
+    enabled: bool = False
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 128])
+    iterations: int = 30
+    warmup: int = 3
+    max_seconds: float = 10.0
+    threads: int = 0
+    engines: list[str] = field(default_factory=lambda: ["ort", "keras"])
+    providers: list[str] = field(default_factory=lambda: ["cpu", "cuda", "tensorrt"])
+    eval_images: int = 0  # val images scored per row (0 = all)
+
+    def validate(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or self.iterations < 1 or self.warmup < 0:
+            raise ZooError("config: bench.batch_sizes must be >= 1, bench.iterations >= 1 and bench.warmup >= 0")
+        bad = sorted(set(self.engines) - {"ort", "keras"}) + sorted(set(self.providers) - {"cpu", "cuda", "tensorrt"})
+        if bad:
+            raise ZooError(f"config: bench engines/providers {bad} unknown; engines: ort, keras; providers: cpu, cuda, tensorrt")
+
+
+@dataclass
 class PipelineConfig:
     name: str = "quickstart"
     output: str = "runs/quickstart"
@@ -121,9 +143,11 @@ class PipelineConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def validate(self) -> None:
         self.data.validate()
+        self.bench.validate()
         self.train.validate()
         if not self.members:
             raise ZooError("config: 'members' must list at least one member")

@@ -1,8 +1,8 @@
-"""Stage factories the other packages contribute to ``zoo run`` (ensemble, distill, shift suite, export).
+"""Stage factories the other packages contribute to ``zoo run`` (ensemble, distill, shift suite, export, bench).
 
 Each factory takes ``(ctx, Stage)`` and returns a list of stages; they run in this order
-after training and evaluation. Imports stay inside the factories' packages, so ``zoo``
-itself never imports ONNX code.
+after training and evaluation (the benchmark last: it reads the exports). Imports stay inside
+the factories' packages, so ``zoo`` itself never imports ONNX code.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ensemble.stages import ensemble_dir, stage_distill, stage_ensemble, student_dir
+from export.bench.stage import bench_stages
 from export.stage import export_stages
 
 
@@ -77,4 +78,4 @@ def _suite_done(folder: Path, e) -> bool:
             and list(res.get("families", {})) == resolve_families(e.shift_families or None))
 
 
-FACTORIES: list = [shift_suite_members, stage_ensemble, shift_suite_ensembles, stage_distill, shift_suite_student, export_stages]
+FACTORIES: list = [shift_suite_members, stage_ensemble, shift_suite_ensembles, stage_distill, shift_suite_student, export_stages, bench_stages]

@@ -8,4 +8,5 @@ COMMAND_MODULES = [
     "ensemble",
     "export",
     "data",
+    "bench",
 ]
