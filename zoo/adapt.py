@@ -36,7 +36,7 @@ def batchnorm_layers(model) -> list:
 def adapt_batchnorm(model, images: np.ndarray, *, batch_size: int = 128, prior: float = 0.0, seed: int = 0):
     """Replace BN moving statistics of ``model`` (in place) by their estimate on ``images``.
 
-    Each BN layer's statistics are the running average over batches of the batch statistics
+    Each BN layer's statistics are the size-weighted average over batches of the batch statistics
     (computed with the earlier layers already adapted, in training mode); with ``prior`` N > 0 the
     result is ``(N·source + n·target) / (N + n)``. The collecting pass runs in training mode, so
     dropout before a BN layer would add noise to its statistics (zoo members put dropout after
@@ -54,13 +54,15 @@ def adapt_batchnorm(model, images: np.ndarray, *, batch_size: int = 128, prior: 
     order = np.random.default_rng(seed).permutation(n)
     # drop a last batch of 1 (its variance is 0)
     starts = [s for s in range(0, n, batch_size) if n - s >= 2]
+    seen = 0
     try:
-        for i, start in enumerate(starts):
-            # running average: moving = moving·m + batch·(1 − m) with m = i/(i+1)
-            for bn in bns:
-                bn.momentum = i / (i + 1.0)
+        for start in starts:
             batch = images[order[start : start + batch_size]].astype(np.float32)
+            # size-weighted running average: moving = moving·m + batch·(1 − m), m = seen/(seen + b)
+            for bn in bns:
+                bn.momentum = seen / (seen + len(batch))
             model(batch, training=True)
+            seen += len(batch)
     finally:
         for bn, m in zip(bns, momenta):
             bn.momentum = m
