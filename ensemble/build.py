@@ -28,6 +28,7 @@ from ensemble.members import MemberProbs, open_members
 from ensemble.metrics import scores
 from ensemble.stacking import LEARNERS
 from zoo.artifacts import write_card, write_json, write_npy
+from zoo.shift.families import artifact_families, union
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ def build_ensemble(
             "config": asdict(cfg),
             "probability_sources": dict(source.sources),
             "metrics": metrics,
+            # union of the members' trained shift families (a combiner fitted on shifted data adds its families)
+            "augment_families": union(*(artifact_families(m.path, m.card) for m in members)),
         }
         write_card(tmp, card)
         if out.exists():

@@ -181,9 +181,11 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
     import keras
 
     from zoo.augment import build_policy
+    from zoo.augment.spec import covered_families
     from zoo.data import Dataset, load_dataset
     from zoo.evaluate import score_split
     from zoo.registry import get_spec
+    from zoo.shift.families import artifact_families, union
     from zoo.train import TrainConfig, make_optimizer
 
     cfg = config or DistillConfig()
@@ -294,6 +296,8 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
         },
         "metrics": metrics,
         "parents": [ens_sha],
+        # what the teacher trained for plus the student's own augmentation (zoo.shift.families)
+        "augment_families": union(artifact_families(ens.folder, ens.card), covered_families(cfg.augment)),
     }
     write_card(out, card)
     log.info("student complete: %s (%s)", out, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))

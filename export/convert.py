@@ -383,6 +383,8 @@ def export_model(
             "parity": {k: v["parity"] for k, v in variants.items()},
             "metrics": {f"parity-{k}": {"accuracy": v["parity"].get("accuracy")} for k, v in variants.items() if v["parity"].get("accuracy") is not None},
         }
+        if "augment_families" in src.card:  # what the source trained for, read by the shift suite
+            card["augment_families"] = src.card["augment_families"]
         write_card(tmp, card)
         if out.exists():
             shutil.rmtree(out)

@@ -86,16 +86,19 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_folder(folder: str | os.PathLike, images: np.ndarray, card: dict[str, Any] | None = None, batch_size: int = 256) -> np.ndarray:
-    """Probabilities of any complete artifact folder (member, student or ensemble) on uint8 images."""
+    """Probabilities of any complete artifact folder on uint8 images.
+
+    Members and students run here; other kinds (ensemble, export) through the loader their
+    package registered in :mod:`zoo.predictors` (the core never imports them).
+    """
     card = card or read_card(folder)
-    if card["kind"] == "ensemble":
-        import ensemble
+    if card["kind"] in ("member", "student"):
+        from zoo.runs import load_model
 
-        return np.asarray(ensemble.predict_proba(folder, images), dtype=np.float32)
-    from zoo.runs import load_model
+        return predict_model(load_model(folder, card), images, batch_size)
+    from zoo.predictors import load_predictor
 
-    model = load_model(folder, card)
-    return predict_model(model, images, batch_size)
+    return np.asarray(load_predictor(folder, card)(images), dtype=np.float32)
 
 
 def score_split(folder: str | os.PathLike, model, split: str, part, class_names: list[str], title: str) -> tuple[dict[str, Any], np.ndarray]:

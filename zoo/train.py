@@ -419,6 +419,7 @@ def train(
 def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
     from zoo import plots
+    from zoo.augment.spec import covered_families
     from zoo.evaluate import score_split
 
     clean = spec.build(dataset.num_classes, size, **{**params, **({"weights": None} if "weights" in params else {})})
@@ -458,6 +459,8 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
         },
         "metrics": metrics,
         "parents": [],
+        # shift-suite families the augmentation covers: results on the others are out-of-family
+        "augment_families": covered_families(cfg.augment),
     }
     import shutil
 
