@@ -84,6 +84,17 @@ OPS: dict[str, OpInfo] = {
             families=("colour", "illumination"),  # saturation/hue; brightness/contrast/gamma
         ),
         OpInfo(
+            "augmix",
+            "colour",
+            "AugMix-style mixing (Hendrycks et al. 2020): width chains of depth random photometric ops (brightness, white balance, contrast, gamma, HED stain scale, saturation) mixed with Dirichlet weights, blended with the original",
+            (
+                Param("strength", 0.5, 0.0, 1.0, help="op magnitude (1: brightness ×e^±0.5, white balance ×e^±0.3, stain ×1±0.6)"),
+                Param("width", 3, 1, 5, integer=True, help="chains mixed"),
+                Param("depth", 2, 1, 4, integer=True, help="ops per chain"),
+                _p(1.0),
+            ),
+        ),
+        OpInfo(
             "blur",
             "degradation",
             "Gaussian blur with a per-image sigma from 6 levels in [sigma/4, sigma] (focus differences between microscopes); sigma is in pixels of a 128-px image, scaled to the actual size",

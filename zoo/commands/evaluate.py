@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--max-images", type=int, default=600,
                    help="with --shift-suite: stratified subsample of the split (0 = all; default 600)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="first re-estimate BatchNorm statistics on the scored images themselves (no labels; one lab's set "
+                        "of a few hundred images or more; member/student runs)")
     p.set_defaults(func=run)
 
 
@@ -40,8 +43,9 @@ def run(args) -> int:
         raise ZooError("--reference applies to --shift-suite")
     from zoo.evaluate import evaluate
 
-    m = evaluate(args.folder, args.data, args.split, shifted=args.shifted, seed=args.seed)
-    name = args.split + ("-shifted" if args.shifted else "")
+    m = evaluate(args.folder, args.data, args.split, shifted=args.shifted, seed=args.seed,
+                 adapt_bn=args.adapt_bn)
+    name = args.split + ("-shifted" if args.shifted else "") + ("-adaptbn" if args.adapt_bn else "")
     print(f"{name}: n={m['n']} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  "
           f"AUC {m['roc_auc_ovr'] if m['roc_auc_ovr'] is None else round(m['roc_auc_ovr'], 4)}  NLL {m['nll']:.4f}  ECE {m['ece']:.4f}")
     print(f"results: {args.folder}/eval/{name}/metrics.json")
