@@ -16,8 +16,12 @@ from zoo.validate import probabilities
 MODEL_FILE = "model.keras"
 
 
-def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None):
-    """The verified Keras model of a complete run folder (``safe_mode=True``: no arbitrary code)."""
+def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None, input_size: int | None = None):
+    """The verified Keras model of a complete run folder (``safe_mode=True``: no arbitrary code).
+
+    ``input_size`` (ensembles of members at different sizes): the model takes images of that
+    size and resizes them to its own inside the graph (:func:`resized_input`).
+    """
     import keras
 
     import zoo.models  # noqa: F401  (registers custom layers for deserialisation)
@@ -37,7 +41,7 @@ def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None):
         detail = " ".join(str(exc).split())[:300]
         raise ZooError(f"{path}: cannot load Keras model, corrupt or not a zoo model? ({type(exc).__name__}: {detail})") from None
     check_model_outputs(model, card, str(path))
-    return model
+    return model if input_size is None else resized_input(model, int(input_size))
 
 
 def check_model_outputs(model, card: dict[str, Any], where: str) -> None:
@@ -49,6 +53,24 @@ def check_model_outputs(model, card: dict[str, Any], where: str) -> None:
         raise ZooError(f"{where}: the model does not take the card's input (1, {size}, {size}, 3): "
                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
     probabilities(np.asarray(out), where, len(card["classes"]))
+
+
+def resized_input(model, input_size: int):
+    """``model`` behind a bilinear resize from ``input_size`` to its own input size (or ``model`` itself).
+
+    Why in the graph: an ensemble (and its one ONNX file) takes one image size; each member
+    resizes the raw image to the size it was trained at, so Keras inference, the fitted
+    combination and the export compute the same thing. The resize is Keras ``Resizing``
+    (bilinear, half-pixel centres, no antialias), which tf2onnx converts to one ONNX ``Resize``.
+    """
+    import keras
+
+    own = int(model.input_shape[1])
+    if own == input_size:
+        return model
+    inputs = keras.Input((input_size, input_size, 3), name="images")
+    x = keras.layers.Resizing(own, own, interpolation="bilinear", name=f"resize_{input_size}_to_{own}")(inputs)
+    return keras.Model(inputs, model(x), name=f"{model.name}_from{input_size}")
 
 
 def load_probs(folder: str | os.PathLike, split: str, card: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
