@@ -231,7 +231,11 @@ def load(
 
 # ----------------------------------------------------------------------------- files
 def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files to classify: explicit files as given, folders searched recursively for image files."""
+    """Files to classify: explicit files as given, folders searched recursively for image files.
+
+    Folder walks skip hidden files and folders (``.git``, ``.thumbnails``…) like every reader in the zoo.
+    """
+    from zoo.data.folders import _image_files
     from zoo.data.images import IMAGE_EXTENSIONS
 
     files: list[Path] = []
@@ -239,7 +243,7 @@ def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             # Not only regular files: a FIFO or device named *.jpg is listed, then reported (never read) by _read.
-            found = sorted(q for q in p.rglob("*") if not q.is_dir() and q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith("."))
+            found = sorted(q for q in _image_files(p) if not q.is_dir())
             if not found:
                 log.warning("%s: no image files (%s) in this folder", p, ", ".join(IMAGE_EXTENSIONS))
             files += found

@@ -65,3 +65,28 @@ def write_images(folder: Path, n: int, size: int = 20, seed: int = 0, fmt: str =
         Image.fromarray(rng.integers(0, 255, (size, size + 3, 3), dtype=np.uint8)).save(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """One tiny `zoo run` with every stage (2 members, shifted eval, vote ensemble, student, student export).
+
+    Returns ``(config, report/summary.md)``; shared by the pipeline, report and browser tests so the
+    pipeline runs once per session.
+    """
+    from zoo import config, pipeline
+
+    tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
+    cfg = config.parse({
+        "name": "tiny",
+        "output": str(tmp_path_factory.mktemp("pipeline") / "out"),
+        "data": {"source": "synthetic:240", "image_size": 20},
+        "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
+        "members": [{"member": "custom_cnn", "params": tiny},
+                    {"member": "custom_cnn", "name": "second", "params": tiny, "train": {"seed": 1}}],
+        "evaluate": {"shifted": 0.5},
+        "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
+        "distill": {"enabled": True, "teacher": "vote", "params": tiny, "epochs": 1},
+        "export": {"enabled": True, "quantize": [], "include": ["student"], "parity_images": 32},
+    })
+    return cfg, pipeline.run(cfg)

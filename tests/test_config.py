@@ -50,3 +50,27 @@ def test_bad_toml_and_missing_file(tmp_path):
 def test_every_builtin_config_is_valid(path):
     cfg = config.load(path.stem)  # by name, as `zoo run --config pbc-cpu`
     assert cfg.name == path.stem and cfg.members
+
+
+def test_gpu_recipe_parses_and_every_member_builds_tiny():
+    """pbc-gpu: the course project's recipe (ConvNeXt S/B/L ImageNet at 224 px + custom CNN) builds."""
+    import gc
+
+    import keras
+
+    from zoo.registry import get_spec
+
+    cfg = config.load("pbc-gpu")
+    assert cfg.data.image_size == 224
+    named = {m.member: m for m in cfg.members}
+    assert {"convnext_small", "convnext_base", "convnext_large", "custom_cnn"} <= set(named)
+    assert all(named[f"convnext_{s}"].weights == "imagenet" for s in ("small", "base", "large"))
+    assert cfg.ensemble.enabled and set(cfg.ensemble.methods) == {"vote", "stack"} and cfg.distill.enabled
+    assert set(cfg.export.quantize) == {"fp16", "int8"}
+    builds = [(m.member, m.params) for m in cfg.members] + [(cfg.distill.student, cfg.distill.params)]
+    for member, params in builds:
+        model = get_spec(member).build(8, 32, **{**params, **({"weights": None} if member.startswith("convnext") else {})})
+        assert model.output_shape == (None, 8), member
+        del model
+        keras.backend.clear_session()
+        gc.collect()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from zoo import config, pipeline
 from zoo.artifacts import read_card
@@ -20,22 +21,26 @@ def tiny_config(tmp_path, **sections):
     return config.parse(data)
 
 
-def test_pipeline_runs_then_skips_complete_stages(tmp_path, caplog):
-    cfg = tiny_config(tmp_path)
-    report = pipeline.run(cfg)
-    out = tmp_path / "out"
+def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
+    cfg, report = tiny_pipeline
+    out = Path(cfg.output)
     for name in ("custom_cnn", "second"):
         card = read_card(out / "members" / name)
         assert card["kind"] == "member" and "val" in card["metrics"]
+    assert read_card(out / "ensembles" / "vote")["kind"] == "ensemble"
+    assert read_card(out / "student")["kind"] == "student"
+    assert read_card(out / "exports" / "student")["kind"] == "export"
     rows = json.loads((out / "report" / "summary.json").read_text())
-    assert {r["name"] for r in rows} == {"custom_cnn", "second"}
+    assert {r["name"] for r in rows} == {"custom_cnn", "second", "vote", "student"}
     assert "| custom_cnn | member |" in report.read_text()
     assert (out / "report" / "summary.png").is_file()
+    assert (out / "report" / "index.html").is_file()
     before = (out / "members" / "second" / "card.json").read_bytes()
     caplog.clear()
     with caplog.at_level("INFO"):
         pipeline.run(cfg)
-    assert sum("complete, skipped" in r.message for r in caplog.records) == 2
+    # 2 members, shifted evaluation, vote, student, export: all complete, none rerun
+    assert sum("complete, skipped" in r.message for r in caplog.records) == 6
     assert (out / "members" / "second" / "card.json").read_bytes() == before
 
 

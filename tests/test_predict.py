@@ -265,3 +265,13 @@ def test_csv_to_stdout(model_path, image_folder):
     header, row = text.strip().splitlines()
     assert header.split(",")[:4] == ["file", "status", "class", "confidence"]
     assert ",ok,red," in row
+
+
+def test_folder_walk_skips_hidden_files_and_folders(tmp_path):
+    from conftest import write_images
+    from export.predictor import list_inputs
+
+    shown = write_images(tmp_path / "imgs" / "sub", 2)
+    write_images(tmp_path / "imgs" / ".thumbnails", 2, seed=1)
+    (tmp_path / "imgs" / ".hidden.png").write_bytes(shown[0].read_bytes())
+    assert list_inputs([tmp_path / "imgs"]) == sorted(shown)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 
 from zoo.errors import ZooError
@@ -33,11 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
-
-
 def _bytes_safe_stdio() -> None:
     """File names that are not valid UTF-8 print as their original bytes instead of crashing."""
     for stream in (sys.stdout, sys.stderr):
@@ -46,10 +40,19 @@ def _bytes_safe_stdio() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_tensorflow()
     _bytes_safe_stdio()
-    parser = build_parser()
+    parser = build_parser()  # imports no TensorFlow: the quiet settings below still apply
     args = parser.parse_args(argv)
+    from zoo.console import quiet_native_logs, restore
+
+    quiet_native_logs(verbose=args.verbose)
+    try:
+        return _dispatch(args)
+    finally:
+        restore()
+
+
+def _dispatch(args) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -57,8 +57,27 @@ class Context:
             )
         return self._dataset
 
+    # The run's folder layout: every stage and the report find folders through these.
     def member_dir(self, name: str) -> Path:
         return self.root / "members" / name
+
+    def ensemble_dir(self, method: str) -> Path:
+        return self.root / "ensembles" / method
+
+    def student_dir(self) -> Path:
+        return self.root / "student"
+
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    def bench_dir(self) -> Path:
+        return self.root / "bench"
+
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def curation_dir(self) -> Path:
+        return self.root / "curation"
 
 
 def _train_stage(ctx: Context, m) -> Stage:
@@ -141,8 +160,34 @@ def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
         stage.run()
         log.info("[%d/%d] %s: done in %.0fs", i, len(stages), stage.name, time.time() - t)
     report = write_summary(ctx)
+    write_html_report(ctx)
     log.info("pipeline '%s' finished in %.0fs", cfg.name, time.time() - t0)
     return report
+
+
+def write_html_report(ctx: Context) -> Path:
+    """The last stage: ``report/index.html`` (always rebuilt: it reflects whatever the run holds now)."""
+    from zoo.commands.explain import load_explainer
+    from zoo.report import build_report
+
+    return build_report(ctx, explainer_for=load_explainer)
+
+
+def context_for_run(run_dir: str | Path) -> Context:
+    """The layout of an existing pipeline output folder, from the config it recorded (``config.json``)."""
+    from zoo import config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ZooError(f"{run_dir}: not a `zoo run` output folder (no config.json)")
+    try:
+        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ZooError(f"{run_dir / 'config.json'}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise ZooError(f"{run_dir / 'config.json'}: not a JSON object")
+    data["output"] = str(run_dir)
+    return Context(config.parse(data))
 
 
 def _as_dict(cfg) -> dict:
@@ -183,7 +228,7 @@ def write_summary(ctx: Context) -> Path:
             m = r.get(s)
             cells += [f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['ece']:.4f}"] if m else ["", "", ""]
         lines.append(f"| {r['name']} | {r['kind']} | " + " | ".join(cells) + " |")
-    report = ctx.root / "report"
+    report = ctx.report_dir()
     lines += _shift_lines(rows)
     write_json(report / "summary.json", rows)
     write_text(report / "summary.md", "\n".join(lines) + "\n")

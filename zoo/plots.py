@@ -86,14 +86,13 @@ def comparison_bars(path, rows: list[dict], splits: list[str]) -> Path:
     width = 0.8 / max(1, len(splits))
     x = np.arange(len(names))
     for i, s in enumerate(splits):
+        # A model not scored on a split gets no bar (not a 0.000 bar that reads as 0% accuracy).
         vals = [(r.get(s) or {}).get("accuracy") for r in rows]
-        have = [j for j, v in enumerate(vals) if v is not None]
-        if not have:
-            continue
-        bars = ax.bar(x[have] + i * width, [vals[j] for j in have], width, label=s, color=f"C{i}")
+        keep = [j for j, v in enumerate(vals) if v is not None]
+        bars = ax.bar(x[keep] + i * width, [vals[j] for j in keep], width, label=s, color=f"C{i}")
         ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks(x + width * (len(splits) - 1) / 2, names, rotation=20, ha="right")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.15)  # room for the rotated value labels
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="split", title_fontsize=8)  # outside the bars
+    ax.set_ylim(0, 1.12)
+    ax.legend(fontsize=8, ncol=len(splits), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return save_figure(fig, path)

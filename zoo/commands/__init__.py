@@ -9,4 +9,6 @@ COMMAND_MODULES = [
     "export",
     "data",
     "bench",
+    "report",
+    "explain",
 ]

@@ -28,4 +28,5 @@ def run(args) -> int:
     print(Path(report).read_text())
     print(f"artifacts: {cfg.output}/  (members/, ensembles/, report/)")
     print(f"summary:   {report}")
+    print(f"report:    {Path(report).parent / 'index.html'}  (open it in a browser)")
     return 0

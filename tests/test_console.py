@@ -1,0 +1,41 @@
+"""The quiet CLI: TensorFlow's native start-up chatter never reaches the user unless --verbose."""
+
+import os
+import subprocess
+import sys
+
+from zoo.console import is_native_log_line
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NATIVE = [
+    b"I0000 00:00:1795780053.062572    7058 port.cc:153] oneDNN custom operations are on.",
+    b"I0000 00:00:1795780053.063065    7058 cudart_stub.cc:31] Could not find cuda drivers on your machine",
+    b"E0000 00:00:1795780064.807209    7058 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
+    b"W0000 00:00:1795780064.807209    7058 gpu_device.cc:2344] Cannot dlopen some GPU libraries.",
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+]
+OURS = [b"11:48:19 INFO zoo.pipeline: [1/11] train custom_cnn", b"synthetic:  25%|##5  | 401/1600 [00:01<00:02]",
+        b"zoo: error: unknown data source 'x'", b"Traceback (most recent call last):", b"F0000 fatal lines are kept"]
+
+
+def test_native_log_lines_are_recognised_and_ours_are_not():
+    assert all(is_native_log_line(line) for line in NATIVE)
+    assert not any(is_native_log_line(line) for line in OURS)
+
+
+def _cli(*args):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL")}
+    env["PYTHONPATH"] = REPO
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, env=env, timeout=300)
+
+
+def test_cli_stderr_has_no_tensorflow_native_lines_unless_verbose():
+    # `list --count-params` imports TensorFlow and runs ops: the whole start-up chatter, cuInit included.
+    quiet = _cli("list", "custom_cnn", "--count-params")
+    assert quiet.returncode == 0 and b"custom_cnn" in quiet.stdout
+    leaked = [line for line in quiet.stderr.splitlines() if is_native_log_line(line) or b"oneDNN" in line or b"cuda" in line]
+    assert leaked == [], leaked
+    loud = _cli("-v", "list", "custom_cnn", "--count-params")
+    assert loud.returncode == 0
+    assert b"DEBUG" in loud.stderr  # --verbose: everything, the zoo's debug lines included
+    assert any(is_native_log_line(line) for line in loud.stderr.splitlines())  # so the quiet run had some to drop

@@ -1,0 +1,118 @@
+"""`zoo report`: one self-contained HTML page with every section, on a complete and on a partial run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+
+SECTIONS = ("overview", "data", "training", "members", "ensembles", "distillation", "export", "benchmark",
+            "confusion", "reliability", "robustness", "mistakes")
+
+
+def _sections(html: str) -> dict[str, str]:
+    parts = re.split(r'<section id="([a-z]+)">', html)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
+    cfg, _ = tiny_pipeline
+    html = (Path(cfg.output) / "report" / "index.html").read_text(encoding="utf-8")
+    found = _sections(html)
+    assert list(found) == list(SECTIONS)
+    # no network: every src/href is a data: URI or an in-page anchor
+    for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
+        assert ref.startswith(("data:image/png;base64,", "#")), ref
+    assert "<script" not in html and "<link" not in html
+    for sid in ("overview", "data", "training", "members", "ensembles", "distillation", "export", "confusion",
+                "reliability", "robustness", "mistakes"):
+        assert "<table" in found[sid] or "<img" in found[sid], sid
+    assert found["data"].count("<img") >= 1 and "basophil" in found["data"]  # counts + montage
+    assert found["training"].count("<img") == 3  # two members and the student
+    assert found["confusion"].count("<img") == 4 and found["reliability"].count("<img") == 4  # + vote ensemble
+    assert "student" in found["export"] and "passed" in found["export"]
+    assert "val shifted" in found["robustness"]
+    assert "Grad-CAM" in found["mistakes"] or "made no mistakes" in found["mistakes"]
+    # what this run lacks is said, not hidden
+    assert "No benchmark in this run" in found["benchmark"]
+    assert "Curation findings: none recorded" in found["data"]
+
+
+def test_report_of_a_partial_run_says_what_is_missing(tiny_pipeline, tmp_path, capsys):
+    cfg, _ = tiny_pipeline
+    run = tmp_path / "partial"
+    shutil.copytree(cfg.output, run, ignore=shutil.ignore_patterns("student", "exports", "ensembles", "report"))
+    (run / "members" / "second" / "card.json").unlink()  # an interrupted training
+    assert main(["report", str(run)]) == 0
+    assert str(run / "report" / "index.html") in capsys.readouterr().out
+    found = _sections((run / "report" / "index.html").read_text(encoding="utf-8"))
+    assert list(found) == list(SECTIONS)
+    assert "second: " in found["training"] and "incomplete" in found["training"]
+    assert "vote ensemble: not run yet" in found["ensembles"]
+    assert "student: not run yet" in found["distillation"]
+    assert "No exports in this run" in found["export"]
+    assert "could not be built" not in "".join(found.values())
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a `zoo run` output folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        pytest.skip("headless browser test: chromium is not installed (Debian/Ubuntu: apt-get install -y chromium)")
+    return exe
+
+
+CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const result = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
+                  tables: document.querySelectorAll('table').length,
+                  sections: Array.from(document.querySelectorAll('section')).map(s => s.id)};
+  const pre = document.createElement('pre');
+  pre.id = 'zoo-check';
+  pre.textContent = JSON.stringify(result);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _browser(exe: str, tmp: Path, *args: str) -> str:
+    import subprocess
+
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_report_renders_in_a_real_browser(tiny_pipeline, chromium, tmp_path):
+    import html as htmllib
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    cfg, _ = tiny_pipeline
+    page = (Path(cfg.output) / "report" / "index.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"  # the report itself carries no script: the check goes into a copy
+    probe.write_text(page.replace("</body>", CHECK + "</body>"), encoding="utf-8")
+    dom = _browser(chromium, tmp_path, "--dump-dom", probe.as_uri())
+    m = re.search(r'<pre id="zoo-check">(.*?)</pre>', dom, re.S)
+    assert m, "the page's check script did not run"
+    result = json.loads(htmllib.unescape(m.group(1)))
+    assert result["broken"] == [] and result["images"] >= 15
+    assert result["tables"] >= 8 and result["sections"] == list(SECTIONS)
+    shot = tmp_path / "report.png"
+    _browser(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1300,2400", (Path(cfg.output) / "report" / "index.html").as_uri())
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (2400, 1300) and pixels.std() > 20  # something was drawn, not a blank page

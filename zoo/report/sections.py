@@ -1,0 +1,644 @@
+"""One function per report section, each reading only the artifact files of a pipeline run.
+
+Every function takes the pipeline's layout (``zoo.pipeline.Context``: ``cfg``, ``root``,
+``member_dir``, ``ensemble_dir``, ``student_dir``, ``exports_dir``, ``bench_dir``,
+``report_dir``, ``curation_dir`` and the lazily loaded ``dataset``) and returns a
+:class:`~zoo.report.render.Section`. Files written by other stages are read as plain JSON,
+CSV and PNG — this module imports neither ``ensemble`` nor ``export`` — and a file that is not
+there becomes a sentence saying so, never an exception.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from zoo.artifacts import read_card
+from zoo.errors import ZooError
+from zoo.report.render import Section, count, megabytes, num, pct
+
+log = logging.getLogger(__name__)
+GALLERY_SIZE = 12
+MONTAGE_PER_CLASS = 8
+
+
+# ----------------------------------------------------------------------------- reading helpers
+def card(folder: Path) -> dict[str, Any] | None:
+    """The card of a complete folder, or None (missing or incomplete: the section says so)."""
+    try:
+        return read_card(folder, verify=False)
+    except ZooError:
+        return None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
+
+
+def members(layout) -> list[tuple[str, Path]]:
+    return [(m.run_name, Path(layout.member_dir(m.run_name))) for m in layout.cfg.members]
+
+
+def ensembles(layout) -> list[tuple[str, Path]]:
+    e = layout.cfg.ensemble
+    return [(f"{m} ensemble", Path(layout.ensemble_dir(m))) for m in e.methods] if e.enabled and len(layout.cfg.members) > 1 else []
+
+
+def artifacts(layout) -> list[tuple[str, Path]]:
+    """Members, ensembles and the student, in pipeline order (configured ones, complete or not)."""
+    out = members(layout) + ensembles(layout)
+    if layout.cfg.distill.enabled:
+        out.append(("student", Path(layout.student_dir())))
+    return out
+
+
+def report_split(layout) -> str:
+    """The split the report's pictures use: the held-out test split when the pipeline scores it."""
+    return "test" if "test" in layout.cfg.evaluate.splits else "val"
+
+
+def _stored_probs(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    p, y = folder / "probs" / f"{split}.npy", folder / "probs" / f"{split}_labels.npy"
+    if not (p.is_file() and y.is_file()):
+        return None
+    try:
+        return np.load(p, allow_pickle=False), np.load(y, allow_pickle=False)
+    except ValueError:
+        return None
+
+
+def _not_run(what: str, folder: Path) -> str:
+    if folder.exists():
+        return f"{what}: {folder} is incomplete (its stage did not finish; rerun `zoo run` to resume)."
+    return f"{what}: not run yet ({folder} does not exist)."
+
+
+# ----------------------------------------------------------------------------- sections
+def overview(layout) -> Section:
+    s = Section("overview", "Results at a glance",
+                "Every complete model of this run on each split; ensembles and the student are fitted or trained "
+                "on train/val only, so the test split is held out for all of them.")
+    rows = []
+    splits: list[str] = []
+    for name, folder in artifacts(layout):
+        c = card(folder)
+        if c is None:
+            continue
+        metrics = {k: v for k, v in c.get("metrics", {}).items() if isinstance(v, dict) and "accuracy" in v and "in_sample" not in k}
+        splits += [k for k in metrics if k not in splits]
+        if c.get("kind") == "ensemble" and not c.get("parameters"):
+            c = {**c, "parameters": _ensemble_parameters(layout, folder)}
+        rows.append((name, c, metrics))
+    splits.sort(key=lambda k: (k.split("-")[0] != "val", k.split("-")[0] != "test", k))
+    if rows:
+        s.table(["model", "kind", "parameters", *[f"{sp} accuracy" for sp in splits], *[f"{sp} macro F1" for sp in splits]],
+                [[n, c["kind"], count(c.get("parameters")), *[pct(m.get(sp, {}).get("accuracy")) for sp in splits],
+                  *[pct(m.get(sp, {}).get("macro_f1")) for sp in splits]] for n, c, m in rows])
+    else:
+        s.missing("No complete model yet: the first training stage has not finished.")
+    summary = Path(layout.report_dir()) / "summary.png"
+    if not s.figure(summary, "accuracy per model and split (report/summary.png)", "l") and rows:
+        s.missing("report/summary.png is written at the end of `zoo run`.")
+    return s
+
+
+def data(layout) -> Section:
+    s = Section("data", "Data", "Class counts per split, a few training images of every class, and what curation found.")
+    counts, classes = None, None
+    for _, folder in members(layout):
+        c = card(folder)
+        if c and isinstance(c.get("data", {}).get("counts"), dict):
+            counts, classes = c["data"]["counts"], c["classes"]
+            break
+    dataset, why = _dataset(layout)
+    if counts is None and dataset is not None:
+        summary = dataset.summary()
+        counts, classes = summary.get("counts"), list(dataset.class_names)
+    source = layout.cfg.data.source
+    s.text(f"Source: {source} at {layout.cfg.data.image_size} px.")
+    if counts and classes:
+        splits = list(counts)
+        rows = [[c, *[str(counts[sp][i]) for sp in splits], str(sum(counts[sp][i] for sp in splits))] for i, c in enumerate(classes)]
+        rows.append(["total", *[str(sum(counts[sp])) for sp in splits], str(sum(sum(counts[sp]) for sp in splits))])
+        s.table(["class", *splits, "all"], rows, "images per class and split")
+    else:
+        s.missing(f"Class counts: no member card yet and the data could not be loaded ({why}).")
+    if dataset is not None:
+        path = _montage(layout, dataset)
+        s.figure(path, f"{MONTAGE_PER_CLASS} random training images per class (one row per class)", "xl")
+    else:
+        s.missing(f"Sample images: the data could not be loaded ({why}).")
+    _curation(layout, s)
+    return s
+
+
+def _curation(layout, s: Section) -> None:
+    found = False
+    for folder in _curation_folders(layout):
+        rep = read_json(folder / "report.json")
+        if not isinstance(rep, dict) or not isinstance(rep.get("summary"), dict):
+            continue
+        found = True
+        s.heading(f"Curation findings ({folder})")
+        s.table(["finding", "count"], [[k.replace("_", " "), str(v)] for k, v in rep["summary"].items()])
+        s.figure(folder / "flagged.png", "flagged images (duplicates, outliers, unreadable files)", "xl")
+    if not found:
+        s.missing("Curation findings: none recorded for this run. Run `zoo data inspect DATA --out "
+                  f"{layout.curation_dir()}` to add them (duplicates, leakage across splits, outliers).")
+
+
+def _curation_folders(layout) -> list[Path]:
+    out = [Path(layout.curation_dir())]
+    src = Path(layout.cfg.data.source)
+    if src.name == "data" and src.is_dir():  # a cleaned copy from `zoo data clean --out X`: X/report.json
+        out.append(src.parent)
+    return out
+
+
+def training(layout) -> Section:
+    s = Section("training", "Training curves", "Loss, accuracy and learning rate per epoch (train vs val); dotted lines "
+                "mark a new training phase.")
+    runs = members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
+    rows = []
+    for name, folder in runs:
+        c = card(folder)
+        if c is None:
+            s.missing(_not_run(name, folder))
+            continue
+        t = c.get("training", {})
+        rows.append([name, c.get("member", ""), count(c.get("parameters")), str(t.get("epochs_run", "")), str(t.get("best_epoch", "")),
+                     f"{float(t['seconds']) / 60:.1f} min" if "seconds" in t else "", _augment(t.get("augment"))])
+        png = folder / "plots" / "training_curves.png"
+        if not png.is_file() and (folder / "history.csv").is_file():
+            png = _curves_from_history(layout, name, folder / "history.csv")
+        if not s.figure(png, name, "w"):
+            s.missing(f"{name}: no training curves (no history.csv).")
+    if rows:
+        s.end_figures()
+        s.blocks.insert(0, {"kind": "table", "columns": ["run", "member", "parameters", "epochs", "best epoch", "time", "augmentation"],
+                            "rows": rows, "numeric": [False, False, True, True, True, True, False], "caption": ""})
+    return s
+
+
+def _augment(a: Any) -> str:
+    if isinstance(a, dict):
+        return str(a.get("spec") or a.get("name") or a.get("policy") or ", ".join(f"{k}" for k in list(a)[:4]))
+    return "" if a is None else str(a)
+
+
+def _curves_from_history(layout, name: str, path: Path) -> Path:
+    from zoo import plots
+
+    rows = []
+    for r in read_csv(path):
+        row: dict[str, Any] = {}
+        for k, v in r.items():
+            try:
+                row[k] = float(v)
+            except (TypeError, ValueError):
+                row[k] = v
+        rows.append(row)
+    return plots.training_curves(_figures(layout) / f"curves_{name}.png", rows)
+
+
+def member_metrics(layout) -> Section:
+    s = Section("members", "Per-member metrics", "Each member (and the student) on every split it was scored on: "
+                "accuracy, balanced accuracy, macro F1, ROC AUC (one-vs-rest), NLL and expected calibration error.")
+    rows = []
+    runs = members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
+    for name, folder in runs:
+        c = card(folder)
+        if c is None:
+            s.missing(_not_run(name, folder))
+            continue
+        for split, m in c.get("metrics", {}).items():
+            if isinstance(m, dict) and "accuracy" in m:
+                rows.append([name, split, str(m.get("n", "")), pct(m.get("accuracy")), pct(m.get("balanced_accuracy")),
+                             pct(m.get("macro_f1")), num(m.get("roc_auc_ovr")), num(m.get("nll")), pct(m.get("ece"))])
+    if rows:
+        s.table(["model", "split", "images", "accuracy", "balanced acc.", "macro F1", "ROC AUC", "NLL", "ECE"], rows)
+    per_class = _per_class(layout)
+    if per_class:
+        s.heading(f"Per-class recall on {per_class[0]}")
+        s.table(per_class[1], per_class[2])
+    return s
+
+
+def _per_class(layout) -> tuple[str, list[str], list[list[str]]] | None:
+    split = report_split(layout)
+    cols, table = None, {}
+    for name, folder in members(layout) + [("student", Path(layout.student_dir()))]:
+        m = read_json(folder / "eval" / split / "metrics.json")
+        if not isinstance(m, dict) or not isinstance(m.get("per_class"), dict):
+            continue
+        cols = list(m["per_class"])
+        table[name] = m["per_class"]
+    if not table:
+        return None
+    rows = [[cls, *[pct(table[n][cls].get("recall"), 1) for n in table], str(next(iter(table.values()))[cls].get("support", ""))]
+            for cls in cols]
+    return split, ["class", *table, "images"], rows
+
+
+def ensemble_comparison(layout) -> Section:
+    s = Section("ensembles", "Ensemble comparison", "Members vs soft voting vs stacking on the same images, without and "
+                "with temperature scaling (+T). Fitted rows on the fit split are scored out-of-fold; other splits are held "
+                "out. Intervals are 95% bootstrap confidence intervals where the ensemble stage recorded them.")
+    ens = ensembles(layout)
+    if not ens:
+        s.missing("Ensembles are not enabled in this run's config (or it has fewer than two members).")
+        return s
+    shown = False
+    tables = []
+    for name, folder in ens:
+        c = card(folder)
+        if c is None:
+            s.missing(_not_run(name, folder))
+            continue
+        spec = read_json(folder / "ensemble.json") or {}
+        names = [m.get("name", "?") for m in spec.get("members", [])]
+        desc = f"{name}: method {spec.get('method', c.get('method', '?'))}"
+        if isinstance(spec.get("weights"), list):
+            desc += "; weights " + ", ".join(f"{n} {float(w):.2f}" for n, w in zip(names, spec["weights"]))
+        if spec.get("temperature") is not None:
+            desc += f"; temperature {float(spec['temperature']):.3f}"
+        if spec.get("tta"):
+            desc += f"; TTA {spec['tta']}"
+        s.text(desc + ".")
+        rows = read_json(folder / "comparison.json")
+        if not tables and isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            tables.append((folder, rows))
+    for folder, rows in tables:  # every ensemble folder holds the same comparison: show it once
+        shown = True
+        _comparison_tables(s, rows)
+        for split in dict.fromkeys(r.get("split") for r in rows):
+            s.figure(folder / f"comparison_{split}.png", f"accuracy and ECE per variant on {split}", "l")
+    if not shown:
+        s.missing("No comparison table: no ensemble folder holds comparison.json yet.")
+    return s
+
+
+_BASE = ("split", "model", "group", "calibrated", "scored", "n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    """`` [lo, hi]`` for the CI of ``key`` in any of the shapes a comparison row may carry it."""
+    for lo_key, hi_key in ((f"{key}_lo", f"{key}_hi"), (f"{key}_low", f"{key}_high"), (f"{key}_ci_low", f"{key}_ci_high")):
+        if lo_key in row and hi_key in row:
+            return f" [{pct(row[lo_key], 1)}, {pct(row[hi_key], 1)}]"
+    ci = row.get(f"{key}_ci")
+    if ci is None and isinstance(row.get("ci"), dict):
+        ci = row["ci"].get(key)
+    if isinstance(ci, dict):
+        ci = [ci.get("low", ci.get("lo")), ci.get("high", ci.get("hi"))]
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        return f" [{pct(ci[0], 1)}, {pct(ci[1], 1)}]"
+    return ""
+
+
+def _is_ci_key(k: str) -> bool:
+    return k == "ci" or k.endswith(("_ci", "_lo", "_hi", "_low", "_high", "_ci_low", "_ci_high"))
+
+
+def _comparison_tables(s: Section, rows: list[dict[str, Any]]) -> None:
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _BASE and not _is_ci_key(k)]
+    extra = [k for k in extra if all(isinstance(r.get(k), (int, float, str, type(None))) for r in rows)]
+    for split in dict.fromkeys(r.get("split") for r in rows):
+        sub = [r for r in rows if r.get("split") == split]
+        best = max((r.get("accuracy", 0) for r in sub), default=0)
+        table = []
+        for r in sub:
+            acc = pct(r.get("accuracy")) + _ci(r, "accuracy") + (" ★" if r.get("accuracy") == best else "")
+            table.append([r.get("model", ""), "yes" if r.get("calibrated") else "no", r.get("scored", ""), acc,
+                          pct(r.get("macro_f1")) + _ci(r, "macro_f1"), num(r.get("nll")), pct(r.get("ece")) + _ci(r, "ece"),
+                          *[_cell(r.get(k)) for k in extra]])
+        n = sub[0].get("n", "")
+        s.table(["model", "+T", "scored", "accuracy", "macro F1", "NLL", "ECE", *[k.replace("_", " ") for k in extra]], table,
+                f"split {split} ({n} images); ★ best accuracy")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+def distillation(layout) -> Section:
+    s = Section("distillation", "Distillation", "The student trained to imitate the teacher ensemble: how much accuracy "
+                "it keeps at what fraction of the parameters.")
+    if not layout.cfg.distill.enabled:
+        s.missing("Distillation is not enabled in this run's config.")
+        return s
+    folder = Path(layout.student_dir())
+    c = card(folder)
+    if c is None:
+        s.missing(_not_run("student", folder))
+        return s
+    d = c.get("distillation", {})
+    teacher = d.get("teacher", {}) if isinstance(d.get("teacher"), dict) else {}
+    teacher_params = _teacher_parameters(layout, teacher)
+    rows = []
+    tm, sm, agree = d.get("teacher_metrics", {}), c.get("metrics", {}), d.get("student_teacher_agreement", {})
+    for split in [k for k in sm if isinstance(sm.get(k), dict) and "accuracy" in sm[k]]:
+        t = tm.get(split, {}) if isinstance(tm, dict) else {}
+        gap = (sm[split]["accuracy"] - t["accuracy"]) if "accuracy" in t else None
+        rows.append([split, pct(t.get("accuracy")), pct(sm[split].get("accuracy")),
+                     f"{100 * gap:+.2f} pts" if gap is not None else "", pct(agree.get(split)) if isinstance(agree, dict) else "",
+                     pct(t.get("ece")), pct(sm[split].get("ece"))])
+    s.text(f"Teacher: {teacher.get('method', layout.cfg.distill.teacher)} ensemble of {teacher.get('members', '?')} members"
+           + (f" ({count(teacher_params)} parameters)" if teacher_params else "")
+           + f"; student: {c.get('member', '?')} with {count(c.get('parameters'))} parameters; "
+           f"temperature {d.get('temperature', '?')}, alpha {d.get('alpha', '?')}.")
+    if rows:
+        s.table(["split", "teacher accuracy", "student accuracy", "student − teacher", "agreement", "teacher ECE", "student ECE"], rows)
+    return s
+
+
+def _teacher_parameters(layout, teacher: dict[str, Any]) -> int | None:
+    return _ensemble_parameters(layout, Path(layout.ensemble_dir(teacher.get("method", layout.cfg.distill.teacher))))
+
+
+def _ensemble_parameters(layout, folder: Path) -> int | None:
+    """Sum of the members' parameters (an ensemble runs all of them)."""
+    spec = read_json(folder / "ensemble.json") or {}
+    total = 0
+    for m in spec.get("members", []):
+        c = card(Path(layout.member_dir(m.get("name", ""))))
+        if c is None or not c.get("parameters"):
+            return None
+        total += int(c["parameters"])
+    return total or None
+
+
+def exports(layout) -> Section:
+    s = Section("export", "ONNX export: parity and sizes", "Every exported model was checked against its Keras source on "
+                "validation images: the largest probability difference, top-1 agreement and the accuracy change per variant.")
+    root = Path(layout.exports_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    rows = []
+    for folder in folders:
+        c = card(folder)
+        if c is None or c.get("kind") != "export":
+            s.missing(_not_run(f"export {folder.name}", folder))
+            continue
+        for variant, v in (c.get("variants") or {}).items():
+            p = v.get("parity", {}) if isinstance(v, dict) else {}
+            passed = p.get("passed")
+            rows.append([folder.name, variant, v.get("file", ""), megabytes(v.get("bytes")), f"{float(p['max_abs_diff']):.1e}" if "max_abs_diff" in p else "",
+                         pct(p.get("top1_agreement")), pct(p.get("accuracy")),
+                         f"{100 * float(p['accuracy_change']):+.2f} pts" if p.get("accuracy_change") is not None else "",
+                         "passed" if passed else "failed" if passed is False else "reported"])
+    if rows:
+        s.table(["export", "variant", "file", "size", "max |Δp|", "top-1 agreement", "accuracy", "Δ accuracy", "parity"], rows)
+    elif not folders:
+        s.missing("No exports in this run (the [export] stage is disabled or has not run).")
+    return s
+
+
+def benchmark(layout) -> Section:
+    s = Section("benchmark", "Benchmark: accuracy vs speed", "Latency and throughput of each model and engine next to its "
+                "accuracy (from `zoo bench`), with the Pareto front.")
+    bench = Path(layout.bench_dir())
+    shown = s.figure(bench / "pareto.png", "accuracy vs latency / throughput (bench/pareto.png)", "xl")
+    rows = read_csv(bench / "bench.csv")
+    if rows:
+        cols = [k for k in rows[0] if k]
+        s.table(cols, [[_short(r.get(k, "")) for k in cols] for r in rows[:60]], "bench/bench.csv" + (" (first 60 rows)" if len(rows) > 60 else ""))
+    machine = (read_json(bench / "bench.json") or {}) if (bench / "bench.json").is_file() else {}
+    if isinstance(machine, dict) and isinstance(machine.get("machine"), dict):
+        s.text("Machine: " + ", ".join(f"{k} {v}" for k, v in list(machine["machine"].items())[:8]))
+    if not shown and not rows:
+        s.missing(f"No benchmark in this run ({bench} has no pareto.png or bench.csv): run `zoo bench` or enable the "
+                  "benchmark stage.")
+    return s
+
+
+def _short(v: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return f"{f:.4g}" if not f.is_integer() else f"{int(f)}"
+
+
+def confusion(layout) -> Section:
+    split = report_split(layout)
+    s = Section("confusion", "Confusion matrices", f"Rows: true class, columns: predicted class, on the {split} split.")
+    for name, folder in artifacts(layout):
+        png = folder / "eval" / split / "confusion_matrix.png"
+        if not png.is_file():
+            png = _generated(layout, folder, name, split, "confusion")
+        if png is None or not s.figure(png, name, "m"):
+            s.missing(f"{name}: no {split} predictions stored yet.")
+    return s
+
+
+def reliability(layout) -> Section:
+    split = report_split(layout)
+    s = Section("reliability", "Reliability diagrams", f"Does a predicted 90% mean right 90% of the time? Accuracy per "
+                f"confidence bin on the {split} split (perfect calibration lies on the diagonal); ECE in each title.")
+    for name, folder in artifacts(layout):
+        png = folder / "eval" / split / "reliability.png"
+        if not png.is_file():
+            png = folder / "plots" / f"reliability_{split}.png"
+        if not png.is_file():
+            png = _generated(layout, folder, name, split, "reliability")
+        if png is None or not s.figure(png, name, "m"):
+            s.missing(f"{name}: no {split} predictions stored yet.")
+    return s
+
+
+def _generated(layout, folder: Path, name: str, split: str, what: str) -> Path | None:
+    """A confusion matrix or reliability diagram drawn from stored probabilities (ensembles keep no eval/ plots)."""
+    from zoo import plots
+
+    stored = _stored_probs(folder, split)
+    c = card(folder)
+    if stored is None or c is None:
+        return None
+    probs, labels = stored
+    path = _figures(layout) / f"{what}_{folder.name}_{split}.png"
+    if what == "confusion":
+        from sklearn.metrics import confusion_matrix
+
+        m = confusion_matrix(labels, probs.argmax(1), labels=list(range(len(c["classes"]))))
+        return plots.confusion_matrix(path, m, c["classes"], f"{name} · {split}")
+    return plots.reliability_diagram(path, labels, probs, f"{name} · {split}")
+
+
+def robustness(layout) -> Section:
+    s = Section("robustness", "Clean vs shifted accuracy", "Accuracy on clean images and on copies shifted the way "
+                "another lab's images differ (stain, illumination, optics, sensor). Out-of-family results use shift "
+                "families the model never trained on.")
+    report = Path(layout.report_dir())
+    shown = False
+    shifted = read_json(report / "shifted.json")
+    if isinstance(shifted, dict) and isinstance(shifted.get("members"), dict):
+        rows = []
+        for name, m in shifted["members"].items():
+            c = card(Path(layout.member_dir(name)))
+            clean = (c or {}).get("metrics", {}).get("val", {}).get("accuracy")
+            acc = m.get("accuracy") if isinstance(m, dict) else None
+            rows.append([name, pct(clean), pct(acc), f"{100 * (acc - clean):+.2f} pts" if clean is not None and acc is not None else ""])
+        s.table(["member", "val clean", "val shifted", "change"], rows,
+                f"stain/blur/noise shift at severity {shifted.get('severity')} (the generator the `shift` augmentation also uses: in-family)")
+        shown = True
+    suite_rows = []
+    for name, folder in artifacts(layout) + _export_artifacts(layout):
+        suite = read_json(folder / "eval" / "shift_suite.json")
+        if isinstance(suite, dict):
+            suite_rows += [[name, *r] for r in _suite_rows(suite)]
+    if suite_rows:
+        s.table(["model", "family", "in/out of family", "clean", "shifted", "change"], suite_rows, "shift suite per family (mean over severities)")
+        shown = True
+    shown |= s.figure(report / "shift_suite.png", "accuracy per shift family (report/shift_suite.png)", "xl")
+    summary = read_json(report / "summary.json")
+    if isinstance(summary, list) and summary:
+        cols = [k for k in dict.fromkeys(k for r in summary if isinstance(r, dict) for k in r)
+                if k not in ("name", "kind", "folder") and "in_sample" not in k and any(isinstance(r.get(k), dict) and "accuracy" in r[k] for r in summary)]
+        if any(k != "val" and k != "test" for k in cols):
+            s.table(["model", *cols], [[r.get("name", ""), *[pct((r.get(k) or {}).get("accuracy")) for k in cols]] for r in summary],
+                    "accuracy per evaluation column (report/summary.json)")
+    if not shown:
+        s.missing("No shifted evaluation in this run: set [evaluate].shifted in the config, or run "
+                  "`zoo evaluate RUN --shift-suite` for the per-family suite.")
+    return s
+
+
+def _export_artifacts(layout) -> list[tuple[str, Path]]:
+    root = Path(layout.exports_dir())
+    return [(f"export {p.name}", p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+
+
+def _suite_rows(suite: dict[str, Any]) -> Iterable[list[str]]:
+    """Rows ``family, in/out, clean, shifted, change`` from a shift_suite.json in any of a few plain shapes."""
+    clean = suite.get("clean", {})
+    clean_acc = clean.get("accuracy") if isinstance(clean, dict) else clean if isinstance(clean, (int, float)) else None
+    families = suite.get("families", suite.get("per_family", {}))
+    in_family = set(suite.get("trained_families", suite.get("in_family", [])) or [])
+    if isinstance(families, list):
+        families = {f.get("family", f.get("name", str(i))): f for i, f in enumerate(families) if isinstance(f, dict)}
+    if not isinstance(families, dict):
+        return []
+    rows = []
+    for fam, v in families.items():
+        acc = v.get("accuracy", v.get("mean_accuracy")) if isinstance(v, dict) else v
+        if isinstance(v, dict) and acc is None and isinstance(v.get("severities"), (dict, list)):
+            sev = v["severities"].values() if isinstance(v["severities"], dict) else v["severities"]
+            accs = [x.get("accuracy") for x in sev if isinstance(x, dict) and x.get("accuracy") is not None]
+            acc = float(np.mean(accs)) if accs else None
+        if not isinstance(acc, (int, float)):
+            continue
+        where = "in" if fam in in_family or (isinstance(v, dict) and v.get("in_family")) else "out"
+        rows.append([fam, where, pct(clean_acc), pct(acc), f"{100 * (acc - clean_acc):+.2f} pts" if isinstance(clean_acc, (int, float)) else ""])
+    return rows
+
+
+def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
+    split = report_split(layout)
+    s = Section("mistakes", "Most confident mistakes", f"Up to {GALLERY_SIZE} {split} images the headline model got wrong "
+                "with the highest confidence, with its Grad-CAM: where it looked when it decided. Label noise and "
+                "look-alike classes show up here first.")
+    name, folder = _headline(layout)
+    if folder is None:
+        s.missing("No complete model with stored predictions yet.")
+        return s
+    stored = _stored_probs(folder, split)
+    dataset, why = _dataset(layout)
+    if stored is None or dataset is None:
+        s.missing(f"{name}: " + ("no stored predictions on " + split if stored is None else f"data not available ({why})") + ".")
+        return s
+    probs, labels = stored
+    part = dataset.split(split)
+    if len(part.labels) != len(labels) or not np.array_equal(part.labels, labels):
+        s.missing(f"{name}: its stored {split} predictions do not match the data's {split} split (data changed since?).")
+        return s
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    if len(wrong) == 0:
+        s.text(f"{name} made no mistakes on the {len(labels)} {split} images.")
+        return s
+    idx = wrong[np.argsort(-probs[wrong, pred[wrong]])][:GALLERY_SIZE]
+    s.text(f"{name}: {len(wrong)} of {len(labels)} {split} images wrong ({pct(len(wrong) / len(labels))}); showing "
+           f"the {len(idx)} most confident.")
+    classes = list(dataset.class_names)
+    heat, method = None, "Grad-CAM"
+    if explainer_for is not None:
+        try:
+            explainer = explainer_for(folder)
+            _, heat = explainer.explain(part.images[idx], target=pred[idx])
+            method = explainer.method
+        except ZooError as exc:
+            s.missing(f"Grad-CAM not available for {name}: {exc}")
+    else:
+        s.missing("Grad-CAM not available (no explainer for this model).")
+    from zoo.explain import explanation_figure
+
+    out = _figures(layout)
+    for rank, i in enumerate(idx):
+        title = f"true {classes[labels[i]]} → {classes[pred[i]]} ({probs[i, pred[i]]:.0%})"
+        h = heat[rank] if heat is not None else np.zeros(part.images.shape[1:3], np.float32)
+        path = explanation_figure(out / f"mistake_{rank:02d}.png", part.images[i], h, title, method if heat is not None else "no heat map")
+        s.figure(path, f"#{i}: true {classes[labels[i]]}, predicted {classes[pred[i]]} at {probs[i, pred[i]]:.1%}", "g")
+    return s
+
+
+def _headline(layout) -> tuple[str, Path | None]:
+    """The model the gallery explains: the distillation teacher ensemble, else any ensemble, else the best member."""
+    split = report_split(layout)
+    ens = ensembles(layout)
+    teacher = [(n, f) for n, f in ens if f.name == layout.cfg.distill.teacher]
+    for name, folder in teacher + ens:
+        if card(folder) is not None and _stored_probs(folder, split) is not None:
+            return name, folder
+    best: tuple[float, str, Path | None] = (-1.0, "", None)
+    for name, folder in members(layout):
+        c = card(folder)
+        acc = (c or {}).get("metrics", {}).get("val", {}).get("accuracy")
+        if acc is not None and _stored_probs(folder, split) is not None and acc > best[0]:
+            best = (acc, name, folder)
+    return best[1], best[2]
+
+
+# ----------------------------------------------------------------------------- shared
+def _dataset(layout):
+    """``(dataset, None)`` or ``(None, reason)``: the report still renders when the data has moved."""
+    try:
+        return layout.dataset, None
+    except ZooError as exc:
+        return None, str(exc)
+
+
+def _figures(layout) -> Path:
+    path = Path(layout.report_dir()) / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _montage(layout, dataset) -> Path:
+    from zoo.curate.report import montage
+
+    part = dataset.split("train")
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, cls in enumerate(dataset.class_names):
+        idx = np.flatnonzero(part.labels == k)
+        pick = rng.choice(idx, size=min(MONTAGE_PER_CLASS, len(idx)), replace=False) if len(idx) else []
+        rows.append((cls, [(part.images[i], "") for i in pick]))
+    return montage(_figures(layout) / "montage.png", rows, cell=1.1)
