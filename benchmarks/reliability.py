@@ -1,6 +1,6 @@
 """Benchmark: reliability across stages (issue #7) — measured, not a timed test.
 
-1. The bad-input corpus (``tests/corpus.py``): cases tried, handled as documented in
+1. The bad-input corpus (``benchmarks/corpus.py``): cases tried, handled as documented in
    ``docs/reliability.md``, crashes (any exception other than the documented refusal; target 0).
 2. Tampering: integrity cases refused (target 100%).
 3. ``kill -9`` during ``zoo train``, then ``--resume``, at several kill points (right after a
@@ -31,8 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(HERE))  # corpus.py and machine.py live here; benchmarks never import tests
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("ZOO_PROGRESS", "0")
 

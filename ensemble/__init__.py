@@ -11,3 +11,14 @@ from ensemble.combine import combine
 from ensemble.folder import Ensemble, load, predict_proba
 
 __all__ = ["Ensemble", "EnsembleConfig", "build_ensemble", "combine", "load", "predict_proba"]
+
+
+def _predictor(folder, card):
+    ens = load(folder)
+    return ens.predict_proba
+
+
+# `zoo evaluate ENSEMBLE` and the shift suite find ensembles through the core's registry.
+from zoo import predictors as _predictors
+
+_predictors.register("ensemble", _predictor)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,7 +26,9 @@ from ensemble.folder import FORMAT_VERSION, SPEC_FILE, member_entry
 from ensemble.members import MemberProbs, open_members
 from ensemble.metrics import scores
 from ensemble.stacking import LEARNERS
+from zoo import ownership
 from zoo.artifacts import write_card, write_json, write_npy
+from zoo.shift.families import artifact_families, union
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class EnsembleConfig:
     seed: int = 0
     fit_split: str = "val"
     batch_size: int = 64
+    min_weight: float = 1e-3  # vote members weighted below this are left out (reported in the card)
 
     def validate(self) -> None:
         if self.method not in ("vote", "stack"):
@@ -61,27 +63,25 @@ class EnsembleConfig:
         tta_mod.parse(self.tta)
 
 
-def _prepare_out(out: Path) -> Path:
-    if (out / "card.json").exists():
-        raise ZooError(f"{out}: already a complete artifact folder; choose another --out or delete it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ZooError(f"{out}: exists and is not empty; choose another --out or delete it")
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # a previous interrupted build of this same folder
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def build_ensemble(
-    runs: Sequence[str | os.PathLike], out: str | os.PathLike, data: Any = None, config: EnsembleConfig | None = None
+    runs: Sequence[str | os.PathLike], out: str | os.PathLike, data: Any = None, config: EnsembleConfig | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write a complete ensemble folder at ``out``; returns its path."""
+    """Write a complete ensemble folder at ``out``; returns its path.
+
+    ``out`` follows :mod:`zoo.ownership` (new, empty, or with ``force`` an earlier ensemble; never a
+    member run) and is locked while the ensemble is built.
+    """
+    with ownership.claim(out, "ensemble", force=force, sources=runs) as claim:
+        return _build(runs, claim, data, config)
+
+
+def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any, config: EnsembleConfig | None) -> Path:
     cfg = config or EnsembleConfig()
     cfg.validate()
     tta = tta_mod.parse(cfg.tta)
     members = open_members(runs)
-    out = Path(out).resolve()
+    out = claim.out
     if cfg.method == "stack" and len(members) < 2:
         raise ZooError("stacking needs at least 2 members")
     if cfg.method == "vote" and cfg.weights is not None and len(cfg.weights) != len(members):
@@ -98,10 +98,18 @@ def build_ensemble(
     before = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": False}), variants, names)
     after = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": True}), variants, names)
     final = dict(outputs[chosen]["spec"])
+    # Members a fitted vote gives (numerically) zero weight are reported and left out of the
+    # artifact, so inference and the exported graph do not run them.
+    keep, dropped = prune_zero_weights(final, members, cfg.min_weight)
+    if dropped:
+        log.info("leaving out zero-weight member(s): %s", ", ".join(f"{d['name']} (w={d['weight']:.2g})" for d in dropped))
+        members = [members[i] for i in keep]
+        fit_probs = fit_probs[keep]
+        other = {s: (mp[keep], y) for s, (mp, y) in other.items()}
 
-    tmp = _prepare_out(out)
-    try:
+    with claim.staging() as tmp:
         spec = _spec_json(cfg, final, members, out, tta, fit_labels, source)
+        spec["dropped_members"] = dropped
         write_json(tmp / SPEC_FILE, spec)
         write_json(tmp / "folds.json", {"split": cfg.fit_split, "k": cfg.folds, "seed": cfg.seed,
                                         "protocol": "row i is scored by a combiner fitted on rows with a different fold",
@@ -124,30 +132,55 @@ def build_ensemble(
                 metrics[split] = scores(p, y)
                 panels = [("uncalibrated", outputs[before][split], y), ("temperature-scaled", outputs[after][split], y)]
             plot_reliability(tmp / "plots" / f"reliability_{split}.png", panels)
-        compare.write(rows, tmp, "comparison", f"Members vs ensembles ({len(members)} members)")
+        compare.write(rows, tmp, "comparison", f"Members vs ensembles ({len(names)} members)")
         card = {
             "kind": "ensemble",
             "name": out.name,
             "method": cfg.method,
             "classes": list(members[0].card["classes"]),
-            "input": dict(members[0].card["input"]),
-            "members": [{"name": m.name, "member": m.card.get("member"), "card_sha256": m.sha256} for m in members],
+            "input": _input(members, source.input_size),
+            "members": [{"name": m.name, "member": m.card.get("member"), "image_size": int(m.card["input"]["image_size"]),
+                         "card_sha256": m.sha256} for m in members],
+            "dropped_members": dropped,
             "parents": [m.sha256 for m in members],
             "data": dict(members[0].card.get("data") or {}),
             "ensemble": {k: spec[k] for k in ("weights", "temperature", "tta", "learner", "features") if k in spec},
             "config": asdict(cfg),
             "probability_sources": dict(source.sources),
             "metrics": metrics,
+            # union of the members' trained shift families (a combiner fitted on shifted data adds its families)
+            "augment_families": union(*(artifact_families(m.path, m.card) for m in members)),
         }
         write_card(tmp, card)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("ensemble written to %s", out)
     return out
+
+
+def _input(members, size: int) -> dict[str, Any]:
+    """The ensemble's input spec: its members' pixel format at the size the probabilities were computed at.
+
+    That is the largest size of all candidate members (also when a zero-weight member that set
+    it was left out), so the stored combination was fitted on exactly what inference computes.
+    """
+    return {**dict(members[0].card["input"]), "image_size": int(size)}
+
+
+def prune_zero_weights(spec: dict[str, Any], members: Sequence[Any], min_weight: float) -> tuple[list[int], list[dict[str, Any]]]:
+    """Indices of members to keep and reports of those a vote weights below ``min_weight``.
+
+    Edits ``spec`` in place: the kept weights are renormalised to sum to 1 (the arithmetic
+    changes by at most the dropped weight). Stacking (dense coefficients) keeps everyone.
+    """
+    if spec.get("method") != "vote" or len(members) < 2:
+        return list(range(len(members))), []
+    w = np.asarray(spec["weights"], dtype=np.float64)
+    keep = [i for i in range(len(w)) if w[i] >= min_weight]
+    if not keep:
+        keep = [int(np.argmax(w))]
+    dropped = [{"name": members[i].name, "weight": float(w[i]), "card_sha256": members[i].sha256}
+               for i in range(len(w)) if i not in keep]
+    spec["weights"] = (w[keep] / w[keep].sum()).tolist()
+    return keep, dropped
 
 
 def _chosen_variant(cfg: EnsembleConfig, variants: Sequence[compare.Variant], names: Sequence[str]) -> str:
@@ -167,7 +200,7 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
         "format": FORMAT_VERSION,
         "method": cfg.method,
         "classes": list(members[0].card["classes"]),
-        "input": dict(members[0].card["input"]),
+        "input": _input(members, source.input_size),
         "members": [member_entry(m, out) for m in members],
         "data": {k: (members[0].card.get("data") or {}).get(k) for k in ("source", "fingerprint")},
         "tta": tta,

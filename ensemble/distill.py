@@ -37,6 +37,7 @@ from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
 from ensemble.members import _split_kwargs, load_member_data
 from ensemble.metrics import scores
+from zoo import ownership
 from zoo.artifacts import atomic_path, card_sha256, load_npy, write_card, write_json, write_npy
 from zoo.errors import ZooError
 from zoo.train import write_history
@@ -148,16 +149,16 @@ def teacher_probs(ens: Ensemble, ens_sha: str, images: np.ndarray, split: str, f
 
 # ----------------------------------------------------------------------------- entry point
 def _prepare(out: Path) -> None:
-    if (out / "card.json").exists():
-        raise ZooError(f"{out}: already holds a complete run; choose another --out")
-    if out.exists():
-        unknown = [p.name for p in out.iterdir() if p.name not in (*OWN_OUTPUTS, "teacher", "logs")]
+    # zoo.ownership: new, empty, or this command's own interrupted folder (marker); anything else is refused.
+    if ownership.check_target(out, "student", resumable=True, force_flag=None) == "incomplete":
+        unknown = [p.name for p in out.iterdir() if p.name not in (*OWN_OUTPUTS, "teacher", "logs", ownership.MARKER)]
         if unknown:
             raise ZooError(f"{out}: exists and holds {sorted(unknown)}; choose another --out or delete it")
         for name in OWN_OUTPUTS:  # leftovers of an interrupted distillation (the teacher cache is kept)
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    ownership.write_marker(out, "student")
 
 
 def _targets(soft: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -181,9 +182,11 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
     import keras
 
     from zoo.augment import build_policy
+    from zoo.augment.spec import covered_families
     from zoo.data import Dataset, load_dataset
     from zoo.evaluate import score_split
     from zoo.registry import get_spec
+    from zoo.shift.families import artifact_families, union
     from zoo.train import TrainConfig, make_optimizer
 
     cfg = config or DistillConfig()
@@ -294,6 +297,8 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
         },
         "metrics": metrics,
         "parents": [ens_sha],
+        # what the teacher trained for plus the student's own augmentation (zoo.shift.families)
+        "augment_families": union(artifact_families(ens.folder, ens.card), covered_families(cfg.augment)),
     }
     write_card(out, card)
     log.info("student complete: %s (%s)", out, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))

@@ -2,16 +2,15 @@
 
 ``ensemble.json`` is self-describing so another tool (the ONNX exporter) can rebuild the
 ensemble without this package: members (path relative to the ensemble folder, absolute path
-as fallback, card sha256), the method with its arrays, ``eps``, ``temperature``, optional TTA
+as fallback, card sha256, own image size), the method with its arrays, ``eps``, ``temperature``, optional TTA
 transforms, classes and input spec, and a ``formula`` string. :func:`load` re-verifies
-everything: the ensemble card, each member's files (``read_card``) *and* each member's card
+everything through the one reader, :func:`zoo.ensemble_file.read_ensemble`: the ensemble card, each member's files (``read_card``) *and* each member's card
 hash against the one recorded at build time, and that members still agree with each other.
 No pickle anywhere: arrays are JSON lists or ``.npy`` written with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,15 +20,14 @@ from typing import Any
 import numpy as np
 
 from ensemble import tta as tta_mod
-from ensemble.combine import METHODS, combine
-from ensemble.members import Member, check_consistent, input_spec, open_member
-from zoo.artifacts import read_card
+from ensemble.combine import combine
+from ensemble.members import Member
+from zoo.ensemble_file import FORMAT_VERSION, SPEC_FILE, read_ensemble
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "ensemble.json"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "SPEC_FILE", "Ensemble", "load", "member_entry", "predict_proba"]
 
 
 def member_entry(member: Member, ensemble_folder: Path) -> dict[str, Any]:
@@ -41,19 +39,11 @@ def member_entry(member: Member, ensemble_folder: Path) -> dict[str, Any]:
     return {
         "name": member.name,
         "member": member.card.get("member"),
+        "image_size": int(member.card["input"]["image_size"]),
         "path": Path(rel).as_posix() if rel is not None else str(member.path),
         "abs_path": str(member.path),
         "card_sha256": member.sha256,
     }
-
-
-def resolve_member(entry: dict[str, Any], folder: Path) -> Path:
-    candidates = [folder / entry["path"]] if not Path(entry["path"]).is_absolute() else []
-    candidates += [Path(entry["path"]), Path(entry.get("abs_path", ""))]
-    for c in candidates:
-        if str(c) and (c / "card.json").is_file():
-            return c.resolve()
-    raise ZooError(f"{folder}: member '{entry.get('name')}' not found at {entry['path']} (nor {entry.get('abs_path')})")
 
 
 @dataclass
@@ -85,7 +75,7 @@ class Ensemble:
         if self._models is None:
             from zoo.runs import load_model
 
-            self._models = [load_model(m.path, m.card) for m in self.members]
+            self._models = [load_model(m.path, m.card, input_size=self.image_size) for m in self.members]
         return self._models
 
     def member_probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -101,32 +91,13 @@ class Ensemble:
 
 
 def load(folder: str | os.PathLike) -> Ensemble:
-    """Open an ensemble folder, refusing it if it or any member changed since it was built."""
-    folder = Path(folder)
-    card = read_card(folder)
-    if card["kind"] != "ensemble":
-        raise ZooError(f"{folder}: a '{card['kind']}' folder, not an ensemble")
-    try:
-        spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZooError(f"{folder}: no {SPEC_FILE}") from None
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"{folder / SPEC_FILE}: not valid JSON ({exc})") from None
-    if spec.get("format") != FORMAT_VERSION or spec.get("method") not in METHODS:
-        raise ZooError(f"{folder / SPEC_FILE}: unsupported format {spec.get('format')!r} or method {spec.get('method')!r}")
-    members = []
-    for entry in spec["members"]:
-        m = open_member(resolve_member(entry, folder))  # verifies the member's files
-        if m.sha256 != entry["card_sha256"]:
-            raise ZooError(f"{folder}: member '{entry['name']}' at {m.path} changed since the ensemble was built "
-                           f"(card sha256 {m.sha256[:12]}… != recorded {entry['card_sha256'][:12]}…)")
-        members.append(m)
-    check_consistent([m.card for m in members], [m.name for m in members])
-    if list(members[0].card["classes"]) != list(spec["classes"]):
-        raise ZooError(f"{folder}: members' classes {members[0].card['classes']} differ from the ensemble's {spec['classes']}")
-    if input_spec(members[0].card) != {k: spec["input"].get(k) for k in input_spec(members[0].card)}:
-        raise ZooError(f"{folder}: members' input spec differs from the ensemble's")
-    return Ensemble(folder.resolve(), spec, card, members)
+    """Open an ensemble folder, refusing it if it or any member changed since it was built.
+
+    Reading and verification is :func:`zoo.ensemble_file.read_ensemble`, the exporter's reader too.
+    """
+    f = read_ensemble(folder)
+    members = [Member(p, c, sha) for p, c, sha in zip(f.member_paths, f.member_cards, f.member_shas)]
+    return Ensemble(f.folder, f.spec, f.card, members)
 
 
 def predict_proba(ensemble: str | os.PathLike | Ensemble, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Ensemble members: verified run folders that agree on what they classify and how they are fed.
 
 An ensemble only makes sense when every member predicts the same classes in the same order,
-from the same input (image size, channels, range, colour order, preprocessing), trained on
-the same data (fingerprint). :func:`open_members` verifies each run folder's card and files
-and refuses any disagreement. :class:`MemberProbs` supplies member probabilities per split:
+from the same kind of pixels (channels, range, colour order, preprocessing), trained on the
+same data (fingerprint). :func:`open_members` verifies each run folder's card and files and
+refuses those disagreements (:func:`zoo.ensemble_file.check_members_agree`). Image sizes may
+differ: the ensemble takes the largest and each smaller member resizes it in its graph. :class:`MemberProbs` supplies member probabilities per split:
 the stored ``probs/<split>.npy`` of each run when present (no recomputation), otherwise the
 Keras model evaluated on the data (optionally with test-time augmentation).
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from ensemble import tta as tta_mod
 from zoo.artifacts import card_sha256, read_card
+from zoo.ensemble_file import check_members_agree, data_fingerprint, ensemble_input_size
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -49,26 +51,13 @@ def input_spec(card: dict[str, Any]) -> dict[str, Any]:
     return {k: card["input"].get(k) for k in INPUT_KEYS}
 
 
-def data_fingerprint(card: dict[str, Any]) -> str | None:
-    data = card.get("data") or {}
-    return data.get("fingerprint") if isinstance(data, dict) else None
-
-
 def check_consistent(cards: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
-    """Refuse members that disagree on classes, input spec or data fingerprint."""
-    ref, ref_name = cards[0], names[0]
-    for card, name in zip(cards[1:], names[1:]):
-        if list(card["classes"]) != list(ref["classes"]):
-            raise ZooError(f"member '{name}' has classes {card['classes']} but '{ref_name}' has {ref['classes']}")
-        a, b = input_spec(card), input_spec(ref)
-        if a != b:
-            diff = {k: (a[k], b[k]) for k in INPUT_KEYS if a[k] != b[k]}
-            raise ZooError(f"members '{name}' and '{ref_name}' take different inputs: {diff}")
-        fa, fb = data_fingerprint(card), data_fingerprint(ref)
-        if fa != fb:
-            raise ZooError(f"members '{name}' and '{ref_name}' were trained on different data (fingerprint {fa} vs {fb})")
-    if data_fingerprint(ref) is None:
-        log.warning("members record no data fingerprint; cannot check they saw the same data")
+    """Refuse members that disagree on classes, data fingerprint or pixel format (sizes may differ)."""
+    check_members_agree(cards, names)
+
+
+def member_size(member: "Member") -> int:
+    return int(member.card["input"]["image_size"])
 
 
 def open_member(path: str | os.PathLike) -> Member:
@@ -100,10 +89,10 @@ def _split_kwargs(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_member_data(members: Sequence[Member], data: Any):
-    """The members' dataset at their input size; ``data``: a source string, a Dataset, or a callable returning one."""
+    """The members' dataset at the ensemble's input size (the largest member size); ``data``: a source string, a Dataset, or a callable returning one."""
     from zoo.data import Dataset, load_dataset
 
-    size = int(members[0].card["input"]["image_size"])
+    size = ensemble_input_size([m.card for m in members])
     if callable(data):  # lazily loaded (e.g. the pipeline's shared dataset)
         data = data()
     if data is None:
@@ -131,6 +120,10 @@ class MemberProbs:
     _cache: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     sources: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def input_size(self) -> int:
+        return ensemble_input_size([m.card for m in self.members])
+
     def dataset(self):
         if self._dataset is None:
             self._dataset = load_member_data(self.members, self.data)
@@ -138,7 +131,7 @@ class MemberProbs:
 
     def available_splits(self) -> list[str]:
         """Evaluation splits: stored by every member, or (when images are needed anyway) in the data."""
-        stored = set.intersection(*(m.stored_splits() for m in self.members))
+        stored = set.intersection(*(m.stored_splits() if member_size(m) == self.input_size else set() for m in self.members))
         if self.tta is None and "val" in stored and self._dataset is None:
             return [s for s in EVAL_SPLITS if s in stored]
         ds = self.dataset()
@@ -155,12 +148,14 @@ class MemberProbs:
         probs, labels = [], None
         how = []
         for m in self.members:
-            if self.tta is None and name in m.stored_splits():
+            # Stored probabilities are only the ensemble's when the member takes the ensemble's size;
+            # a smaller member sees the ensemble's images resized in its graph, as at inference.
+            if self.tta is None and name in m.stored_splits() and member_size(m) == self.input_size:
                 p, y = load_probs(m.path, name, m.card)
                 how.append("stored")
             else:
                 split = self.dataset().split(name)
-                model = load_model(m.path, m.card)
+                model = load_model(m.path, m.card, input_size=self.input_size)
                 log.info("computing %s probabilities of member '%s'%s", name, m.name, f" with TTA {self.tta}" if self.tta else "")
                 p, y = tta_mod.predict(model, split.images, self.tta, self.batch_size), split.labels
                 how.append("computed" + ("+tta" if self.tta else ""))

@@ -16,7 +16,18 @@ from typing import Any
 
 from export.predictor import Predictor, load, predict_files, write_predictions
 
-__all__ = ["Predictor", "load", "predict_files", "write_predictions", "export_model"]
+__all__ = ["Predictor", "export_model", "load", "predict_files", "write_predictions"]
+
+
+def _predictor(folder, card):
+    model = load(folder, "cpu")
+    return lambda images: model.predict(images, batch_size=64)
+
+
+# `zoo evaluate EXPORT` scores the fp32 ONNX model through the core's registry.
+from zoo import predictors as _predictors
+
+_predictors.register("export", _predictor)
 
 
 def export_model(source: Any, out: Any, **kwargs: Any):

@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from export import metadata as meta
 from export import parity
 from export.ensemble_graph import INPUT, OUTPUT, build_ensemble_model, combine_numpy, member_probs_numpy
 from export.sources import Source, open_source
+from zoo import ownership
 from zoo.artifacts import read_card, write_card
 from zoo.errors import ZooError
 
@@ -208,13 +207,9 @@ def calibration_images(source: Source, *, calibration_data=None, size: int = 256
 
 
 # ----------------------------------------------------------------------------- export
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(out: Path) -> None:
     if out.suffix.lower() == ".onnx":
         raise ZooError(f"--out {out}: give a folder (it will hold model.onnx, model.int8.onnx … and card.json), not a .onnx file name")
-    if out.exists() and not out.is_dir():
-        raise ZooError(f"--out {out}: exists and is not a folder")
-    if (out / "card.json").exists() and not force:
-        raise ZooError(f"{out}: a complete export already exists; pass --force to replace it")
 
 
 # Protobuf cannot serialise more than 2 GiB: above this size the weights go to "<file>.data".
@@ -264,9 +259,20 @@ def _set_metadata(path: Path, props: dict[str, str], replace: bool = False) -> N
     _check(path)
 
 
-def export_model(
+def export_model(source: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, **options: Any) -> Path:
+    """Export a member/student run or an ensemble folder to the export folder ``out`` (see :func:`_export_model`).
+
+    ``out`` follows :mod:`zoo.ownership`: new, empty, or (``force``) an earlier export, never the
+    source or anything else; it is locked while the export runs.
+    """
+    _check_out(Path(out))
+    with ownership.claim(out, "export", force=force, sources=[source]) as claim:
+        return _export_model(source, claim, **options)
+
+
+def _export_model(
     source: str | os.PathLike,
-    out: str | os.PathLike,
+    claim: ownership.Claim,
     *,
     opset: int = DEFAULT_OPSET,
     dtype: str = "fp32",
@@ -282,7 +288,6 @@ def export_model(
     batch_size: int = 64,
     atol: float = parity.DEFAULT_ATOL,
     min_agreement: float = parity.DEFAULT_MIN_AGREEMENT,
-    force: bool = False,
 ) -> Path:
     """Export a member/student run or an ensemble folder to the export folder ``out``.
 
@@ -299,8 +304,7 @@ def export_model(
         raise ZooError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET}")
     if calibration_size < 1 or batch_size < 1 or (limit is not None and limit < 1):
         raise ZooError("calibration size, batch size and parity limit must be positive")
-    out = Path(out)
-    _check_out(out, force)
+    out = claim.out
     src = open_source(source)
     t0 = time.time()
     log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
@@ -325,9 +329,7 @@ def export_model(
     fp32 = build_onnx(src, opset, models)
     del models
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with claim.staging() as tmp:
         base = dict(name=src.name, kind=src.kind, classes=src.classes, image_size=src.image_size, source_card_sha256=src.card_sha256)
         extra = {"source_folder": src.folder.name, "opset": int(opset)}
         if src.combination is not None:
@@ -383,13 +385,9 @@ def export_model(
             "parity": {k: v["parity"] for k, v in variants.items()},
             "metrics": {f"parity-{k}": {"accuracy": v["parity"].get("accuracy")} for k, v in variants.items() if v["parity"].get("accuracy") is not None},
         }
+        if "augment_families" in src.card:  # what the source trained for, read by the shift suite
+            card["augment_families"] = src.card["augment_families"]
         write_card(tmp, card)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("export complete: %s (%s) in %.0fs", out, ", ".join(variants), time.time() - t0)
     return out
 

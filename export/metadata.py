@@ -25,12 +25,9 @@ PREPROCESSING = (
 
 
 def zoo_version() -> str:
-    import importlib.metadata as md
+    from zoo.version import version
 
-    try:
-        return md.version("zoo-bloodcell")
-    except md.PackageNotFoundError:
-        return "0+unknown"
+    return version()
 
 
 def build(
@@ -108,9 +105,22 @@ def parse(raw: dict[str, str], where: str) -> dict[str, Any]:
             out[short] = json.loads(value)
         except json.JSONDecodeError:
             out[short] = value
+    from zoo import validate
+
     classes, inp = out.get("classes"), out.get("input")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise ZooError(f"{where}: metadata 'zoo.classes' must be a JSON list of class names")
-    if not (isinstance(inp, dict) and isinstance(inp.get("image_size"), int) and inp["image_size"] > 0):
-        raise ZooError(f"{where}: metadata 'zoo.input' must record an integer image_size")
+    validate.class_names(classes, f"{where}: metadata 'zoo.classes'")
+    if not isinstance(inp, dict):
+        raise ZooError(f"{where}: metadata 'zoo.input' must be a JSON object recording image_size")
+    validate.image_size(inp.get("image_size"), f"{where}: metadata 'zoo.input.image_size'")
+    for key in ("range", "dtype", "layout", "channels"):
+        expected = {"range": [0, 255], "dtype": "float32", "layout": "NHWC", "channels": 3}[key]
+        if key in inp and inp[key] != expected:
+            raise ZooError(f"{where}: metadata 'zoo.input.{key}' is {inp[key]!r}; this zoo feeds {expected!r}")
+    parity = out.get("parity")
+    if parity is not None:
+        if not isinstance(parity, dict) or not isinstance(parity.get("passed", True), bool):
+            raise ZooError(f"{where}: metadata 'zoo.parity' must be a JSON object with a boolean 'passed'")
+        for key in ("max_abs_diff", "top1_agreement"):
+            if key in parity:
+                validate.number(parity[key], f"{where}: metadata 'zoo.parity.{key}'", low=0)
     return out

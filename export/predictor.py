@@ -72,18 +72,37 @@ def resolve_model_path(path: str | os.PathLike, variant: str | None = None) -> P
         card = read_card(path)  # every file's sha256: refuses a modified or partly copied folder
         if card["kind"] != "export":
             raise ZooError(f"{path}: a '{card['kind']}' folder, not an export (run 'zoo export' on it first)")
+        if name not in card["files"]:  # only files the card lists are ever loaded from a verified folder
+            raise ZooError(f"{path}: {name} is not one of the files its card lists (added after the export?); refused")
+        _check_model_file(target)
         return target
     if variant is not None:
         raise ZooError("--variant applies to an export folder, not a single .onnx file")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ZooError(f"{path}: no such model file or export folder")
+    _check_model_file(path)
     if (path.parent / "card.json").is_file():  # a file inside an artifact folder: check it against its card
         from zoo.artifacts import read_card, sha256_file
 
         recorded = read_card(path.parent, verify=False)["files"].get(path.name)
-        if recorded is not None and sha256_file(path) != recorded:
+        if recorded is None:
+            raise ZooError(f"{path.parent}: '{path.name}' is not one of the files its card lists (added after the export?); "
+                           "refused (copy it out of the folder to use it as a stand-alone file)")
+        if sha256_file(path) != recorded:
             raise ZooError(f"{path.parent}: file '{path.name}' was modified after the card was written (sha256 mismatch)")
     return path
+
+
+def _check_model_file(path: Path) -> None:
+    """A regular file within the model size limit (ONNX Runtime would block forever on a FIFO)."""
+    from zoo.safeio import MAX_MODEL_BYTES, check_regular
+
+    try:
+        check_regular(path, MAX_MODEL_BYTES)
+    except ZooError:
+        raise
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def prepare_batch(images: Any, size: int, what: str = "images") -> np.ndarray:
@@ -154,7 +173,9 @@ class Predictor:
         probs = np.concatenate(outs).astype(np.float32)
         if probs.shape != (len(x), len(self.classes)):
             raise ZooError(f"{self.path}: model returned {probs.shape}, metadata promises {len(self.classes)} classes")
-        return probs
+        from zoo.validate import probabilities
+
+        return probabilities(probs, str(self.path), len(self.classes))  # finite, in [0, 1], rows sum to 1
 
 
 def load(
@@ -196,7 +217,16 @@ def load(
     if len(inputs) != 1 or len(shape) != 4 or shape[1:] != [size, size, 3]:
         raise ZooError(f"{file}: model input {[(i.name, i.shape) for i in inputs]} does not match its metadata "
                        f"(one (batch, {size}, {size}, 3) tensor)")
-    return Predictor(file, sess, md, sess.get_providers())
+    if inputs[0].type != "tensor(float)":
+        raise ZooError(f"{file}: model input '{inputs[0].name}' is {inputs[0].type}; the zoo feeds float32 pixels "
+                       "(tensor(float)), so this model is refused")
+    outputs = sess.get_outputs()
+    if not outputs or outputs[0].type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+        raise ZooError(f"{file}: model output {[(o.name, o.type) for o in outputs]} is not a float tensor of probabilities")
+    pred = Predictor(file, sess, md, sess.get_providers())
+    # A probe image: a model whose outputs are not probabilities is refused now, not after a run.
+    pred.predict(np.full((1, size, size, 3), 128, np.uint8))
+    return pred
 
 
 # ----------------------------------------------------------------------------- files
@@ -212,7 +242,8 @@ def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in _image_files(p) if q.is_file())
+            # Not only regular files: a FIFO or device named *.jpg is listed, then reported (never read) by _read.
+            found = sorted(q for q in _image_files(p) if not q.is_dir())
             if not found:
                 log.warning("%s: no image files (%s) in this folder", p, ", ".join(IMAGE_EXTENSIONS))
             files += found
@@ -226,10 +257,14 @@ def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 def _read(path: Path, size: int) -> tuple[np.ndarray | None, str]:
     from zoo.data.images import BadImage, decode
 
+    from zoo.safeio import MAX_IMAGE_BYTES, NotReadable, read_bytes
+
     try:
-        return decode(path.read_bytes(), size, name=str(path)), ""
+        return decode(read_bytes(path, MAX_IMAGE_BYTES), size, name=str(path)), ""  # never blocks on a FIFO
     except BadImage as exc:
         return None, str(exc)
+    except NotReadable as exc:
+        return None, exc.reason
     except FileNotFoundError:
         return None, "no such file"
     except IsADirectoryError:
@@ -312,10 +347,13 @@ def write_predictions(records: list[dict[str, Any]], classes: list[str], out: st
     """Write records to ``out`` (.csv or .json by suffix), atomically."""
     from zoo.artifacts import write_text
 
+    from zoo.ownership import check_file_target
+
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("csv", "json"):
         raise ZooError(f"--out {out}: give a .csv or .json file name")
+    check_file_target(out, force=True)  # a folder, a path under a file or a special file: one line, not a traceback
     return write_text(out, format_predictions(records, classes, fmt, model))
 
 

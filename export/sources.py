@@ -9,7 +9,6 @@ fallback, each member's card hash re-checked) so the exporter does not depend on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from export.ensemble_graph import Combination
-from zoo.artifacts import card_sha256, read_card
+from zoo import validate
+from zoo.artifacts import card_sha256, read_card, read_json_strict
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,11 @@ def open_source(folder: str | os.PathLike) -> Source:
                       card_sha256(folder), [folder.resolve()], [card])
     if kind != "ensemble":
         raise ZooError(f"{folder}: cannot export a '{kind}' folder")
-    try:
-        spec = json.loads((folder / ENSEMBLE_SPEC).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZooError(f"{folder}: ensemble folder without {ENSEMBLE_SPEC}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ZooError(f"{folder / ENSEMBLE_SPEC}: not valid JSON ({exc})") from None
+    if ENSEMBLE_SPEC not in card["files"]:  # only files the card lists are loaded
+        raise ZooError(f"{folder}: ensemble folder without {ENSEMBLE_SPEC} in its card")
+    spec = validate.ensemble_spec(read_json_strict(folder / ENSEMBLE_SPEC), str(folder / ENSEMBLE_SPEC))
+    if spec["classes"] != card["classes"]:
+        raise ZooError(f"{folder}: {ENSEMBLE_SPEC} classes {spec['classes']} differ from the card's {card['classes']}")
     entries = spec.get("members")
     if not isinstance(entries, list) or not entries:
         raise ZooError(f"{folder / ENSEMBLE_SPEC}: 'members' must be a non-empty list")
@@ -89,8 +88,8 @@ def open_source(folder: str | os.PathLike) -> Source:
         mcard = read_card(path)
         if mcard["kind"] not in RUN_KINDS:
             raise ZooError(f"{path}: ensemble member is a '{mcard['kind']}' folder, not a member or student run")
-        recorded = entry.get("card_sha256")
-        if recorded and card_sha256(path) != recorded:
+        recorded = entry["card_sha256"]  # required by validate.ensemble_spec
+        if card_sha256(path) != recorded:
             raise ZooError(f"{folder}: member '{entry.get('name', path.name)}' at {path} changed since the ensemble was built")
         if list(mcard["classes"]) != list(card["classes"]):
             raise ZooError(f"{path}: member classes {mcard['classes']} differ from the ensemble's {card['classes']}")

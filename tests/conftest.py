@@ -9,6 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("ZOO_PROGRESS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import sys  # noqa: E402
+
+# The bad-input corpus lives in benchmarks/corpus.py, shared by tests/test_reliability.py and
+# benchmarks/reliability.py: tests may import benchmark helpers, benchmarks never import tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Reliability and security across stages (issue #7).
 
-- every bad-input corpus case (``tests/corpus.py``) behaves as ``docs/reliability.md`` documents;
+- every bad-input corpus case (``benchmarks/corpus.py``) behaves as ``docs/reliability.md`` documents;
 - user errors reach the command line as one line with exit code 2, never a traceback;
 - ``kill -9`` during training, then ``--resume``: no epoch lost beyond the one in flight, none
   repeated, data order and random-generator states continued;

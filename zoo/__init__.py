@@ -7,6 +7,8 @@ The model API is timm's: ``create_model(name, num_classes, image_size, **params)
 from zoo.errors import ZooError
 from zoo.registry import create_model, get_spec, list_models, register_model
 
-__version__ = "0.1.0"
+from zoo.version import version as _version  # noqa: E402
+
+__version__ = _version()
 
 __all__ = ["ZooError", "create_model", "get_spec", "list_models", "register_model", "__version__"]

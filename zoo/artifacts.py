@@ -76,7 +76,10 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:
     """Load an array written by :func:`write_npy`; pickled object arrays are refused."""
+    from zoo.safeio import MAX_ARRAY_BYTES, check_regular
+
     try:
+        check_regular(path, MAX_ARRAY_BYTES)  # np.load on a FIFO would block forever
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ZooError(f"{path}: file not found") from None
@@ -174,29 +177,46 @@ def update_card(folder: str | os.PathLike, *, verify: bool = True, **changes: An
 
 
 def validate_card(card: Any, folder: Path | None = None) -> None:
+    """Every field the zoo reads back from a card: type, range, finiteness, uniqueness (zoo.validate)."""
+    from zoo import validate as v
+
     where = f"{folder / CARD}" if folder else CARD
     if not isinstance(card, dict):
         raise ZooError(f"{where}: not a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in card]
     if missing:
         raise ZooError(f"{where}: missing key(s) {missing}")
-    if card["schema"] != SCHEMA_VERSION:
+    if card["schema"] != SCHEMA_VERSION or isinstance(card["schema"], bool):
         raise ZooError(f"{where}: card schema {card['schema']!r} is not supported (this zoo reads schema {SCHEMA_VERSION})")
     if card["kind"] not in KINDS:
         raise ZooError(f"{where}: kind {card['kind']!r} is not one of {KINDS}")
-    classes = card["classes"]
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise ZooError(f"{where}: 'classes' must be a non-empty list of names")
-    if len(set(classes)) != len(classes):
-        raise ZooError(f"{where}: duplicate class names {classes}")
+    if not isinstance(card["name"], str) or not card["name"].strip() or len(card["name"]) > 255:
+        raise ZooError(f"{where}: 'name' must be a non-empty string")
+    v.class_names(card["classes"], f"{where}: 'classes'")
     inp = card["input"]
-    if not isinstance(inp, dict) or not isinstance(inp.get("image_size"), int):
-        raise ZooError(f"{where}: 'input.image_size' must be an integer")
+    if not isinstance(inp, dict):
+        raise ZooError(f"{where}: 'input' must be an object")
+    v.image_size(inp.get("image_size"), f"{where}: 'input.image_size'")
+    if "channels" in inp and inp["channels"] != 3:
+        raise ZooError(f"{where}: 'input.channels' must be 3 (RGB), got {inp['channels']!r}")
     if not isinstance(card["files"], dict):
         raise ZooError(f"{where}: 'files' must map file names to sha256")
-    if folder is not None:
-        for rel in card["files"]:
+    for rel, digest in card["files"].items():
+        v.sha256(digest, f"{where}: 'files[{rel[:80]}]'")
+        if folder is not None:
             safe_join(folder, rel)
+    if "model_file" in card and isinstance(card["model_file"], str) and folder is not None:
+        safe_join(folder, card["model_file"])
+    if "model_file" in card and (not isinstance(card["model_file"], str) or card["model_file"] not in card["files"]):
+        raise ZooError(f"{where}: 'model_file' {str(card['model_file'])[:80]!r} is not one of the files the card lists")
+    for key, kind in (("metrics", dict), ("parents", list), ("data", dict), ("params", dict)):
+        if key in card and card[key] is not None and not isinstance(card[key], kind):
+            raise ZooError(f"{where}: '{key}' must be a JSON {'object' if kind is dict else 'list'}")
+    for split, m in (card.get("metrics") or {}).items():
+        if isinstance(m, dict):
+            for k in ("accuracy", "macro_f1", "ece"):
+                if m.get(k) is not None:
+                    v.number(m[k], f"{where}: 'metrics.{split}.{k}'", low=0, high=1)
 
 
 def read_card(folder: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
@@ -209,16 +229,31 @@ def read_card(folder: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
     path = folder / CARD
     if not folder.is_dir():
         raise ZooError(f"{folder}: no such folder")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ZooError(f"{folder}: incomplete artifact folder (no {CARD}; the stage that writes it did not finish)")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ZooError(f"{path}: not valid JSON ({exc})") from None
+    card = read_json_strict(path)
     validate_card(card, folder)
     if verify:
         verify_files(folder, card)
     return card
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid in a zoo artifact")
+
+
+def read_json_strict(path: Path) -> Any:
+    """JSON of a regular file within the size limit; NaN/Infinity literals are refused."""
+    from zoo.safeio import MAX_JSON_BYTES, read_text
+
+    try:
+        return json.loads(read_text(path, MAX_JSON_BYTES), parse_constant=_no_constant)
+    except ZooError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ZooError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:200]})") from None
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def verify_files(folder: Path, card: dict[str, Any]) -> None:

@@ -86,16 +86,19 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_folder(folder: str | os.PathLike, images: np.ndarray, card: dict[str, Any] | None = None, batch_size: int = 256) -> np.ndarray:
-    """Probabilities of any complete artifact folder (member, student or ensemble) on uint8 images."""
+    """Probabilities of any complete artifact folder on uint8 images.
+
+    Members and students run here; other kinds (ensemble, export) through the loader their
+    package registered in :mod:`zoo.predictors` (the core never imports them).
+    """
     card = card or read_card(folder)
-    if card["kind"] == "ensemble":
-        import ensemble
+    if card["kind"] in ("member", "student"):
+        from zoo.runs import load_model
 
-        return np.asarray(ensemble.predict_proba(folder, images), dtype=np.float32)
-    from zoo.runs import load_model
+        return predict_model(load_model(folder, card), images, batch_size)
+    from zoo.predictors import load_predictor
 
-    model = load_model(folder, card)
-    return predict_model(model, images, batch_size)
+    return np.asarray(load_predictor(folder, card)(images), dtype=np.float32)
 
 
 def score_split(folder: str | os.PathLike, model, split: str, part, class_names: list[str], title: str) -> tuple[dict[str, Any], np.ndarray]:
@@ -111,6 +114,17 @@ def score_split(folder: str | os.PathLike, model, split: str, part, class_names:
     return headline(write_report(folder / "eval" / split, part.labels, probs, class_names, title)), probs
 
 
+def _predict_adapted(folder: Path, card: dict[str, Any], images: np.ndarray, seed: int) -> np.ndarray:
+    """Probabilities after test-time BN adaptation on ``images`` themselves (the model file is untouched)."""
+    if card["kind"] == "ensemble":
+        raise ZooError("--adapt-bn applies to member and student runs, not ensembles (adapt each member instead)")
+    from zoo.adapt import adapt_batchnorm
+    from zoo.runs import load_model
+
+    model = adapt_batchnorm(load_model(folder, card), images, seed=seed)
+    return predict_model(model, images)
+
+
 def predict_model(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     out = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
     return np.asarray(out, dtype=np.float32)
@@ -124,11 +138,14 @@ def evaluate(
     shifted: float | None = None,
     seed: int = 0,
     dataset=None,
+    adapt_bn: bool = False,
 ) -> dict[str, Any]:
     """Score a run or ensemble folder on ``split`` of ``data`` (default: the data it was trained on).
 
     ``shifted`` (a severity in 0..1) scores an augmented copy of the split instead, built by
     :func:`zoo.augment.shift.shifted_copy`, to estimate accuracy on images from another lab.
+    ``adapt_bn`` first re-estimates the model's BatchNorm statistics on the (unlabelled) images it
+    scores (:mod:`zoo.adapt`; member and student runs only), reported as ``<split>[-shifted]-adaptbn``.
     Results go to ``FOLDER/eval/<split>[-shifted]/`` and into the card's metrics.
     """
     from zoo.data import load_dataset
@@ -148,9 +165,12 @@ def evaluate(
         from zoo.augment.shift import shifted_copy
 
         images, name = shifted_copy(images, seed=seed, severity=shifted), f"{split}-shifted"
-    probs = predict_folder(folder, images, card)
+    if adapt_bn:
+        probs, name = _predict_adapted(folder, card, images, seed), f"{name}-adaptbn"
+    else:
+        probs = predict_folder(folder, images, card)
     result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
-    if not shifted:
+    if not shifted and not adapt_bn:
         write_npy(folder / "probs" / f"{split}.npy", probs)
         write_npy(folder / "probs" / f"{split}_labels.npy", part.labels)
     metrics = dict(card.get("metrics", {}))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +86,7 @@ def _train_stage(ctx: Context, m) -> Stage:
     def run():
         from zoo.train import train
 
-        resume = (out / "checkpoint" / "state.json").exists()
-        if out.exists() and not resume:
-            shutil.rmtree(out)  # an interrupted run that never reached its first checkpoint
+        resume = (out / "checkpoint" / "state.json").exists()  # else train restarts only a run of its own making
         train(m.member, ctx.dataset, out, image_size=ctx.cfg.data.image_size, params=m.params, weights=m.weights,
               config=ctx.cfg.member_train(m), resume=resume)
 
@@ -140,7 +137,18 @@ def build(cfg: PipelineConfig) -> tuple[Context, list[Stage]]:
 def run(cfg: PipelineConfig) -> Path:
     """Run every incomplete stage in order, then write the summary report; returns its path."""
     ctx, stages = build(cfg)
+    from zoo import ownership
+
+    # The output folder: new, empty, or an earlier run of a pipeline (its marker); locked while it runs.
+    with ownership.claim(ctx.root, "pipeline", resumable=True, flag="output"):
+        return _run(cfg, ctx, stages)
+
+
+def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
+    from zoo import ownership
+
     ctx.root.mkdir(parents=True, exist_ok=True)
+    ownership.write_marker(ctx.root, "pipeline")
     write_json(ctx.root / "config.json", _as_dict(cfg))
     t0 = time.time()
     for i, stage in enumerate(stages, 1):
@@ -205,9 +213,12 @@ def write_summary(ctx: Context) -> Path:
         for split, m in card.get("metrics", {}).items():
             if isinstance(m, dict) and "accuracy" in m:
                 row[split] = {k: m.get(k) for k in ("accuracy", "macro_f1", "nll", "ece")}
+        suite = _shift_row(folder, card)
+        if suite:
+            row["shift_suite"] = suite
         rows.append(row)
     # In-sample scores of fitted combiners are kept in their cards but are not comparable: not shown.
-    splits = sorted({s for r in rows for s in r if s not in ("name", "kind", "folder") and "in_sample" not in s},
+    splits = sorted({s for r in rows for s in r if s not in ("name", "kind", "folder", "shift_suite") and "in_sample" not in s},
                     key=lambda s: (s.split("-")[0] != "val", s))
     lines = [f"# {ctx.cfg.name}: results", "", "| model | kind | " + " | ".join(f"{s} acc | {s} F1 | {s} ECE" for s in splits) + " |",
              "|---|---|" + "---|---|---|" * len(splits)]
@@ -218,8 +229,59 @@ def write_summary(ctx: Context) -> Path:
             cells += [f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['ece']:.4f}"] if m else ["", "", ""]
         lines.append(f"| {r['name']} | {r['kind']} | " + " | ".join(cells) + " |")
     report = ctx.report_dir()
+    lines += _shift_lines(rows)
     write_json(report / "summary.json", rows)
     write_text(report / "summary.md", "\n".join(lines) + "\n")
+    shifted = [r for r in rows if r.get("shift_suite")]
     if rows and splits:
-        plots.comparison_bars(report / "summary.png", rows, splits)
+        bars = [{**r, SHIFT_BAR: {"accuracy": r["shift_suite"]["mean_out_of_family_accuracy"]}} if r.get("shift_suite") else r for r in rows]
+        plots.comparison_bars(report / "summary.png", bars, splits + ([SHIFT_BAR] if shifted else []))
+    if shifted:
+        from zoo.shift.report import load_results, plot_models
+
+        plot_models(report / "shift_suite.png", {r["name"]: load_results(r["folder"]) for r in shifted},
+                    f"{ctx.cfg.name}: shift suite on {shifted[0]['shift_suite']['split']} (dashed: in-family)")
     return report / "summary.md"
+
+
+SHIFT_BAR = "shifted (out-of-family)"
+
+
+def _shift_row(folder: Path, card: dict) -> dict | None:
+    """The shift-suite numbers of one artifact (from its eval/shift_suite.json, if the card lists it)."""
+    if "eval/shift_suite.json" not in card.get("files", {}):
+        return None
+    from zoo.shift.report import load_results
+
+    try:
+        r = load_results(folder)
+    except ZooError:
+        return None
+    keys = ("mean_out_of_family_accuracy", "mean_in_family_accuracy", "out_of_family", "in_family", "mce",
+            "mce_out_of_family", "ce_normalised", "reference")
+    return {"split": r.get("data", {}).get("split"), "n": r["n"], "clean_accuracy": r["clean"]["accuracy"], **{k: r.get(k) for k in keys}}
+
+
+def _shift_lines(rows: list[dict]) -> list[str]:
+    shifted = [r for r in rows if r.get("shift_suite")]
+    if not shifted:
+        return []
+
+    def pct(v):
+        return "—" if v is None else f"{v:.4f}"
+
+    s0 = shifted[0]["shift_suite"]
+    ref = next((r["shift_suite"]["reference"] for r in shifted if r["shift_suite"].get("reference")), None)
+    lines = ["", f"## Shift suite: clean vs shifted ({s0['split']} split, {s0['n']} images per cell)", "",
+             "Out-of-family = the shift families a model's training augmentation did not cover (leave-one-family-out); "
+             "only those support a robustness claim. In-family results are shown apart. "
+             + (f"mCE is normalised to `{ref}` (ImageNet-C convention)." if ref else "mCE is unnormalised (mean top-1 error)."),
+             "", "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family | mCE | mCE out-of-family |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in shifted:
+        s = r["shift_suite"]
+        mce_oof = "—" if s["mce_out_of_family"] is None else f"{s['mce_out_of_family']:.3f}"
+        lines.append(f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | {pct(s['mean_out_of_family_accuracy'])} | "
+                     f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} | {mce_oof} |")
+    lines += ["", "Per family and severity: `report/shift_suite.png`, and each model's `eval/shift_suite.md`."]
+    return lines

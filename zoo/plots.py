@@ -80,9 +80,9 @@ def training_curves(path, rows: list[dict]) -> Path:
 
 
 def comparison_bars(path, rows: list[dict], splits: list[str]) -> Path:
-    """Accuracy per model and split, side by side."""
+    """Accuracy per model and split, side by side; a model without a score for a split gets no bar (not 0)."""
     names = [r["name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) * max(1, len(splits)) / 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) * max(1, len(splits)) / 2 + 2), 4.2))
     width = 0.8 / max(1, len(splits))
     x = np.arange(len(names))
     for i, s in enumerate(splits):

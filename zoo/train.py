@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo import ownership
 from zoo.artifacts import atomic_path, read_card, write_card, write_json, write_text
 from zoo.errors import ZooError
 
@@ -71,6 +72,9 @@ class TrainConfig:
     gradient_accumulation: int = 1
     trainable_fraction: float | None = None  # overrides the fine-tuning phase's fraction
     tensorboard: bool = True
+    # TensorFlow op determinism + every seed + sequential random augmentation: the same run twice gives
+    # bitwise-identical weights (benchmarks/results/determinism.md measures the cost).
+    deterministic: bool = True
     phases: list[Phase] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -194,12 +198,25 @@ def _callbacks(run: Path, state: "TrainingState", cfg: TrainConfig, phase_epochs
             self.best_epoch = state.es_best_epoch
 
         def on_epoch_end(self, epoch, logs=None):
+            if state.diverged or not _finite_logs(logs):
+                state.diverged = state.diverged or f"epoch {len(state.history) + 1}: {_bad_logs(logs)}"
+                self.model.stop_training = True
+                return  # never checkpoint non-finite weights: the last good epoch stays the resume point
             before = self.best
             super().on_epoch_end(epoch, logs)
             improved = self.best is not None and self.best != before
             state.epoch_done(self.model, epoch, logs or {}, improved, self.wait, self.best, self.best_epoch)
 
-    cbs = [Resumable(monitor=cfg.monitor, patience=cfg.patience, mode="auto", restore_best_weights=False, start_from_epoch=0)]
+    class StopOnNonFinite(keras.callbacks.Callback):
+        """Stop at the first batch whose loss is NaN/inf (Keras' TerminateOnNaN, but remembering why)."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(np.asarray(loss))):
+                state.diverged = f"epoch {len(state.history) + 1}, batch {batch + 1}: loss {float(np.asarray(loss))}"
+                self.model.stop_training = True
+
+    cbs = [StopOnNonFinite(), Resumable(monitor=cfg.monitor, patience=cfg.patience, mode="auto", restore_best_weights=False, start_from_epoch=0)]
     if cfg.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(run / "logs"), write_graph=False, profile_batch=0))
     return cbs
@@ -221,6 +238,7 @@ class TrainingState:
         self.rng: dict[str, Any] = {}  # random-generator states at the end of the last epoch
         self.augment_policy = None  # the augmentation policy, whose generators are checkpointed too
         self.phase_name = "train"
+        self.diverged: str | None = None  # set when the loss became NaN/inf: where it happened
         self._t0 = time.time()
 
     @classmethod
@@ -270,6 +288,15 @@ class TrainingState:
         write_json(self.path, {"config": self.config, **{k: getattr(self, k) for k in keys}})
 
 
+def _finite_logs(logs) -> bool:
+    return all(np.isfinite(float(np.asarray(v))) for k, v in (logs or {}).items() if k != "learning_rate" and np.ndim(v) == 0)
+
+
+def _bad_logs(logs) -> str:
+    bad = {k: float(np.asarray(v)) for k, v in (logs or {}).items() if np.ndim(v) == 0 and not np.isfinite(float(np.asarray(v)))}
+    return ", ".join(f"{k} {v}" for k, v in bad.items()) or "non-finite metrics"
+
+
 def _seed_variables(model) -> list:
     """The model's random-generator states (dropout and other random layers), in model order.
 
@@ -301,6 +328,44 @@ def restore_rng(model, policy, saved: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- entry point
+def _owns_out(fn):
+    """Hold the ownership claim (and writer lock) on ``out`` for the whole training run."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(member, data, out, *args, **kwargs):
+        with ownership.claim(out, ("member", "student"), resumable=True, force_flag=None):
+            return fn(member, data, out, *args, **kwargs)
+
+    return wrapper
+
+
+# Files a run folder that never reached its first checkpoint may hold (all the zoo's own).
+_PRE_CHECKPOINT = ("logs", "checkpoint", ownership.MARKER)
+
+
+def _restart(run: Path) -> None:
+    import shutil
+
+    left = sorted(p.name for p in run.iterdir() if p.name not in _PRE_CHECKPOINT)
+    if left:
+        raise ZooError(f"{run}: an interrupted run without a checkpoint that also holds {left}; choose another --out")
+    for name in _PRE_CHECKPOINT[:2]:
+        shutil.rmtree(run / name, ignore_errors=True)
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic`` also pin TensorFlow's kernels."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@_owns_out
 def train(
     member: str,
     data,
@@ -337,12 +402,12 @@ def train(
         params["weights"] = weights
     size = int(image_size or spec.default_image_size)
     run = Path(out)
-    if (run / "card.json").exists():
-        raise ZooError(f"{run}: already holds a complete run; choose another --out")
+    status = ownership.check_target(run, ("member", "student"), resumable=True, force_flag=None)  # see _owns_out
     state_file = run / "checkpoint" / "state.json"
-    if run.exists() and any(run.iterdir()) and not (resume and state_file.exists()):
-        hint = "pass --resume to continue it" if state_file.exists() else "choose another --out"
-        raise ZooError(f"{run}: folder exists and is not empty; {hint}")
+    if status == "incomplete" and state_file.exists() and not resume:
+        raise ZooError(f"{run}: holds an interrupted run; pass --resume to continue it (or choose another --out)")
+    if status == "incomplete" and not state_file.exists():
+        _restart(run)  # interrupted before its first checkpoint: nothing to resume
 
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
     if dataset.image_size != size:
@@ -352,7 +417,7 @@ def train(
     if val_split is None or len(val_split) == 0:
         raise ZooError(f"{dataset.source}: training needs a 'val' split for early stopping")
 
-    keras.utils.set_random_seed(cfg.seed)
+    set_determinism(cfg.seed, cfg.deterministic)
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
     pretrained = params.get("weights") not in (None, "none")
@@ -361,6 +426,8 @@ def train(
     identity = json.loads(json.dumps(identity, default=str))
     state = TrainingState.load(run, identity) if resume and state_file.exists() else TrainingState(run, identity)
     run.mkdir(parents=True, exist_ok=True)
+    if not (run / ownership.MARKER).exists():
+        ownership.write_marker(run, "member")
 
     from zoo.augment import build_policy
 
@@ -399,7 +466,8 @@ def train(
             # same batches as one that never stopped.
             first = sum(p.epochs for p in phases[:index])
             train_ds = make_dataset(train_split, dataset.num_classes, cfg.batch_size, training=True, policy=policy, weights=cw,
-                                    balance=cfg.balance, seed=cfg.seed, epochs=(first + state.epoch, first + phase.epochs))
+                                    balance=cfg.balance, seed=cfg.seed, epochs=(first + state.epoch, first + phase.epochs),
+                                    deterministic=cfg.deterministic)
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -409,6 +477,10 @@ def train(
                 callbacks=_callbacks(run, state, cfg, phase.epochs),
                 verbose="auto",
             )
+            if state.diverged:
+                kept = f"its last good epoch ({len(state.history)})" if state.history else "no epoch (it diverged in the first)"
+                raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); the folder keeps {kept} "
+                               "and can be resumed with --resume, or start a new --out with a lower --lr")
         if state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         stopped_early = stopped_early or state.epoch < phase.epochs
@@ -419,6 +491,7 @@ def train(
 def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
     from zoo import plots
+    from zoo.augment.spec import covered_families
     from zoo.evaluate import score_split
 
     clean = spec.build(dataset.num_classes, size, **{**params, **({"weights": None} if "weights" in params else {})})
@@ -458,11 +531,14 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
         },
         "metrics": metrics,
         "parents": [],
+        # shift-suite families the augmentation covers: results on the others are out-of-family
+        "augment_families": covered_families(cfg.augment),
     }
     import shutil
 
     shutil.rmtree(run / "checkpoint", ignore_errors=True)
     write_card(run, card)
+    (run / ownership.MARKER).unlink(missing_ok=True)
     log.info("run complete: %s (%s)", run, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
     return run
 

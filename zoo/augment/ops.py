@@ -155,6 +155,75 @@ def color_jitter(rng: tf.random.Generator, strength: float) -> BatchFn:
     return images_only(run)
 
 
+def _photometric_ops(strength: float, rng: tf.random.Generator) -> list[Callable[[tf.Tensor], tf.Tensor]]:
+    """Per-image photometric primitives for AugMix chains (0..255 in and out, unclipped until the end).
+
+    Lamp brightness (a common gain), white balance (a gain per channel), contrast, gamma, HED
+    stain concentration and saturation: the acquisition changes two labs differ by. Geometry and
+    blur are left out on purpose (AugMix's rule: keep the chain ops apart from what you test on).
+    """
+    s = float(strength)
+    hed_from_rgb = tf.constant(HED_FROM_RGB, tf.float32)
+    rgb_from_hed = tf.constant(RGB_FROM_HED, tf.float32)
+    lum = tf.constant([0.299, 0.587, 0.114], tf.float32)
+
+    def u(x, shape, lo, hi):
+        return rng.uniform(tf.concat([[_batch(x)], shape], 0), lo, hi)
+
+    def gain(x):
+        return x * tf.exp(u(x, [1, 1, 1], -0.5 * s, 0.5 * s))
+
+    def white_balance(x):
+        return x * tf.exp(u(x, [1, 1, 3], -0.3 * s, 0.3 * s))
+
+    def contrast(x):
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        return (x - mean) * tf.exp(u(x, [1, 1, 1], -0.5 * s, 0.5 * s)) + mean
+
+    def gamma(x):
+        return 255.0 * tf.pow(tf.clip_by_value(x / 255.0, 0.0, 1.0), tf.exp(u(x, [1, 1, 1], -0.5 * s, 0.5 * s)))
+
+    def stain_scale(x):
+        od = -tf.math.log((tf.clip_by_value(x, 0.0, 255.0) + 1.0) / 256.0)
+        hed = tf.einsum("bhwc,cd->bhwd", od, hed_from_rgb) * u(x, [1, 1, 3], 1.0 - 0.6 * s, 1.0 + 0.6 * s)
+        return 256.0 * tf.exp(-tf.einsum("bhwc,cd->bhwd", hed, rgb_from_hed)) - 1.0
+
+    def saturation(x):
+        grey = tf.tensordot(x, lum, 1)[..., None]
+        return grey + (x - grey) * tf.exp(u(x, [1, 1, 1], -0.8 * s, 0.8 * s))
+
+    return [gain, white_balance, contrast, gamma, stain_scale, saturation]
+
+
+def augmix(rng: tf.random.Generator, strength: float, width: int = 3, depth: int = 2) -> BatchFn:
+    """AugMix-style mixing (Hendrycks et al. 2020) with photometric chains, labels untouched.
+
+    Per image: ``width`` chains, each applying ``depth`` primitives chosen at random (one draw per
+    image and step); the chains are mixed with Dirichlet(1, …, 1) weights and the mixture blended
+    with the original by ``m ~ U(0, 1)`` (AugMix's Beta(1, 1)). Mixing keeps the images close to
+    the data manifold while their colour statistics spread widely. Without AugMix's
+    Jensen-Shannon consistency loss (the zoo trains with plain cross-entropy).
+    """
+    prims = _photometric_ops(strength, rng)
+
+    def run(images):
+        b = _batch(images)
+        x = tf.clip_by_value(images, 0.0, 255.0)
+        weights = -tf.math.log(rng.uniform([width, b, 1, 1, 1], 1e-6, 1.0))  # Exp(1) -> Dirichlet(1)
+        weights = weights / tf.reduce_sum(weights, axis=0, keepdims=True)
+        mixed = tf.zeros_like(x)
+        for k in range(width):
+            chain = x
+            for _ in range(depth):
+                groups = rng.uniform([b], 0, len(prims), dtype=tf.int32)
+                chain = tf.clip_by_value(_per_group(chain, groups, prims), 0.0, 255.0)
+            mixed += weights[k] * tf.ensure_shape(chain, images.shape)
+        m = rng.uniform([b, 1, 1, 1], 0.0, 1.0)
+        return m * x + (1.0 - m) * mixed
+
+    return images_only(run)
+
+
 # ----------------------------------------------------------------------------- degradation
 def _gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)

@@ -30,10 +30,11 @@ def _make(op: OpSpec, rng: tf.random.Generator, seed: int) -> tuple[tfops.BatchF
 
         fn = keras_ops.cutout(seed, k["scale"], p)
         return fn, fn.layers
-    if op.name in ("stain", "color", "blur", "noise", "jpeg", "center_mask"):
+    if op.name in ("stain", "color", "augmix", "blur", "noise", "jpeg", "center_mask"):
         fn = {
             "stain": lambda: tfops.stain(rng, k["sigma"]),
             "color": lambda: tfops.color_jitter(rng, k["strength"]),
+            "augmix": lambda: tfops.augmix(rng, k["strength"], int(k["width"]), int(k["depth"])),
             "blur": lambda: tfops.blur(rng, k["sigma"]),
             "noise": lambda: tfops.noise(rng, k["std"]),
             "jpeg": lambda: tfops.jpeg(rng, int(k["quality"])),

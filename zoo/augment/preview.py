@@ -32,7 +32,9 @@ def sample_per_class(source, image_size: int, seed: int = 0, split: str = "train
                 images.append(resize_array(sc.arrays[rec.split][rec.index : rec.index + 1], image_size)[0])
                 break
             try:
-                images.append(decode(Path(rec.path).read_bytes(), image_size, rec.path))
+                from zoo.safeio import MAX_IMAGE_BYTES, read_bytes
+
+                images.append(decode(read_bytes(rec.path, MAX_IMAGE_BYTES), image_size, rec.path))
                 break
             except (OSError, BadImage):
                 continue

@@ -55,6 +55,10 @@ class OpInfo:
     params: tuple[Param, ...] = ()
     mixes_labels: bool = False
     backend: str = "tf"  # "tf" (own ops), "keras" (core keras.layers), "keras_cv"
+    # Shift-suite families (zoo.shift.FAMILIES) this op trains for. Declared conservatively: an op that
+    # touches a family at all counts, so out-of-family results (the only basis for robustness claims)
+    # never include a family the model saw in training.
+    families: tuple[str, ...] = ()
 
 
 def _p(default: float) -> Param:
@@ -64,36 +68,52 @@ def _p(default: float) -> Param:
 OPS: dict[str, OpInfo] = {
     op.name: op
     for op in (
-        OpInfo("flip_rot90", "geometry", "random horizontal/vertical flips and 90° rotations (all 8 symmetries of a square; cells have no orientation)"),
+        OpInfo("flip_rot90", "geometry", "random horizontal/vertical flips and 90° rotations (all 8 symmetries of a square; cells have no orientation)", families=()),
         OpInfo(
             "stain",
             "colour",
             "stain perturbation in HED colour-deconvolution space (Tellez et al. 2018): per-channel scale 1±sigma and shift ±sigma·0.25 optical density",
             (Param("sigma", 0.2, 0.0, 1.0, help="strength"), _p(1.0)),
+            families=("colour",),
         ),
         OpInfo(
             "color",
             "colour",
             "brightness ±0.2s, contrast ×(1±0.4s), saturation ×e^±0.7s, hue ±0.05s turn and gamma e^±0.4s per image (s = strength)",
             (Param("strength", 0.3, 0.0, 1.0, help="0 = none, 1 = very strong"), _p(1.0)),
+            families=("colour", "illumination"),  # saturation/hue; brightness/contrast/gamma
+        ),
+        OpInfo(
+            "augmix",
+            "colour",
+            "AugMix-style mixing (Hendrycks et al. 2020): width chains of depth random photometric ops (brightness, white balance, contrast, gamma, HED stain scale, saturation) mixed with Dirichlet weights, blended with the original",
+            (
+                Param("strength", 0.5, 0.0, 1.0, help="op magnitude (1: brightness ×e^±0.5, white balance ×e^±0.3, stain ×1±0.6)"),
+                Param("width", 3, 1, 5, integer=True, help="chains mixed"),
+                Param("depth", 2, 1, 4, integer=True, help="ops per chain"),
+                _p(1.0),
+            ),
         ),
         OpInfo(
             "blur",
             "degradation",
             "Gaussian blur with a per-image sigma from 6 levels in [sigma/4, sigma] (focus differences between microscopes); sigma is in pixels of a 128-px image, scaled to the actual size",
             (Param("sigma", 1.5, 0.0, 8.0, help="largest sigma, pixels at 128 px"), _p(0.3)),
+            families=("optics",),  # defocus-like; motion blur and chromatic shift are not trained, but the family counts
         ),
         OpInfo(
             "noise",
             "degradation",
             "additive Gaussian noise with a per-image std in [0, std] (0..255 units; camera noise)",
             (Param("std", 8.0, 0.0, 64.0, help="largest std in 0..255 units"), _p(0.3)),
+            families=("sensor",),
         ),
         OpInfo(
             "jpeg",
             "degradation",
             "JPEG re-compression at a per-image quality in [quality, 95] (storage differences between labs)",
             (Param("quality", 50, 5, 95, integer=True, help="lowest JPEG quality"), _p(0.3)),
+            families=("sensor",),
         ),
         OpInfo(
             "randaugment",
@@ -101,6 +121,10 @@ OPS: dict[str, OpInfo] = {
             "keras.layers.RandAugment (num_ops ops of 11, same ops per batch, per-image magnitudes)",
             (Param("num_ops", 2, 1, 11, integer=True, help="ops per image"), Param("factor", 0.5, 0.0, 1.0, help="magnitude"), _p(1.0)),
             backend="keras",
+            # its 11 ops: colour degeneration, solarization (colour); brightness, contrast, auto-contrast,
+            # equalization (illumination); sharpness, which also blurs (optics); posterization (sensor);
+            # shear/translation/rotation change no scale
+            families=("colour", "illumination", "optics", "sensor"),
         ),
         OpInfo(
             "center_mask",
@@ -114,6 +138,7 @@ OPS: dict[str, OpInfo] = {
             "CutOut / random erasing of one zero-filled rectangle (keras.layers.RandomErasing)",
             (Param("scale", 0.25, 0.02, 0.9, help="largest erased area fraction"), _p(0.5)),
             backend="keras",
+            families=("artefacts",),  # a foreign occluder on the smear, like deposits or debris
         ),
         OpInfo(
             "gridmask",
@@ -121,6 +146,7 @@ OPS: dict[str, OpInfo] = {
             "GridMask (keras_cv.layers.GridMask): a rotated grid of zero-filled squares",
             (Param("ratio", 0.5, 0.05, 0.9, help="largest grid-block/spacing ratio"), _p(0.5)),
             backend="keras_cv",
+            families=("artefacts",),
         ),
         OpInfo(
             "cutmix",
@@ -129,6 +155,7 @@ OPS: dict[str, OpInfo] = {
             (Param("factor", 1.0, 0.01, 1.0, help="Beta(α, α) concentration upper bound"), _p(0.5)),
             mixes_labels=True,
             backend="keras",
+            families=("artefacts",),  # pasted patches occlude part of the cell
         ),
         OpInfo(
             "mixup",
@@ -243,6 +270,15 @@ def _parse_args(info: OpInfo, args: list[str]) -> dict[str, float | int]:
             param = info.params[i]
         out[param.name] = param.parse(info.name, raw if "=" in arg else arg)
     return out
+
+
+def covered_families(spec: str | Sequence[str] | Mapping[str, Any] | None) -> list[str]:
+    """Shift-suite families a policy trains for: the union of its ops' ``families`` (ops with p = 0 add none)."""
+    covered = set()
+    for op in parse(spec):
+        if op.params.get("p", 1.0) > 0:
+            covered.update(op.info.families)
+    return sorted(covered)
 
 
 def canonical(ops: Sequence[OpSpec]) -> str:

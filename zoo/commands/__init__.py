@@ -8,6 +8,7 @@ COMMAND_MODULES = [
     "ensemble",
     "export",
     "data",
+    "bench",
     "report",
     "explain",
 ]

@@ -55,6 +55,7 @@ def _common(p) -> None:
     p.add_argument("--folds", type=int, default=5, help="k for cross-fitting on val (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--force", action="store_true", help="replace an existing complete ensemble folder (never anything else)")
 
 
 def _json(text: str | None, what: str):
@@ -80,7 +81,7 @@ def run_ensemble(args) -> int:
         learner=getattr(args, "learner", "logistic"), learner_params=_json(getattr(args, "learner_params", None), "--learner-params") or {},
         features=getattr(args, "features", "log"), folds=args.folds, seed=args.seed, batch_size=args.batch_size,
     )
-    out = build_ensemble(args.runs, args.out, data=args.data, config=cfg)
+    out = build_ensemble(args.runs, args.out, data=args.data, config=cfg, force=args.force)
     print((out / "comparison.md").read_text())
     spec = json.loads((out / "ensemble.json").read_text())
     what = f"weights {[round(w, 4) for w in spec['weights']]}" if spec["method"] == "vote" else f"{spec['learner']} on {spec['features']}-probabilities"

@@ -45,6 +45,7 @@ def register(sub) -> None:
     q.add_argument("model", metavar="MODEL", help="exported .onnx file or export folder")
     q.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders (searched recursively)")
     q.add_argument("--out", metavar="FILE", help="write predictions to FILE.csv or FILE.json (default: CSV on stdout)")
+    q.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     q.add_argument("--batch-size", type=int, default=32)
     q.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: CUDA if available, else CPU)")
@@ -89,6 +90,10 @@ def run_predict(args) -> int:
 
     from export.predictor import format_predictions, predict_files, summarize, write_predictions
 
+    if args.out:  # before any work: not a folder, not under a file, an existing file only with --force
+        from zoo.ownership import check_file_target
+
+        check_file_target(args.out, force=args.force)
     model, records = predict_files(args.model, args.inputs, batch_size=args.batch_size, provider=args.provider,
                                    variant=args.variant, allow_unverified=args.allow_unverified)
     if args.out:

@@ -57,7 +57,10 @@ def run(args) -> int:
     from zoo.registry import get_spec
     from zoo.train import train
 
+    from zoo.ownership import check_target
+
     spec = get_spec(args.member)
+    check_target(args.out, ("member", "student"), resumable=True, force_flag=None)  # before loading any data
     size = args.image_size or spec.default_image_size
     data = load_dataset(args.data, size, seed=args.seed, skip_bad=args.skip_bad_files)
     out = train(

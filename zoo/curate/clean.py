@@ -15,10 +15,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from zoo import ownership
 from zoo.artifacts import write_text
 from zoo.curate.inspection import CurateConfig, run_inspection
 from zoo.errors import ZooError
 from zoo.progress import progress
+from zoo.safeio import MAX_IMAGE_BYTES, check_regular
 
 log = logging.getLogger(__name__)
 MODES = ("link", "copy", "list")
@@ -30,40 +32,35 @@ def clean(source, out: str | os.PathLike, *, mode: str = "link", config: CurateC
         raise ZooError(f"clean mode '{mode}' is not one of {', '.join(MODES)}")
     out = Path(out).expanduser()
     src_dir = Path(str(getattr(source, "source", source))).expanduser()
-    if src_dir.is_dir():
-        src, dst = src_dir.resolve(), out.resolve()
-        if dst == src or src in dst.parents or dst in src.parents:
-            raise ZooError(f"--out {out} must be outside the data folder {src_dir} (and not contain it)")
-    if out.exists() and any(out.iterdir()):
-        raise ZooError(f"{out}: folder exists and is not empty; choose another --out")
+    # zoo.ownership: a new or empty folder outside the data (and not containing it); locked while it is written.
+    with ownership.claim(out, "curate", sources=[src_dir] if src_dir.is_dir() else []) as claim:
+        inspection = run_inspection(source, config=config, **overrides)
+        sc = inspection.scan
+        if mode != "list" and (sc.root is None or any(r.path is None for r in sc.records)):
+            raise ZooError(f"{sc.source}: not a folder of image files; only --mode list works for it")
+        # Assembled in a hidden sibling and renamed at the end: an interrupted clean leaves no
+        # plausible-looking but incomplete folder (and the next run removes the leftover).
+        with claim.staging() as tmp:
+            summary = _write(inspection, tmp, out, mode)
+    return summary
 
-    inspection = run_inspection(source, config=config, **overrides)
-    sc, rep = inspection.scan, inspection.report
-    dropped = {d["file"] for d in rep["drop"]}
-    if mode != "list" and (sc.root is None or any(r.path is None for r in sc.records)):
-        raise ZooError(f"{sc.source}: not a folder of image files; only --mode list works for it")
 
+def _write(inspection, tmp: Path, out: Path, mode: str) -> dict[str, Any]:
     from zoo.curate.report import write_outputs
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_outputs(inspection, out)
-    write_text(out / "drop.txt", "".join(f"{d['file']}\t{d['reason']}\n" for d in rep["drop"]))
+    sc, rep = inspection.scan, inspection.report
+    dropped = {d["file"] for d in rep["drop"]}
+    write_outputs(inspection, tmp)
+    write_text(tmp / "drop.txt", "".join(f"{d['file']}\t{d['reason']}\n" for d in rep["drop"]))
     summary = {"source": str(sc.source), "mode": mode, "images": len(sc.records), "dropped": len(dropped), "kept": len(sc.records) - len(dropped), "out": str(out)}
     if mode == "list":
         summary["drop_list"] = str(out / "drop.txt")
         return summary
-
-    data = out / "data"
-    # Built under a hidden name and renamed at the end: an interrupted clean never leaves a
-    # plausible-looking but incomplete data/ folder (loaders skip hidden folders).
-    partial = out / ".data.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     linked = copied = 0
     for rec in progress(sc.records, total=len(sc.records), desc="writing cleaned copy"):
         if rec.rel in dropped:
             continue
-        target = partial / rec.rel
+        target = tmp / "data" / rec.rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if mode == "link":
             try:
@@ -72,9 +69,10 @@ def clean(source, out: str | os.PathLike, *, mode: str = "link", config: CurateC
                 continue
             except OSError as exc:  # other file system, or links not allowed
                 log.debug("hard link failed for %s (%s); copying", rec.path, exc)
+        check_regular(rec.path, MAX_IMAGE_BYTES)
         shutil.copy2(rec.path, target)
         copied += 1
-    os.replace(partial, data)
+    data = out / "data"
     summary.update({"data": str(data), "linked": linked, "copied": copied})
     log.info("cleaned copy: %d kept (%d linked, %d copied), %d dropped -> %s", linked + copied, linked, copied, len(dropped), data)
     return summary

@@ -21,6 +21,7 @@ from scipy.fft import dctn
 
 from zoo.curate.scan import Scan
 from zoo.progress import progress
+from zoo.safeio import MAX_IMAGE_BYTES, NotReadable, read_bytes
 
 THUMB = 64  # verification thumbnail; the hash uses its 32×32 box-downsample
 STATS_SIZE = 64
@@ -104,7 +105,9 @@ def compute(scan: Scan, workers: int = 2) -> Features:
         file_sha = None
         if rec.path is not None:
             try:
-                data = open(rec.path, "rb").read()
+                data = read_bytes(rec.path, MAX_IMAGE_BYTES)  # regular files only: a FIFO never blocks the scan
+            except NotReadable as exc:
+                return i, None, exc.reason
             except OSError as exc:
                 return i, None, f"cannot read file ({exc.strerror or exc})"
             file_sha = hashlib.sha256(data).hexdigest()

@@ -55,7 +55,9 @@ def _image(inspection, rel: str) -> np.ndarray:
     if rec.path is None:
         return sc.arrays[rec.split][rec.index]
     try:
-        return decode(Path(rec.path).read_bytes(), 96, rec.path)
+        from zoo.safeio import MAX_IMAGE_BYTES, read_bytes
+
+        return decode(read_bytes(rec.path, MAX_IMAGE_BYTES), 96, rec.path)
     except (OSError, BadImage):
         return np.zeros((96, 96, 3), np.uint8)
 

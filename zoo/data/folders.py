@@ -18,6 +18,7 @@ from zoo.data.dataset import SPLITS, Dataset, Fingerprint, Split
 from zoo.data.images import IMAGE_EXTENSIONS, BadImage, decode
 from zoo.data.splitting import stratified_split
 from zoo.errors import ZooError
+from zoo.safeio import MAX_IMAGE_BYTES, NotReadable, read_bytes
 from zoo.progress import progress
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ def load_folder(
     def read(item):
         split, path, label = item
         try:
-            data = path.read_bytes()
+            data = read_bytes(path, MAX_IMAGE_BYTES)  # regular files only (a FIFO would block), size checked first
+        except NotReadable as exc:
+            return item, None, None, exc.reason
         except OSError as exc:
             return item, None, None, f"cannot read file ({exc.strerror or exc})"
         try:

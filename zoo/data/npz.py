@@ -26,8 +26,11 @@ BLOOD_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "
 
 def _open(path: Path):
     if not path.is_file():
-        raise ZooError(f"{path}: no such file")
+        raise ZooError(f"{path}: no such file" + ("" if not path.exists() else " (not a regular file; not read)"))
+    from zoo.safeio import MAX_ARRAY_BYTES, check_regular
+
     try:
+        check_regular(path, MAX_ARRAY_BYTES)
         return np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ZooError(f"{path}: not a readable .npz archive ({exc})") from None

@@ -36,6 +36,7 @@ def make_dataset(
     balance: int | None = None,
     seed: int = 0,
     epochs: tuple[int, int] | None = None,
+    deterministic: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images float32 0..255, one-hot labels[, sample weights])``.
 
@@ -43,6 +44,9 @@ def make_dataset(
     ``start..stop-1`` in one stream (fit with ``steps_per_epoch``), each epoch ordered by
     :func:`epoch_order` — a pure function of ``(seed, epoch)``, so a run resumed at epoch
     ``start`` sees the same data order as one that never stopped.
+
+    ``deterministic``: the augmentation policy draws from one stateful generator, so parallel
+    calls would hand the draws to batches in thread-scheduling order; it then runs sequentially.
     """
     if len(split) == 0:
         raise ZooError("cannot build a pipeline from an empty split")
@@ -63,7 +67,7 @@ def make_dataset(
         ds = ds.batch(batch_size, drop_remainder=False)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and policy is not None:
-        ds = ds.map(policy, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(policy, num_parallel_calls=None if deterministic else tf.data.AUTOTUNE)
     if weights is not None:
         w = tf.constant(weights, tf.float32)
         ds = ds.map(lambda x, y: (x, y, tf.reduce_sum(y * w, axis=-1)), num_parallel_calls=tf.data.AUTOTUNE)

@@ -5,3 +5,4 @@ One module (or folder) per family, keras-hub style; each adds itself with ``@reg
 
 from zoo.models import custom_cnn  # noqa: F401
 from zoo.models import convnext  # noqa: F401
+from zoo.models import mobilenet_v3  # noqa: F401

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from zoo.models.normalization import apply_input_norm
 from zoo.registry import register_model
 
 BN_MOMENTUM = 0.9
@@ -51,11 +52,13 @@ def custom_cnn(
     stem_width: int = 24,
     dropout: float = 0.35,
     l1l2: float = 1e-3,
+    input_norm: str = "none",
 ):
+    """``input_norm``: per-image colour normalisation in the graph (:mod:`zoo.models.normalization`)."""
     if len(widths) != len(depths):
         raise ValueError("widths and depths must have the same length")
     inputs = keras.Input((image_size, image_size, 3), name="images")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = apply_input_norm(inputs, input_norm, layers.Rescaling(1 / 127.5, offset=-1.0, name="scale"))
     x = layers.Conv2D(stem_width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.ReLU(name="stem_relu")(_bn(x, "stem_bn"))
     for s, (width, depth) in enumerate(zip(widths, depths)):

@@ -33,6 +33,7 @@ from keras import layers
 
 from zoo.errors import ZooError
 from zoo.models.convnext.layers import DropPath, GeluErf, LayerScale, imagenet_normalization
+from zoo.models.normalization import apply_input_norm
 from zoo.registry import register_model
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,13 @@ def build_backbone(
     drop_path_rate: float = 0.0,
     layer_scale_init: float = 1e-6,
     resize_to: int | None = None,
+    input_norm: str = "none",
 ) -> keras.Model:
-    """Raw RGB pixels (S x S) -> pooled, LayerNorm-ed features of size ``cfg.widths[-1]``."""
+    """Raw RGB pixels (S x S) -> pooled, LayerNorm-ed features of size ``cfg.widths[-1]``.
+
+    ``input_norm`` other than ``none`` replaces the fixed ImageNet statistics by per-image colour
+    normalisation (:mod:`zoo.models.normalization`); its output has the same scale.
+    """
     work_size = int(resize_to or image_size)
     if work_size < cfg.total_stride:
         raise ZooError(
@@ -125,7 +131,7 @@ def build_backbone(
     x = inputs
     if work_size != image_size:
         x = layers.Resizing(work_size, work_size, interpolation="bilinear", name="resize")(x)
-    x = imagenet_normalization(name="imagenet_norm")(x)
+    x = apply_input_norm(x, input_norm, imagenet_normalization(name="imagenet_norm"))
 
     x = layers.Conv2D(
         cfg.widths[0], cfg.stem_stride, strides=cfg.stem_stride, kernel_initializer=_dense_init(), name="stem_conv"
@@ -160,6 +166,7 @@ def build_convnext(
     dropout: float = 0.35,
     l1l2: float = 1e-3,
     resize_to: int | None = None,
+    input_norm: str = "none",
 ) -> keras.Model:
     """Backbone + seed head; then load ``weights`` (None, "imagenet" or a local file)."""
     if num_classes < 2:
@@ -167,7 +174,8 @@ def build_convnext(
     if not 0.0 <= dropout < 1.0:
         raise ZooError(f"dropout must be in [0, 1), got {dropout}")
     backbone = build_backbone(
-        cfg, image_size, drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, resize_to=resize_to
+        cfg, image_size, drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, resize_to=resize_to,
+        input_norm=input_norm,
     )
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = backbone(inputs)
@@ -209,6 +217,7 @@ def convnext_zepto(
     dropout: float = 0.35,
     l1l2: float = 1e-3,
     resize_to: int | None = None,
+    input_norm: str = "none",
 ):
     """Why a stride-2 stem: at 64 px the official stride-4 patchify leaves a 2x2 map after the
     last stage; stride 2 keeps 4x4 and twice the resolution in every stage for a small compute
@@ -217,6 +226,7 @@ def convnext_zepto(
     return build_convnext(
         cfg, num_classes, image_size, name="convnext_zepto", weights=weights, drop_path_rate=drop_path_rate,
         layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2, resize_to=resize_to,
+        input_norm=input_norm,
     )
 
 
@@ -235,12 +245,14 @@ def convnext_atto(
     dropout: float = 0.35,
     l1l2: float = 1e-3,
     resize_to: int | None = None,
+    input_norm: str = "none",
 ):
     base = CONFIGS["atto"]
     cfg = ConvNeXtConfig(base.depths, base.widths, stem_stride=int(stem_stride))
     return build_convnext(
         cfg, num_classes, image_size, name="convnext_atto", weights=weights, drop_path_rate=drop_path_rate,
         layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2, resize_to=resize_to,
+        input_norm=input_norm,
     )
 
 
@@ -263,11 +275,12 @@ def _official(size: str, drop_path_rate: float, description: str):
         dropout: float = 0.35,
         l1l2: float = 1e-3,
         resize_to: int | None = None,
+        input_norm: str = "none",
     ):
         return build_convnext(
             CONFIGS[size], num_classes, image_size, name=f"convnext_{size}", weights=weights,
             drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2,
-            resize_to=resize_to,
+            resize_to=resize_to, input_norm=input_norm,
         )
 
     builder.__name__ = builder.__qualname__ = f"convnext_{size}"

@@ -13,6 +13,8 @@ Each case is a function ``fn(tmp: Path) -> str`` that raises ``AssertionError`` 
 behaviour is not the documented one and returns a short description of what happened.
 ``tests/test_reliability.py`` runs every case as a test; ``benchmarks/reliability.py`` runs
 them all and counts crashes (any other exception). Cases that need TensorFlow import it lazily.
+The module lives in ``benchmarks/`` so the benchmark imports it without reaching into ``tests/``
+(tests put ``benchmarks/`` on ``sys.path`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -901,3 +903,434 @@ def case_by_name(name: str) -> Case:
         if c.name == name:
             return c
     raise KeyError(name)
+
+
+# ============================================================================= round 2 (issue 14)
+# Ownership: a command writes only into a new/empty folder or (--force) a complete artifact of its own kind.
+def _user_folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "notes.txt").write_text("mine")
+    return path
+
+
+def _intact(*files: Path) -> None:
+    for f in files:
+        assert f.is_file(), f"{f} was deleted"
+
+
+@case("export --out: a user's non-empty folder", "ownership", "refuse", "refused before any work: `exists and holds files no zoo command finished (no card.json); refusing to write into it`; nothing deleted")
+def _own_export_user_folder(tmp: Path) -> str:
+    from export.convert import export_model
+
+    run = fake_member(tmp / "run", model=False)
+    mine = _user_folder(tmp / "mine")
+    msg = refused(lambda: export_model(run, mine), "no card.json", "refusing")
+    refused(lambda: export_model(run, mine, force=True), "no card.json")
+    _intact(mine / "notes.txt")
+    return msg
+
+
+@case("export --out: a parent of the source run (or the run itself)", "ownership", "refuse", "refused: `contains the source …; writing there would replace it`; the run is intact")
+def _own_export_contains_source(tmp: Path) -> str:
+    from export.convert import export_model
+    from zoo.artifacts import read_card
+
+    run = fake_member(tmp / "runs" / "m", model=False)
+    refused(lambda: export_model(run, run, force=True), "contains the source")
+    refused(lambda: export_model(run, run / "sub"), "inside the source")
+    msg = refused(lambda: export_model(run, tmp / "runs", force=True), "contains the source")
+    read_card(run)
+    return msg
+
+
+@case("--force over a complete artifact of another kind", "ownership", "refuse", "refused: `holds a complete 'member' artifact, not a 'export'`; --force replaces only the command's own kind")
+def _own_force_other_kind(tmp: Path) -> str:
+    from ensemble import EnsembleConfig, build_ensemble
+    from export.convert import export_model
+    from zoo.artifacts import read_card
+
+    run = fake_member(tmp / "run", model=False)
+    other = fake_member(tmp / "other", name="other", model=False)
+    refused(lambda: build_ensemble([run, run], other, config=EnsembleConfig(folds=3), force=True), "'member' artifact")
+    msg = refused(lambda: export_model(run, other, force=True), "'member' artifact", "refusing")
+    read_card(other)
+    return msg
+
+
+@case("--force over an artifact holding files its card does not list", "ownership", "refuse", "refused: `holds file(s) its card does not list (notes.txt); refusing to delete them`")
+def _own_force_unlisted(tmp: Path) -> str:
+    from ensemble import EnsembleConfig, build_ensemble
+
+    runs = [fake_member(tmp / f"m{i}", name=f"m{i}", seed=i, model=False) for i in range(2)]
+    ens = build_ensemble(runs, tmp / "ens", config=EnsembleConfig(folds=3))
+    refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3)), "already holds", "--force")
+    (ens / "notes.txt").write_text("mine")
+    msg = refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3), force=True), "notes.txt", "does not list")
+    _intact(ens / "notes.txt")
+    (ens / "notes.txt").unlink()
+    build_ensemble(runs, ens, config=EnsembleConfig(folds=3), force=True)  # its own kind, nothing else inside: replaced
+    return msg
+
+
+@case("train/ensemble/export/clean --out naming a file, or a path under a file", "ownership", "refuse", "refused: `is a file, not a folder` / `'…' is a file, so nothing can be created under it`")
+def _own_out_is_file(tmp: Path) -> str:
+    from ensemble import EnsembleConfig, build_ensemble
+    from zoo.curate.clean import clean
+    from zoo.train import train
+
+    f = tmp / "file.txt"
+    f.write_text("mine")
+    runs = [fake_member(tmp / f"m{i}", name=f"m{i}", seed=i, model=False) for i in range(2)]
+    refused(lambda: train("custom_cnn", "synthetic:32", f), "is a file, not a folder")
+    refused(lambda: train("custom_cnn", "synthetic:32", f / "run"), "is a file, so nothing can be created under it")
+    refused(lambda: build_ensemble(runs, f, config=EnsembleConfig(folds=3)), "is a file")
+    tree = write_tree(tmp / "tree")
+    refused(lambda: clean(tree, f / "x"), "is a file")
+    msg = refused(lambda: clean(tree, tree / "cleaned"), "inside the source")
+    assert f.read_text() == "mine"
+    return msg
+
+
+@case("zoo predict --out naming a folder, a path under a file, or an existing file", "ownership", "refuse", "refused before predicting: `is a folder; give a file name`, `is a file, so nothing can be created under it`, `file exists; pass --force`")
+def _own_predict_out(tmp: Path) -> str:
+    from zoo.ownership import check_file_target
+
+    f = tmp / "p.csv"
+    f.write_text("mine")
+    refused(lambda: check_file_target(tmp), "is a folder")
+    refused(lambda: check_file_target(f / "x.csv"), "is a file, so nothing")
+    msg = refused(lambda: check_file_target(f), "exists", "--force")
+    assert check_file_target(f, force=True) == f and f.read_text() == "mine"
+    return msg
+
+
+@case("zoo run output: a user's non-empty folder", "ownership", "refuse", "refused: `output …: exists and holds files no zoo command finished`; an earlier pipeline output (marker or its config.json) is resumed")
+def _own_pipeline_root(tmp: Path) -> str:
+    from zoo import config, pipeline
+
+    cfg = config.load(None)
+    cfg.output = str(_user_folder(tmp / "out"))
+    msg = refused(lambda: pipeline.run(cfg), "no card.json")
+    _intact(tmp / "out" / "notes.txt")
+    return msg
+
+
+@case("partial folder left by a killed command", "ownership", "accept", "`.NAME.partial-<pid>` holding the zoo's marker (process gone) is removed by the next writer of NAME; look-alikes without the marker are kept")
+def _own_stale_partial(tmp: Path) -> str:
+    from zoo import ownership
+
+    out = tmp / "export"
+    stale = tmp / ".export.partial-999999999"
+    stale.mkdir()
+    ownership.write_marker(stale, "export")
+    (stale / "model.onnx").write_bytes(b"half")
+    lookalike = tmp / ".export.partial-1"
+    _user_folder(lookalike)
+    with ownership.claim(out, "export") as claim:
+        with claim.staging() as tmp_dir:
+            (tmp_dir / "x.txt").write_text("x")
+            assert tmp_dir.stat().st_mode & 0o777 == 0o777 & ~_umask(), "partial folder has unusual permissions"
+    assert not stale.exists(), "stale partial folder not removed"
+    _intact(lookalike / "notes.txt")
+    assert (out / "x.txt").is_file() and not (out / ownership.MARKER).exists()
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+    assert not (tmp / ".export.lock").exists(), "lock file left behind"
+    return f"removed {stale.name}, kept {lookalike.name}; {out.name} is {oct(out.stat().st_mode & 0o777)}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@case("second writer to the same --out while the first runs", "ownership", "refuse", "refused: `another zoo command is writing this folder right now (lock .NAME.lock)` (filelock beside the folder)")
+def _own_second_writer(tmp: Path) -> str:
+    from ensemble import EnsembleConfig, build_ensemble
+    from zoo import ownership
+
+    runs = [fake_member(tmp / f"m{i}", name=f"m{i}", seed=i, model=False) for i in range(2)]
+    with ownership.writer_lock(tmp / "ens"):
+        msg = refused(lambda: build_ensemble(runs, tmp / "ens", config=EnsembleConfig(folds=3)), "another zoo command")
+    build_ensemble(runs, tmp / "ens", config=EnsembleConfig(folds=3))
+    return msg
+
+
+# Special files: only regular files are read; FIFOs, devices and sockets are never opened for reading.
+class fifo_watchdog:
+    """Opens the write end of FIFOs after ``after`` seconds, so a reader that blocked returns (and the case fails)."""
+
+    def __init__(self, *fifos: Path, after: float = 20.0):
+        import threading
+
+        self.fifos, self.after, self.stop = fifos, after, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        if self.stop.wait(self.after):
+            return
+        for f in self.fifos:
+            try:
+                os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self.t0 = time.time()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        assert time.time() - self.t0 < self.after, f"blocked on a FIFO for {self.after:.0f} s (a hang without the watchdog)"
+
+
+def _fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+@case("FIFO (named pipe) named .jpg among the images", "special", "skip/refuse", "never opened for reading: `is a FIFO (named pipe), not a regular file; not read` — refused naming it, or skipped and reported with `skip_bad`; `zoo data inspect` lists it as unreadable")
+def _fifo_image(tmp: Path) -> str:
+    from zoo.curate.inspection import run_inspection
+
+    tree = write_tree(tmp / "tree")
+    fifo = _fifo(tree / "basophil" / "pipe.jpg")
+    with fifo_watchdog(fifo):
+        msg = refused(lambda: _load(tree), "pipe.jpg", "FIFO")
+        ds = _load(tree, skip_bad=True)
+        assert any("pipe.jpg" in s["file"] and "FIFO" in s["reason"] for s in ds.skipped), ds.skipped
+        rep = run_inspection(str(tree)).report
+        assert "pipe.jpg" in json.dumps(rep), "the FIFO is not reported by the inspection"
+    return msg
+
+
+@case("character device (/dev/zero) linked in as an image", "special", "skip/refuse", "never read: `is a character device, not a regular file; not read` (refused / skipped)")
+def _device_image(tmp: Path) -> str:
+    tree = write_tree(tmp / "tree")
+    os.symlink("/dev/zero", tree / "basophil" / "zero.png")
+    msg = refused(lambda: _load(tree), "zero.png", "character device")
+    assert any("zero.png" in s["file"] for s in _load(tree, skip_bad=True).skipped)
+    return msg
+
+
+@case("image file above the size limit (sparse 300 MB .jpg)", "special", "skip/refuse", "refused from `os.stat` before reading: `file is … bytes, above the 268,435,456-byte limit`")
+def _huge_file(tmp: Path) -> str:
+    tree = write_tree(tmp / "tree")
+    with open(tree / "basophil" / "huge.jpg", "wb") as fh:
+        fh.truncate(300 * (1 << 20))  # sparse: no disk space, no read
+    msg = refused(lambda: _load(tree), "huge.jpg", "limit")
+    return msg
+
+
+@case("FIFO given to zoo predict (as an image, in a folder, as the model)", "special", "skip/refuse", "images: reported per file with status 'error' (`is a FIFO …; not read`); model: refused `is a FIFO (named pipe), not a regular file`")
+def _fifo_predict(tmp: Path) -> str:
+    from export.predictor import load, predict_files
+
+    model = tiny_onnx(tmp / "m.onnx")
+    _set_props(model, {"zoo.parity": json.dumps({"passed": True, "max_abs_diff": 0.0})})
+    folder = write_tree(tmp / "imgs", classes=("a",), n=2)
+    img_fifo, model_fifo = _fifo(folder / "a" / "pipe.png"), _fifo(tmp / "pipe.onnx")
+    with fifo_watchdog(img_fifo, model_fifo):
+        _, records = predict_files(model, [folder, img_fifo], provider="cpu")
+        bad = [r for r in records if r["status"] == "error"]
+        assert len(bad) == 2 and all("FIFO" in r["error"] for r in bad), bad
+        assert sum(r["status"] == "ok" for r in records) == 2
+        msg = refused(lambda: load(model_fifo, "cpu"), "FIFO")
+    return msg
+
+
+@case("FIFO as card.json, ensemble.json, .npz, .npy or config", "special", "refuse", "refused, never read: `is a FIFO (named pipe), not a regular file` / `no such file (not a regular file; not read)`")
+def _fifo_artifacts(tmp: Path) -> str:
+    from zoo import config
+    from zoo.artifacts import load_npy, read_card
+
+    (tmp / "run").mkdir()
+    fifos = [_fifo(tmp / "run" / "card.json"), _fifo(tmp / "d.npz"), _fifo(tmp / "p.npy"), _fifo(tmp / "c.toml")]
+    with fifo_watchdog(*fifos):
+        msg = refused(lambda: read_card(tmp / "run"), "FIFO")
+        refused(lambda: _load(tmp / "d.npz"), "not a regular file")
+        refused(lambda: load_npy(tmp / "p.npy"), "FIFO")
+        refused(lambda: config.load(tmp / "c.toml"))
+    return msg
+
+
+# Validation: fields read from artifacts are checked, not believed (even when the card's hashes match).
+def _reseal(folder: Path, card: dict) -> None:
+    """What an attacker or a hand edit does: rewrite card.json with hashes that match (bypassing write_card's checks)."""
+    from zoo.artifacts import folder_files, write_json
+
+    write_json(folder / "card.json", {**card, "files": folder_files(folder)})
+
+
+@case("card hand-edited and re-sealed: duplicate/empty class names, bad image_size, NaN metric", "tamper", "refuse", "refused by every reader: `duplicate class names`, `image_size must be an integer in 2..4096`, `must be a finite number` (NaN literals are not JSON the zoo reads)")
+def _tamper_card_fields(tmp: Path) -> str:
+    from zoo.artifacts import read_card
+
+    run = fake_member(tmp / "run", model=False)
+    card = read_card(run)
+    for bad, needle in ((dict(classes=["a", "a", "b"]), "duplicate class names"), (dict(classes=["a", "", "b"]), "class name"),
+                        (dict(input={**card["input"], "image_size": 0}), "image_size"),
+                        (dict(input={**card["input"], "image_size": 10**9}), "image_size"),
+                        (dict(input={**card["input"], "image_size": 16.5}), "image_size"),
+                        (dict(metrics={"val": {"accuracy": float("nan")}}), "not valid JSON"),
+                        (dict(metrics={"val": {"accuracy": 7}}), "metrics.val.accuracy"), (dict(name=""), "name")):
+        _reseal(run, {**card, **bad})
+        msg = refused(lambda: read_card(run), needle)
+    return msg
+
+
+@case("ensemble.json re-sealed with negative/NaN weights, a wrong-shaped coef or no member hash", "tamper", "refuse", "refused by `ensemble.load` and the exporter: `'weights': holds negative values`, `shape …`, `members[0].card_sha256: must be a sha256`")
+def _tamper_ensemble_fields(tmp: Path) -> str:
+    from ensemble import load
+    from export.sources import open_source
+    from zoo.artifacts import read_card, write_json
+
+    ens, _ = _ensemble(tmp)
+    spec, card = json.loads((ens / "ensemble.json").read_text()), read_card(ens)
+    members = [{k: v for k, v in m.items() if k != "card_sha256"} for m in spec["members"]]
+    for bad, needle in (({"weights": [-1.0, 2.0]}, "negative"), ({"weights": [1.0]}, "shape"), ({"temperature": 0}, "temperature"),
+                        ({"weights": [float("nan"), 1.0]}, "valid JSON"), ({"members": members}, "card_sha256"),
+                        ({"method": "stack", "features": "log", "coef": [[1.0]], "intercept": [0.0] * 3}, "coef")):
+        write_json(ens / "ensemble.json", {**spec, **bad})
+        _reseal(ens, card)
+        refused(lambda: load(ens), needle)
+        msg = refused(lambda: open_source(ens), needle)
+    return msg
+
+
+def _set_props(path: Path, props: dict[str, str]) -> Path:
+    import onnx
+
+    from export import metadata as meta
+
+    m = onnx.load(str(path))
+    base = meta.build(name="tiny", kind="member", classes=list(CLASSES), image_size=8, source_card_sha256="0" * 64)
+    meta.attach(m, {**base, **props})
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+@case("extra model.fp16.onnx dropped into a verified export folder", "tamper", "refuse", "refused: `model.fp16.onnx is not one of the files its card lists` (folder or file path); only listed files are loaded")
+def _tamper_extra_variant(tmp: Path) -> str:
+    from export.predictor import load
+    from zoo.artifacts import write_card
+
+    folder = tmp / "export"
+    _set_props(tiny_onnx(folder / "model.onnx"), {"zoo.parity": json.dumps({"passed": True})})
+    write_card(folder, {"kind": "export", "name": "tiny", "classes": list(CLASSES), "input": {"image_size": 8}})
+    _set_props(tiny_onnx(folder / "model.fp16.onnx"), {"zoo.parity": json.dumps({"passed": True}), "zoo.variant": "fp16"})
+    refused(lambda: load(folder / "model.fp16.onnx", "cpu"), "not one of the files")
+    return refused(lambda: load(folder, "cpu", variant="fp16"), "model.fp16.onnx", "not one of the files")
+
+
+def _onnx_graph(path: Path, *, softmax: bool = True, dtype: int | None = None, scale: float = 1.0) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    dtype = dtype or TensorProto.FLOAT
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], (scale * np.linspace(-1, 1, 9)).tolist())
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("ReduceMean", ["xf"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z" if softmax else "probs"])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], ["probs"], axis=-1))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, ["N", 8, 8, 3])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return _set_props(path, {"zoo.parity": json.dumps({"passed": True})})
+
+
+@case("ONNX model whose outputs are not probabilities (no softmax: −378 …)", "onnx", "refuse", "refused at load from a probe image: `outputs range …, not probabilities in [0, 1]; refused`")
+def _onnx_not_probs(tmp: Path) -> str:
+    from export.predictor import load
+
+    return refused(lambda: load(_onnx_graph(tmp / "logits.onnx", softmax=False, scale=500.0), "cpu"), "not probabilities")
+
+
+@case("ONNX model whose input is not float32 (uint8, float16)", "onnx", "refuse", "refused: `model input 'x' is tensor(uint8); the zoo feeds float32 pixels`")
+def _onnx_input_dtype(tmp: Path) -> str:
+    from onnx import TensorProto
+
+    from export.predictor import load
+
+    refused(lambda: load(_onnx_graph(tmp / "f16.onnx", dtype=TensorProto.FLOAT16), "cpu"), "tensor(float16)")
+    return refused(lambda: load(_onnx_graph(tmp / "u8.onnx", dtype=TensorProto.UINT8), "cpu"), "tensor(uint8)", "float32")
+
+
+@case("ONNX metadata hand-edited: duplicate classes, huge image_size, uint8 range", "onnx", "refuse", "refused: `metadata 'zoo.classes': duplicate class names`, `image_size must be an integer in 2..4096`, `this zoo feeds [0, 255]`")
+def _onnx_metadata_fields(tmp: Path) -> str:
+    from export.predictor import load
+
+    model = tiny_onnx(tmp / "m.onnx")
+    for props, needle in (({"zoo.classes": json.dumps(["a", "a", "b"])}, "duplicate class names"),
+                          ({"zoo.input": json.dumps({"image_size": 100000})}, "image_size"),
+                          ({"zoo.input": json.dumps({"image_size": 8, "range": [0, 1]})}, "range")):
+        _set_props(model, {**props, "zoo.parity": json.dumps({"passed": True})})
+        msg = refused(lambda: load(model, "cpu"), needle)
+    return msg
+
+
+@case("stored probabilities re-sealed with values outside [0, 1]", "tamper", "refuse", "refused by `zoo.runs.load_probs` (ensembles, reports): `not probabilities in [0, 1]`")
+def _tamper_probs_values(tmp: Path) -> str:
+    from zoo.artifacts import read_card, write_npy
+    from zoo.runs import load_probs
+
+    run = fake_member(tmp / "run", model=False)
+    card = read_card(run)
+    p = np.load(run / "probs" / "val.npy")
+    write_npy(run / "probs" / "val.npy", (p * -378).astype(np.float32))
+    _reseal(run, card)
+    return refused(lambda: load_probs(run, "val"), "not probabilities")
+
+
+@case("member model.keras re-sealed whose outputs are not probabilities", "tamper", "refuse", "refused by `zoo.runs.load_model` from a probe image: `outputs range …, not probabilities`", needs_tf=True)
+def _tamper_keras_logits(tmp: Path) -> str:
+    import keras
+
+    from zoo.artifacts import read_card
+    from zoo.runs import load_model
+
+    run = fake_member(tmp / "run")
+    card = read_card(run)
+    logits = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(CLASSES))])
+    logits.set_weights([np.full((3, 3), 5.0, np.float32), np.zeros(3, np.float32)])
+    logits.save(run / "model.keras")
+    _reseal(run, card)
+    return refused(lambda: load_model(run), "not probabilities")
+
+
+@case("training diverges (NaN loss)", "run", "refuse", "stops at the first non-finite batch: `training diverged (non-finite loss at epoch N, batch B …); the folder keeps its last good epoch` — its checkpoint is never overwritten, `--resume` continues from it", needs_tf=True)
+def _nan_training(tmp: Path) -> str:
+    import keras
+
+    import zoo.train as zt
+
+    real = zt.make_optimizer
+
+    class NaNAfter(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, steps):
+            self.steps = steps
+
+        def __call__(self, step):
+            return keras.ops.where(step < self.steps, 1e-3, float("nan"))
+
+    out = tmp / "run"
+    kw = dict(image_size=16, params={"widths": [8, 16], "depths": [1, 1], "stem_width": 8}, epochs=3, batch_size=32, tensorboard=False)
+    # The learning rate turns NaN after the first epoch (steps = steps per epoch × 3 epochs): epoch 2 diverges.
+    zt.make_optimizer = lambda cfg, scale, steps: keras.optimizers.AdamW(NaNAfter(steps // 3), weight_decay=cfg.weight_decay)
+    try:
+        msg = refused(lambda: zt.train("custom_cnn", "synthetic:96", out, **kw), "diverged", "last good epoch")
+    finally:
+        zt.make_optimizer = real
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and len(state["history"]) == 1, state
+    # (learning_rate is the schedule's value for the next step: this test's schedule is NaN from epoch 2 on)
+    assert all(np.isfinite(v) for r in state["history"] for k, v in r.items() if isinstance(v, float) and k != "learning_rate"), state["history"]
+    assert not (out / "card.json").exists()
+    zt.train("custom_cnn", "synthetic:96", out, resume=True, **kw)  # resumes from the good epoch and completes
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 4, history
+    return msg

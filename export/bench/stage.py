@@ -1,0 +1,40 @@
+"""``zoo run`` stage: benchmark the run's exports into ``<output>/bench/`` (bench.json, .md, .csv, pareto.png).
+
+Wired by adding :func:`bench_stages` to ``zoo.pipeline_stages.FACTORIES`` after the export
+stages. Reads the pipeline's ``[bench]`` section (``enabled``, ``batch_sizes``, ``iterations``,
+``warmup``, ``threads``, ``providers``, ``engines``, ``max_seconds``) and scores every row on the
+pipeline's val split (``eval_images`` caps it). The stage is complete when ``bench/bench.json``
+exists (written last); it benches whatever exports ``[export]`` produced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH_DIR = "bench"
+
+
+def bench_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
+    bcfg = getattr(ctx.cfg, "bench", None)
+    if bcfg is None or not bcfg.enabled:
+        return []
+    from export.stage import EXPORTS_DIR, export_sources
+
+    out = Path(ctx.root) / BENCH_DIR
+    if ctx.cfg.export.enabled:
+        models = [Path(ctx.root) / EXPORTS_DIR / name for name, _ in export_sources(ctx)]
+    else:
+        models = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]  # Keras + an in-memory fp32 conversion
+
+    def run() -> None:
+        from export.bench import bench
+
+        bench(models, out, engines=bcfg.engines, providers=bcfg.providers, batch_sizes=bcfg.batch_sizes,
+              threads=bcfg.threads, warmup=bcfg.warmup, iterations=bcfg.iterations, max_seconds=bcfg.max_seconds,
+              data=ctx.dataset, split="val", limit=bcfg.eval_images or None, force=True,
+              note=f"zoo run '{ctx.cfg.name}'")
+
+    stage = Stage("benchmark exports (latency, throughput, accuracy)", [], run)
+    stage.complete = (out / "bench.json").is_file  # type: ignore[method-assign]
+    return [stage]

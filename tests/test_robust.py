@@ -1,0 +1,146 @@
+"""Robust-by-construction pieces (issue 10 item 3): input normalisation in the graph, AugMix,
+test-time BatchNorm adaptation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY_CNN
+from zoo.errors import ZooError
+
+
+def _smear_like(n=12, size=24, seed=0) -> np.ndarray:
+    """Bright background with darker coloured blobs (values stay well inside 0..255)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((n, size, size, 3), np.float32)
+    for i in range(n):
+        cy, cx, r = rng.uniform(6, size - 6, 2).tolist() + [rng.uniform(3, 7)]
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r)[..., None]
+        bg = rng.uniform(170, 200, 3)
+        fg = rng.uniform(50, 120, 3)
+        out[i] = np.where(blob, fg, bg) + rng.normal(0, 4, (size, size, 3))
+    return out
+
+
+def _norm(mode, x):
+    from zoo.models.normalization import InputNorm
+
+    return np.asarray(InputNorm(mode)(x))
+
+
+@pytest.mark.parametrize("mode", ["grayworld", "channel_std", "od_std"])
+def test_per_channel_gain_is_nearly_invisible_after_input_norm(mode):
+    x = _smear_like()
+    gains = np.random.default_rng(1).uniform(0.8, 1.2, (len(x), 1, 1, 3)).astype(np.float32)
+    before, after = _norm(mode, x), _norm(mode, x * gains)
+    raw_change = np.abs(x * gains - x).mean() / x.std()
+    change = np.abs(after - before).mean() / before.std()
+    assert raw_change > 0.1  # the gain does move the raw pixels
+    assert change < 0.01, f"{mode}: normalised input moved by {change:.4f} of its spread"
+    # while image content still differs between images
+    assert np.abs(before - before[::-1]).mean() / before.std() > 0.3
+
+
+def test_channel_std_removes_offsets_and_od_std_removes_gamma():
+    x = _smear_like()
+    offset = np.random.default_rng(2).uniform(-30, 30, (len(x), 1, 1, 3)).astype(np.float32)
+    np.testing.assert_allclose(_norm("channel_std", x + offset), _norm("channel_std", x), atol=1e-3)
+    gamma = 255.0 * np.power((x + 1.0) / 256.0, 1.3) - 1.0  # gamma on the (x+1)/256 scale: exact in OD
+    np.testing.assert_allclose(_norm("od_std", gamma), _norm("od_std", x), atol=1e-2)  # eps floor only
+    # and "none" is really no protection
+    assert np.abs(_norm("none", x * 1.2) - _norm("none", x)).max() > 10
+
+
+def test_unknown_input_norm_is_a_user_error():
+    from zoo.registry import create_model
+
+    with pytest.raises(ZooError, match="input_norm 'lab' is not one of"):
+        create_model("custom_cnn", 3, 24, input_norm="lab", **TINY_CNN)
+
+
+def test_member_with_input_norm_trains_reloads_and_exports_with_fp32_parity(tmp_path):
+    from export.convert import export_model
+
+    from zoo.artifacts import read_card
+    from zoo.data import load_dataset
+    from zoo.runs import load_model
+    from zoo.train import train
+
+    data = load_dataset("synthetic:48", 24, val_fraction=0.25, test_fraction=0.0)
+    params = {**TINY_CNN, "input_norm": "od_std"}
+    run = train("custom_cnn", data, tmp_path / "run", image_size=24, params=params, epochs=1, batch_size=16,
+                tensorboard=False, evaluate_splits=("val",))
+    model = load_model(run)
+    assert model.get_layer("input_norm").mode == "od_std"
+    x = data.split("val").images[:6].astype(np.float32)
+    # the exported model is gain-robust too: a white-balance change barely moves its output
+    p, p_gain = model.predict(x, verbose=0), model.predict(np.clip(x * [1.15, 0.9, 1.0], 0, 255), verbose=0)
+    assert np.abs(p - p_gain).max() < 0.1
+    out = export_model(run, tmp_path / "onnx", data=data, limit=8)
+    parity = read_card(out)["variants"]["fp32"]["parity"]
+    assert parity["passed"] is True and parity["max_abs_diff"] <= 1e-4
+
+
+def test_augmix_changes_colour_keeps_labels_range_and_is_seeded():
+    from zoo.augment import build_policy
+
+    x = _smear_like(16)
+    labels = np.arange(16) % 4
+
+    def run(seed):
+        imgs, lab = build_policy("augmix:0.8", num_classes=4, seed=seed)(x, labels)
+        return imgs.numpy(), lab.numpy()
+
+    a, lab = run(0)
+    b, _ = run(0)
+    c, _ = run(1)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 1.0
+    np.testing.assert_array_equal(lab, np.eye(4)[labels])
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
+    shift = np.abs(a.mean(axis=(1, 2)) - x.mean(axis=(1, 2))).mean()
+    assert shift > 3.0  # channel means move
+    # structure survives: the blob is still darker than the background in every image
+    assert all(np.corrcoef(a[i].mean(-1).ravel(), x[i].mean(-1).ravel())[0, 1] > 0.8 for i in range(16))
+
+
+def test_adapt_batchnorm_matches_target_statistics_and_restores_momentum():
+    import keras
+
+    from zoo.adapt import adapt_batchnorm
+    from zoo.registry import create_model
+
+    model = create_model("custom_cnn", 4, 24, **TINY_CNN)
+    target = _smear_like(100) * [1.2, 0.8, 1.0]
+    stem = keras.Model(model.input, model.get_layer("stem_conv").output)
+    acts = stem.predict(target.astype(np.float32), verbose=0)
+    bn = model.get_layer("stem_bn")
+    before = bn.moving_mean.numpy().copy()
+    adapt_batchnorm(model, target, batch_size=32)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), acts.mean(axis=(0, 1, 2)), atol=1e-3)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), acts.var(axis=(0, 1, 2)), rtol=0.05, atol=1e-4)
+    assert np.abs(bn.moving_mean.numpy() - before).max() > 1e-3 and bn.momentum == pytest.approx(0.9)
+
+
+def test_adapt_batchnorm_refuses_models_without_batchnorm():
+    import keras
+
+    from zoo.adapt import adapt_batchnorm
+
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inp)))
+    with pytest.raises(ZooError, match="no BatchNormalization"):
+        adapt_batchnorm(model, np.zeros((4, 8, 8, 3), np.float32))
+
+
+def test_evaluate_adapt_bn_writes_its_own_report(trained_run, synthetic_small):
+    from zoo.artifacts import read_card
+    from zoo.evaluate import evaluate
+
+    before = np.load(trained_run / "probs" / "val.npy")
+    m = evaluate(trained_run, dataset=synthetic_small, split="val", adapt_bn=True)
+    assert (trained_run / "eval" / "val-adaptbn" / "metrics.json").exists()
+    assert "val-adaptbn" in read_card(trained_run)["metrics"] and 0 <= m["accuracy"] <= 1
+    np.testing.assert_array_equal(np.load(trained_run / "probs" / "val.npy"), before)  # stored probs untouched
