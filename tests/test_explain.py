@@ -50,7 +50,7 @@ def test_gradcam_of_a_run_differs_between_images_and_cli_writes_one_overlay_each
         assert r["predicted"] == synthetic_small.class_names[int(p.argmax())]
     # the output folder is new or refused, never overwritten
     assert main(["explain", str(trained_run), str(folder), "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "refusing" in capsys.readouterr().err
 
 
 def test_ensemble_is_the_weighted_members_and_an_export_gets_occlusion(tiny_pipeline):
