@@ -233,3 +233,30 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
     bad = dict(cfg.evaluate.__dict__)
     with pytest.raises(ZooError, match="shift_families"):
         config.parse({"evaluate": {**{k: v for k, v in bad.items() if k == "splits"}, "shift_families": ["fog"]}})
+
+
+def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path):
+    """Cards without the field: members from their policy, ensembles/students/exports via their parents."""
+    from zoo.artifacts import write_card, write_json
+    from zoo.shift.families import artifact_families
+
+    base = {"classes": ["a", "b"], "input": {"image_size": 8}}
+    for name, augment in (("m1", "flip_rot90,stain"), ("m2", {"spec": "blur,noise"})):
+        (tmp_path / name).mkdir()
+        write_card(tmp_path / name, {**base, "kind": "member", "name": name, "training": {"augment": augment}})
+    ens = tmp_path / "ens"
+    write_json(ens / "ensemble.json", {"members": [{"path": "../m1"}, {"path": "../m2"}]})
+    write_card(ens, {**base, "kind": "ensemble", "name": "ens"})
+    stu = tmp_path / "stu"
+    stu.mkdir()
+    write_card(stu, {**base, "kind": "student", "name": "stu", "training": {"augment": "jpeg"},
+                     "distillation": {"teacher": {"path": "../ens"}}})
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(stu)}})
+    assert artifact_families(tmp_path / "m1") == ["colour"]
+    assert artifact_families(ens) == ["colour", "optics", "sensor"]
+    assert artifact_families(stu) == ["colour", "optics", "sensor"]  # teacher's ∪ own (jpeg: sensor)
+    assert artifact_families(exp) == ["colour", "optics", "sensor"]
+    write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(tmp_path / "gone")}})
+    assert artifact_families(exp) is None  # unknown: every family will count as out-of-family

@@ -144,16 +144,6 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     return res
 
 
-def _data_card(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """The data description to load for ``folder``: an export's comes from its source run/ensemble."""
-    data = dict(card.get("data") or {})
-    if card["kind"] == "export":
-        src = Path((card.get("source") or {}).get("folder") or "")
-        if str(src) and (src / "card.json").is_file():
-            data = {**data, **(read_card(src, verify=False).get("data") or {})}
-    return data
-
-
 def evaluate_artifact(
     folder: str | os.PathLike,
     data: str | None = None,
@@ -172,13 +162,14 @@ def evaluate_artifact(
     a reference folder without comparable results is scored first, with the same settings.
     """
     from zoo.data import load_dataset
+    from zoo.evaluate import data_description
     from zoo.predictors import load_predictor
     from zoo.shift.families import artifact_families
 
     folder = Path(folder)
     card = read_card(folder)
     fams = resolve_families(families)
-    dcard = _data_card(folder, card)
+    dcard = data_description(folder, card)
     if dataset is None:
         source = data or dcard.get("source")
         if not source:
