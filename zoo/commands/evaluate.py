@@ -19,8 +19,9 @@ def register(sub) -> None:
                    help="score the shift suite: all families, or a comma-separated list of "
                         "colour, illumination, optics, sensor, artefacts, geometry")
     p.add_argument("--reference", metavar="FOLDER|JSON",
-                   help="with --shift-suite: normalise corruption errors by this model's (an artifact folder, scored first "
-                        "if needed, or its eval/shift_suite.json); without it CE is unnormalised")
+                   help="with --shift-suite: normalise corruption errors by this model's (an artifact folder, whose stored "
+                        "results are used if comparable, else it is scored in memory; or its eval/shift_suite.json); "
+                        "without it CE is unnormalised")
     p.add_argument("--max-images", type=int, default=600,
                    help="with --shift-suite: stratified subsample of the split (0 = all; default 600)")
     p.add_argument("--seed", type=int, default=0)
