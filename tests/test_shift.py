@@ -260,3 +260,22 @@ def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path)
     assert artifact_families(exp) == ["colour", "optics", "sensor"]
     write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(tmp_path / "gone")}})
     assert artifact_families(exp) is None  # unknown: every family will count as out-of-family
+
+
+def test_zoo_core_never_imports_ensemble_or_export():
+    """Layering: only the application layer (cli, commands, pipeline) may import ensemble/export."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "zoo"
+    app = {"cli.py", "pipeline.py", "pipeline_stages.py"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "commands" or rel.as_posix() in app:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in ("ensemble", "export")]
+    assert offenders == []
