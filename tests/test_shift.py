@@ -125,6 +125,18 @@ def test_family_draws_one_corruption_per_image_and_bad_input_is_refused(smears):
         shift.resolve_families("colour,fog")
 
 
+def test_corrupt_mixture_uses_only_the_given_families(smears):
+    many = np.concatenate([smears] * 4)
+    mixed = shift.corrupt_mixture(many, ["artefacts"], (1, 5), seed=3)
+    np.testing.assert_array_equal(mixed, shift.corrupt_mixture(many, ["artefacts"], (1, 5), seed=3))
+    changed = (np.abs(mixed.astype(int) - many).max(-1) > 3).mean((1, 2))
+    assert changed.max() < 0.2 and (changed > 0).all()  # artefacts only: bounded areas
+    colour = shift.corrupt_mixture(many, ["colour", "illumination"], (5,), seed=3)
+    assert (np.abs(colour.astype(int) - many).max(-1) > 3).mean() > 0.5  # photometric: most pixels
+    with pytest.raises(ZooError, match="severities"):
+        shift.corrupt_mixture(many, None, (0,))
+
+
 def test_stratified_subset_keeps_class_proportions():
     labels = np.repeat([0, 1, 2], [500, 300, 200])
     idx = stratified_subset(labels, 100, seed=0)
