@@ -435,7 +435,7 @@ def train(
     # Every generator the policy draws from (its own, Keras layers', keras-cv's) is checkpointed with the epoch.
     state.augment_policy = policy
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
-    val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False)
+    val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False, deterministic=cfg.deterministic)
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
     strategy = _strategy(cfg.strategy)
 
