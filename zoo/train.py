@@ -344,6 +344,8 @@ def train(
         hint = "pass --resume to continue it" if state_file.exists() else "choose another --out"
         raise ZooError(f"{run}: folder exists and is not empty; {hint}")
 
+    # Before any TensorFlow op: MultiWorkerMirroredStrategy must configure collective ops at program startup.
+    strategy = _strategy(cfg.strategy)
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
     if dataset.image_size != size:
         raise ZooError(f"data was loaded at {dataset.image_size}px but the member trains at {size}px")
@@ -370,7 +372,6 @@ def train(
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
     val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False)
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
-    strategy = _strategy(cfg.strategy)
 
     with strategy.scope():
         model = spec.build(dataset.num_classes, size, **params)
