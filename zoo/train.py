@@ -409,6 +409,8 @@ def train(
     if status == "incomplete" and not state_file.exists():
         _restart(run)  # interrupted before its first checkpoint: nothing to resume
 
+    # Before any TensorFlow op: MultiWorkerMirroredStrategy must configure collective ops at program startup.
+    strategy = _strategy(cfg.strategy)
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
     if dataset.image_size != size:
         raise ZooError(f"data was loaded at {dataset.image_size}px but the member trains at {size}px")
@@ -437,7 +439,6 @@ def train(
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
     val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False, deterministic=cfg.deterministic)
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
-    strategy = _strategy(cfg.strategy)
 
     with strategy.scope():
         model = spec.build(dataset.num_classes, size, **params)
