@@ -87,6 +87,7 @@ class EnsembleConfig:
     methods: list[str] = field(default_factory=lambda: ["vote", "stack"])
     calibrate: bool = True
     tta: bool = False
+    fit_shift: list[str] = field(default_factory=list)  # robust fit: zoo.shift families of shifted val copies
 
 
 @dataclass

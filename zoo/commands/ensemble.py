@@ -56,6 +56,9 @@ def _common(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--force", action="store_true", help="replace an existing complete ensemble folder (never anything else)")
+    p.add_argument("--fit-shift", default="", metavar="FAMILIES",
+                   help="robust fit: also fit the combiner on shifted copies of val from these zoo.shift families "
+                        "(comma list or 'all'; severities 2 and 4); they count as in-family for the ensemble")
 
 
 def _json(text: str | None, what: str):
@@ -80,6 +83,7 @@ def run_ensemble(args) -> int:
         method=args.method, weights=weights, calibrate=args.calibrate, tta=args.tta,
         learner=getattr(args, "learner", "logistic"), learner_params=_json(getattr(args, "learner_params", None), "--learner-params") or {},
         features=getattr(args, "features", "log"), folds=args.folds, seed=args.seed, batch_size=args.batch_size,
+        fit_shift=[f for f in args.fit_shift.split(",") if f.strip()] if args.fit_shift else [],
     )
     out = build_ensemble(args.runs, args.out, data=args.data, config=cfg, force=args.force)
     print((out / "comparison.md").read_text())
