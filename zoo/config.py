@@ -47,6 +47,7 @@ class MemberConfig:
     params: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for this member only
+    image_size: int | None = None  # this member's input size (default data.image_size); ensembles mix sizes
 
     @property
     def run_name(self) -> str:
@@ -99,6 +100,7 @@ class DistillConfig:
     epochs: int = 10
     temperature: float = 2.0
     alpha: float = 0.7
+    image_size: int | None = None  # student input size (default: the teacher ensemble's)
 
 
 @dataclass
