@@ -36,6 +36,7 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
     assert found["confusion"].count("<img") == 4 and found["reliability"].count("<img") == 4  # + vote ensemble
     assert "student" in found["export"] and "passed" in found["export"]
     assert "val shifted" in found["robustness"]
+    assert "shifted, out-of-family" in found["robustness"] and "mCE" in found["robustness"]  # the shift suite ran
     assert "Grad-CAM" in found["mistakes"] or "made no mistakes" in found["mistakes"]
     # what this run lacks is said, not hidden
     assert "No benchmark in this run" in found["benchmark"]
@@ -56,6 +57,40 @@ def test_report_of_a_partial_run_says_what_is_missing(tiny_pipeline, tmp_path, c
     assert "student: not run yet" in found["distillation"]
     assert "No exports in this run" in found["export"]
     assert "could not be built" not in "".join(found.values())
+
+
+def test_report_shows_other_stages_files_when_present(tiny_pipeline, tmp_path):
+    """Benchmark, curation and confidence intervals come from other stages' files."""
+    import json
+
+    from zoo.pipeline import context_for_run, write_html_report
+
+    cfg, _ = tiny_pipeline
+    run = tmp_path / "full"
+    shutil.copytree(cfg.output, run)
+    png = next((run / "members" / "custom_cnn" / "plots").glob("*.png"))
+    (run / "bench").mkdir()
+    shutil.copy(png, run / "bench" / "pareto.png")
+    (run / "bench" / "bench.json").write_text(json.dumps({"rows": [
+        {"model": "student", "engine": "ort", "provider": "cpu", "variant": "int8", "batch": 1, "p50_ms": 0.41,
+         "throughput_ips": 2400.5, "accuracy": 0.91, "model_mb": 0.11, "status": "ok"},
+        {"model": "student", "engine": "ort", "provider": "cuda", "variant": "fp16", "batch": 1, "status": "skipped",
+         "reason": "CUDAExecutionProvider not available"}]}))
+    (run / "bench" / "bench.md").write_text("# zoo bench\n\n**Machine:** 2-core test CPU\n**Load:** load average 0.1\n")
+    (run / "curation").mkdir()
+    (run / "curation" / "report.json").write_text(json.dumps({"summary": {"images": 240, "exact_duplicates": 3}}))
+    comparison = run / "ensembles" / "vote" / "comparison.json"
+    rows = json.loads(comparison.read_text())
+    for r in rows:
+        r.update(accuracy_ci=[r["accuracy"] - 0.05, min(1.0, r["accuracy"] + 0.05)], mcnemar_p=0.0123)
+    comparison.write_text(json.dumps(rows))
+    found = _sections(write_html_report(context_for_run(run)).read_text(encoding="utf-8"))
+    bench = found["benchmark"]
+    assert "<img" in bench and "2400" in bench and "2-core test CPU" in bench
+    assert "skipped: CUDAExecutionProvider not available" in bench
+    assert "exact duplicates" in found["data"]
+    lo, hi = 100 * (rows[0]["accuracy"] - 0.05), 100 * min(1.0, rows[0]["accuracy"] + 0.05)
+    assert f"[{lo:.1f}%, {hi:.1f}%]" in found["ensembles"] and "mcnemar p" in found["ensembles"]
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -90,7 +125,7 @@ def _browser(exe: str, tmp: Path, *args: str) -> str:
 
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
            f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
@@ -107,7 +142,7 @@ def test_report_renders_in_a_real_browser(tiny_pipeline, chromium, tmp_path):
     probe = tmp_path / "probe.html"  # the report itself carries no script: the check goes into a copy
     probe.write_text(page.replace("</body>", CHECK + "</body>"), encoding="utf-8")
     dom = _browser(chromium, tmp_path, "--dump-dom", probe.as_uri())
-    m = re.search(r'<pre id="zoo-check">(.*?)</pre>', dom, re.S)
+    m = re.search(r'<pre id="zoo-check">(.*?)</pre>', dom, re.DOTALL)
     assert m, "the page's check script did not run"
     result = json.loads(htmllib.unescape(m.group(1)))
     assert result["broken"] == [] and result["images"] >= 15

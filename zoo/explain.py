@@ -74,22 +74,63 @@ def _is_feature_map(layer) -> bool:
     return len(shape) == 4 and all(isinstance(d, int) and d > 1 for d in shape[1:3])
 
 
-def find_feature_layer(model) -> tuple[Any, Any]:
-    """``(container, layer)``: the last 4-D feature map, ``container`` being the top-level layer holding it.
+def _has_feature_map(layer) -> bool:
+    return _is_feature_map(layer) or any(_has_feature_map(inner) for inner in getattr(layer, "layers", None) or [])
 
-    ``container is layer`` when the map is a top-level layer; otherwise ``container`` is a nested
-    model (searched recursively for its last feature map).
+
+def find_feature_layer(model) -> tuple[Any, Any]:
+    """``(child, layer)``: the last 4-D feature map and the top-level layer of ``model`` that holds it.
+
+    ``child is layer`` when the map is a top-level layer; otherwise ``child`` is a nested model
+    (ConvNeXt's backbone, or a member behind an ensemble's resize), searched the same way.
     """
     for top in reversed(model.layers):
-        if hasattr(top, "layers") and getattr(top, "layers", None):
-            try:
-                _, inner = find_feature_layer(top)
-                return top, inner
-            except ZooError:
-                pass
+        if getattr(top, "layers", None) and _has_feature_map(top):
+            return top, find_feature_layer(top)[1]
         if _is_feature_map(top):
             return top, top
     raise ZooError(f"model '{model.name}' has no convolutional feature map (no layer with a (batch, H, W, C) output)")
+
+
+class _Trace:
+    """One functional model run in three pieces: layers before the feature map's holder, the holder
+    (returning the feature map and its own output), the layers after it. Nested holders recurse."""
+
+    def __init__(self, model):
+        import keras
+
+        child, layer = find_feature_layer(model)
+        top = list(model.layers)
+        k = top.index(child)
+        self.layer = layer
+        self.after = top[k + 1 :]
+        if child is layer:  # a top-level map: one sub-model covers everything up to it
+            self.before, self.inner, self.features = [], None, keras.Model(model.inputs, layer.output)
+        else:
+            self.before = [lay for lay in top[:k] if not isinstance(lay, keras.layers.InputLayer)]
+            self.inner, self.features = _Trace(child), None
+
+    def forward(self, x):
+        """``(feature map, class scores, probabilities)``; scores are logits when the head allows."""
+        import keras
+
+        y = x
+        for lay in self.before:
+            y = lay(y, training=False)
+        if self.inner is not None:
+            feats, scores, y = self.inner.forward(y)
+            if not self.after:
+                return feats, scores, y
+        else:
+            feats = y = self.features(y, training=False)
+        for i, lay in enumerate(self.after):
+            if i == len(self.after) - 1 and isinstance(lay, keras.layers.Dense) and lay.activation is keras.activations.softmax:
+                logits = keras.ops.matmul(keras.ops.cast(y, lay.kernel.dtype), lay.kernel)  # mixed precision: cast
+                if lay.use_bias:
+                    logits = logits + lay.bias
+                return feats, logits, keras.ops.softmax(logits)
+            y = lay(y, training=False)
+        return feats, keras.ops.log(keras.ops.clip(y, 1e-12, 1.0)), y
 
 
 class GradCam:
@@ -98,47 +139,13 @@ class GradCam:
     method = "Grad-CAM"
 
     def __init__(self, model, name: str = "", classes: Sequence[str] | None = None):
-        import keras
-
         self.model = model
         self.name = name or model.name
         self.image_size = int(model.inputs[0].shape[1])
         self.classes = list(classes) if classes is not None else [str(i) for i in range(int(model.outputs[0].shape[-1]))]
-        container, layer = find_feature_layer(model)
-        self.feature_layer = layer.name
-        top = list(model.layers)
-        k = top.index(container)
-        # a nested container runs after the top-level layers before it; a top-level map's model covers them
-        self._before = [lay for lay in top[:k] if not isinstance(lay, keras.layers.InputLayer)] if container is not layer else []
-        self._after = top[k + 1 :]
-        if container is layer:
-            self._features = keras.Model(model.inputs, layer.output)
-        else:
-            self._features = keras.Model(container.inputs, [layer.output, container.output])
-        self._nested = container is not layer
-        if not self._after and not self._nested:
-            raise ZooError(f"model '{model.name}': its last feature map is its output; nothing to explain")
-
-    def _forward(self, x):
-        """``(feature map, class scores, probabilities)`` by running the model in three pieces."""
-        import keras
-
-        y = x
-        for lay in self._before:
-            y = lay(y, training=False)
-        if self._nested:
-            feats, y = self._features(y, training=False)
-        else:
-            feats = y = self._features(y, training=False)
-        for i, lay in enumerate(self._after):
-            last = i == len(self._after) - 1
-            if last and isinstance(lay, keras.layers.Dense) and lay.activation is keras.activations.softmax:
-                logits = keras.ops.matmul(y, lay.kernel)
-                if lay.use_bias:
-                    logits = logits + lay.bias
-                return feats, logits, keras.ops.softmax(logits)
-            y = lay(y, training=False)
-        return feats, keras.ops.log(keras.ops.clip(y, 1e-12, 1.0)), y
+        self._trace = _Trace(model)
+        self.feature_layer = self._trace.layer.name
+        self._nested = self._trace.inner is not None
 
     def explain(self, images: np.ndarray, target: np.ndarray | None = None, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         import tensorflow as tf
@@ -148,12 +155,12 @@ class GradCam:
         for i in range(0, len(images), batch_size):
             x = tf.convert_to_tensor(images[i : i + batch_size], dtype=tf.float32)
             with tf.GradientTape() as tape:
-                feats, scores, p = self._forward(x)
+                feats, scores, p = self._trace.forward(x)
                 cls = np.argmax(p.numpy(), axis=1) if target is None else np.asarray(target[i : i + batch_size])
                 chosen = tf.gather(scores, cls, axis=1, batch_dims=1)
             grads = tape.gradient(chosen, feats)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1)).numpy()
+            cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * feats, tf.float32), axis=-1)).numpy()
             probs.append(np.asarray(p, dtype=np.float32))
             maps.append(_normalise(cam))
         if not probs:

@@ -113,7 +113,7 @@ def _shifted_stage(ctx: Context) -> Stage | None:
     if not severity:
         return None
     folders = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
-    marker = ctx.root / "report" / "shifted.json"
+    marker = ctx.report_dir() / "shifted.json"
 
     def run():
         from zoo.evaluate import evaluate

@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -86,90 +85,51 @@ def load_explainer(path: str | os.PathLike, variant: str | None = None):
 
 
 # ----------------------------------------------------------------------------- files
-def _list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    from zoo.data.folders import _image_files
-
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in _image_files(p) if q.is_file())
-            if not found:
-                log.warning("%s: no image files in this folder", p)
-            files += found
-        else:
-            files.append(p)
-    if not files:
-        raise ZooError("no images to explain (give image files or folders of .jpg/.png/… files)")
-    return files
-
-
-def _read(path: Path, size: int) -> tuple[np.ndarray | None, str]:
-    from zoo.data.images import BadImage, decode
-
-    try:
-        return decode(path.read_bytes(), size, name=str(path)), ""
-    except BadImage as exc:
-        return None, str(exc)
-    except OSError as exc:
-        return None, f"cannot read ({exc.strerror or exc})"
-
-
-def new_output_folder(out: str | os.PathLike) -> tuple[Path, Path]:
-    """``(final, partial)``: ``final`` must not exist (or be an empty folder); work goes to a hidden sibling."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ZooError(f"{out}: already exists; explain writes only into a new (or empty) folder")
-    partial = out.parent / f".{out.name}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)  # our own leftover from an interrupted run
-    partial.mkdir(parents=True)
-    return out, partial
-
-
 def explain_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
                   variant: str | None = None, batch_size: int = 16) -> tuple[Path, list[dict[str, Any]]]:
-    """Write one overlay PNG per readable image and ``predictions.csv`` into the new folder ``out``."""
+    """Write one overlay PNG per readable image and ``predictions.csv`` into the new folder ``out``.
+
+    Images are listed and read like ``zoo predict`` does (hidden files skipped, special files never
+    read); ``out`` follows the ownership rule: a new or empty folder, assembled aside and renamed in.
+    """
+    from export.predictor import _read, list_inputs
+    from zoo import ownership
     from zoo.artifacts import write_text
     from zoo.explain import explanation_figure
 
-    files = _list_images(inputs)
-    out, partial = new_output_folder(out)
-    explainer = load_explainer(model, variant)
-    classes = explainer.classes
-    rows: list[dict[str, Any]] = []
-    pending: list[tuple[Path, np.ndarray]] = []
+    files = list_inputs(inputs)
+    with ownership.claim(out, "explanations", sources=[model]) as claim, claim.staging() as partial:
+        explainer = load_explainer(model, variant)
+        classes = explainer.classes
+        rows: list[dict[str, Any]] = []
+        pending: list[tuple[Path, np.ndarray]] = []
 
-    def flush() -> None:
-        if not pending:
-            return
-        probs, heat = explainer.explain(np.stack([img for _, img in pending]))
-        for (f, img), p, h in zip(pending, probs, heat):
-            k = int(np.argmax(p))
-            png = f"{len(rows):04d}_{f.stem}.png"
-            title = f"{f.name}: {classes[k]} ({p[k]:.1%})"
-            explanation_figure(partial / png, img, h, title, explainer.method)
-            rows.append({"file": str(f), "status": "ok", "predicted": classes[k], "confidence": f"{p[k]:.6f}",
-                         "overlay": png, **{c: f"{v:.6f}" for c, v in zip(classes, p)}})
-        pending.clear()
+        def flush() -> None:
+            if not pending:
+                return
+            probs, heat = explainer.explain(np.stack([img for _, img in pending]))
+            for (f, img), p, h in zip(pending, probs, heat):
+                k = int(np.argmax(p))
+                png = f"{len(rows):04d}_{f.stem}.png"
+                explanation_figure(partial / png, img, h, f"{f.name}: {classes[k]} ({p[k]:.1%})", explainer.method)
+                rows.append({"file": str(f), "status": "ok", "predicted": classes[k], "confidence": f"{p[k]:.6f}",
+                             "overlay": png, **{c: f"{v:.6f}" for c, v in zip(classes, p)}})
+            pending.clear()
 
-    for f in files:
-        img, why = _read(f, explainer.image_size)
-        if img is None:
-            log.warning("%s: skipped (%s)", f, why)
-            rows.append({"file": str(f), "status": f"error: {why}"})
-            continue
-        pending.append((f, img))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["file", "status", "predicted", "confidence", "overlay", *classes], restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(partial / "predictions.csv", buf.getvalue())
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    os.replace(partial, out)
+        for f in files:
+            img, why = _read(f, explainer.image_size)
+            if img is None:
+                log.warning("%s: skipped (%s)", f, why)
+                rows.append({"file": str(f), "status": f"error: {why}"})
+                continue
+            pending.append((f, img))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["file", "status", "predicted", "confidence", "overlay", *classes], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(partial / "predictions.csv", buf.getvalue())
     log.info("%s (%s): %d overlays in %s", explainer.name, explainer.method, sum(r["status"] == "ok" for r in rows), out)
-    return out, rows
+    return Path(out), rows

@@ -14,8 +14,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from zoo.pipeline import context_for_run, write_html_report
+    from zoo.pipeline import context_for_run, write_html_report, write_summary
 
-    path = write_html_report(context_for_run(args.run_dir))
+    ctx = context_for_run(args.run_dir)
+    write_summary(ctx)  # the summary table and plot too: artifacts may have changed since the run
+    path = write_html_report(ctx)
     print(f"report: {path}")
     return 0

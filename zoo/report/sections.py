@@ -14,7 +14,7 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -411,22 +411,46 @@ def exports(layout) -> Section:
     return s
 
 
+BENCH_COLUMNS = (("model", "model"), ("engine", "engine"), ("provider", "provider"), ("variant", "variant"), ("batch", "batch"),
+                 ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("throughput_ips", "img/s"), ("accuracy", "accuracy"),
+                 ("model_mb", "MB"), ("status", "status"))
+
+
 def benchmark(layout) -> Section:
     s = Section("benchmark", "Benchmark: accuracy vs speed", "Latency and throughput of each model and engine next to its "
-                "accuracy (from `zoo bench`), with the Pareto front.")
+                "accuracy on the same images (from `zoo bench`), with the Pareto front.")
     bench = Path(layout.bench_dir())
-    shown = s.figure(bench / "pareto.png", "accuracy vs latency / throughput (bench/pareto.png)", "xl")
-    rows = read_csv(bench / "bench.csv")
+    for line in _bench_context(bench / "bench.md"):
+        s.text(line)
+    shown = s.figure(bench / "pareto.png", "accuracy vs latency and throughput (bench/pareto.png)", "xl")
+    doc = read_json(bench / "bench.json")
+    rows = doc.get("rows") if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else read_csv(bench / "bench.csv")
+    rows = [r for r in rows if isinstance(r, dict)]
     if rows:
-        cols = [k for k in rows[0] if k]
-        s.table(cols, [[_short(r.get(k, "")) for k in cols] for r in rows[:60]], "bench/bench.csv" + (" (first 60 rows)" if len(rows) > 60 else ""))
-    machine = (read_json(bench / "bench.json") or {}) if (bench / "bench.json").is_file() else {}
-    if isinstance(machine, dict) and isinstance(machine.get("machine"), dict):
-        s.text("Machine: " + ", ".join(f"{k} {v}" for k, v in list(machine["machine"].items())[:8]))
+        cols = [(k, label) for k, label in BENCH_COLUMNS if any(k in r for r in rows)] or [(k, k) for k in rows[0]]
+        s.table([label for _, label in cols], [[_short(_bench_cell(r, k)) for k, _ in cols] for r in rows[:80]],
+                "bench/bench.json" + (" (first 80 rows)" if len(rows) > 80 else ""))
     if not shown and not rows:
-        s.missing(f"No benchmark in this run ({bench} has no pareto.png or bench.csv): run `zoo bench` or enable the "
-                  "benchmark stage.")
+        s.missing(f"No benchmark in this run ({bench} has no pareto.png or bench.json): enable [bench] in the config "
+                  "or run `zoo bench` on the exports.")
     return s
+
+
+def _bench_cell(r: dict[str, Any], k: str) -> str:
+    v = r.get(k)
+    if k == "status" and v not in (None, "ok") and r.get("reason"):
+        return f"{v}: {r['reason']}"
+    return "" if v is None else str(v)
+
+
+def _bench_context(md: Path) -> list[str]:
+    """The machine and load lines of bench.md: every speed figure needs them next to it."""
+    try:
+        lines = md.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    keep = [ln for ln in lines if ln.startswith(("**Machine:**", "**Load:**"))]
+    return [ln.replace("**", "") for ln in keep]
 
 
 def _short(v: str) -> str:
@@ -499,13 +523,10 @@ def robustness(layout) -> Section:
         s.table(["member", "val clean", "val shifted", "change"], rows,
                 f"stain/blur/noise shift at severity {shifted.get('severity')} (the generator the `shift` augmentation also uses: in-family)")
         shown = True
-    suite_rows = []
-    for name, folder in artifacts(layout) + _export_artifacts(layout):
-        suite = read_json(folder / "eval" / "shift_suite.json")
-        if isinstance(suite, dict):
-            suite_rows += [[name, *r] for r in _suite_rows(suite)]
-    if suite_rows:
-        s.table(["model", "family", "in/out of family", "clean", "shifted", "change"], suite_rows, "shift suite per family (mean over severities)")
+    suites = [(name, res) for name, folder in artifacts(layout) + _export_artifacts(layout)
+              if isinstance(res := read_json(folder / "eval" / "shift_suite.json"), dict) and isinstance(res.get("families"), dict)]
+    if suites:
+        _suite_tables(s, suites)
         shown = True
     shown |= s.figure(report / "shift_suite.png", "accuracy per shift family (report/shift_suite.png)", "xl")
     summary = read_json(report / "summary.json")
@@ -526,28 +547,33 @@ def _export_artifacts(layout) -> list[tuple[str, Path]]:
     return [(f"export {p.name}", p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
 
 
-def _suite_rows(suite: dict[str, Any]) -> Iterable[list[str]]:
-    """Rows ``family, in/out, clean, shifted, change`` from a shift_suite.json in any of a few plain shapes."""
-    clean = suite.get("clean", {})
-    clean_acc = clean.get("accuracy") if isinstance(clean, dict) else clean if isinstance(clean, (int, float)) else None
-    families = suite.get("families", suite.get("per_family", {}))
-    in_family = set(suite.get("trained_families", suite.get("in_family", [])) or [])
-    if isinstance(families, list):
-        families = {f.get("family", f.get("name", str(i))): f for i, f in enumerate(families) if isinstance(f, dict)}
-    if not isinstance(families, dict):
-        return []
+def _suite_tables(s: Section, suites: list[tuple[str, dict[str, Any]]]) -> None:
+    """Summary (clean, out-of-family, in-family, mCE) and accuracy per family from each shift_suite.json."""
     rows = []
-    for fam, v in families.items():
-        acc = v.get("accuracy", v.get("mean_accuracy")) if isinstance(v, dict) else v
-        if isinstance(v, dict) and acc is None and isinstance(v.get("severities"), (dict, list)):
-            sev = v["severities"].values() if isinstance(v["severities"], dict) else v["severities"]
-            accs = [x.get("accuracy") for x in sev if isinstance(x, dict) and x.get("accuracy") is not None]
-            acc = float(np.mean(accs)) if accs else None
-        if not isinstance(acc, (int, float)):
-            continue
-        where = "in" if fam in in_family or (isinstance(v, dict) and v.get("in_family")) else "out"
-        rows.append([fam, where, pct(clean_acc), pct(acc), f"{100 * (acc - clean_acc):+.2f} pts" if isinstance(clean_acc, (int, float)) else ""])
-    return rows
+    for name, r in suites:
+        clean = (r.get("clean") or {}).get("accuracy") if isinstance(r.get("clean"), dict) else None
+        oof = r.get("mean_out_of_family_accuracy")
+        rows.append([name, pct(clean), pct(oof), ", ".join(r.get("out_of_family") or []) or "none",
+                     pct(r.get("mean_in_family_accuracy")), ", ".join(r.get("in_family") or []) or "none",
+                     num(r.get("mce"), 3), num(r.get("mce_out_of_family"), 3)])
+    n = suites[0][1].get("n", "?")
+    split = (suites[0][1].get("data") or {}).get("split", "") if isinstance(suites[0][1].get("data"), dict) else ""
+    s.table(["model", "clean", "shifted, out-of-family", "out-of-family families", "shifted, in-family", "in-family families",
+             "mCE", "mCE out-of-family"], rows,
+            f"shift suite on {split or 'the'} split, {n} images per cell; a robustness claim rests on the out-of-family column")
+    families = list(dict.fromkeys(f for _, r in suites for f in r["families"]))
+    table = []
+    for name, r in suites:
+        inside = set(r.get("in_family") or [])
+        cells = []
+        for fam in families:
+            v = r["families"].get(fam)
+            acc = v.get("mean_accuracy", v.get("accuracy")) if isinstance(v, dict) else None
+            cells.append(pct(acc, 1) + (" *" if fam in inside and acc is not None else ""))
+        clean = (r.get("clean") or {}).get("accuracy") if isinstance(r.get("clean"), dict) else None
+        table.append([name, pct(clean, 1), *cells])
+    s.table(["model", "clean", *families], table, "accuracy per shift family, mean over severities (* in-family: the "
+            "model's augmentation covers it)")
 
 
 def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
