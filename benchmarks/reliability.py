@@ -1,8 +1,9 @@
-"""Benchmark: reliability across stages (issue #7) — measured, not a timed test.
+"""Benchmark: reliability across stages (issues #7 and #14) — measured, not a timed test.
 
 1. The bad-input corpus (``benchmarks/corpus.py``): cases tried, handled as documented in
    ``docs/reliability.md``, crashes (any exception other than the documented refusal; target 0).
-2. Tampering: integrity cases refused (target 100%).
+2. Tampering: integrity cases refused (target 100%); ownership cases (user files kept, target
+   0 deleted) and special files (FIFOs, devices: target 0 hangs) are counted by area.
 3. ``kill -9`` during ``zoo train``, then ``--resume``, at several kill points (right after a
    checkpoint, half-way and 90% through the next epoch): work lost (target ≤ 1 epoch), history
    without gap or repeat, and the same class set and card schema as an uninterrupted run.
@@ -47,6 +48,10 @@ INTEGRITY = {
     "model.keras with a Lambda layer (arbitrary Python)",
     "run folder half-written (no card.json)",
     "npz holding pickled objects",
+    # issue #14: hand-edited models and metadata
+    "ONNX model whose outputs are not probabilities (no softmax: −378 …)",
+    "ONNX model whose input is not float32 (uint8, float16)",
+    "ONNX metadata hand-edited: duplicate classes, huge image_size, uint8 range",
 }
 KILL_POINTS = [(1, 0.0), (2, 0.5), (3, 0.9)]  # (checkpointed epochs, fraction of the next epoch before SIGKILL)
 # The test uses synthetic:96 at 20 px (epochs of ~0.2 s); here epochs are long enough (~1-3 s on
@@ -198,6 +203,11 @@ def summarise(rows: list[dict], kill: dict | None, pipe: dict | None, machine: d
                    "not_as_documented": sum(r["outcome"] == "not as documented" for r in rows),
                    "crashes": sum(r["outcome"] == "crash" for r in rows), "by_area": by_area, "target_crashes": 0},
         "tamper": {"tried": len(integrity), "refused": sum(r["outcome"] == "as documented" for r in integrity), "target_rate": 1.0},
+        "ownership": {"tried": sum(r["area"] == "ownership" for r in rows),
+                      "user_files_kept": sum(r["area"] == "ownership" and r["outcome"] == "as documented" for r in rows)},
+        "special_files": {"tried": sum(r["area"] == "special" for r in rows),
+                          "no_hang_as_documented": sum(r["area"] == "special" and r["outcome"] == "as documented" for r in rows)},
+        "load": {"before": LOAD_BEFORE, "after": _load()},
         "cases": rows,
     }
     out["tamper"]["rate"] = round(out["tamper"]["refused"] / max(1, out["tamper"]["tried"]), 4)
@@ -218,16 +228,28 @@ def summarise(rows: list[dict], kill: dict | None, pipe: dict | None, machine: d
     return out
 
 
+def _load() -> str:
+    return "load average %.2f %.2f %.2f (1/5/15 min)" % os.getloadavg()
+
+
+LOAD_BEFORE = _load()
+
+
 def markdown(res: dict) -> str:
     c, t = res["corpus"], res["tamper"]
+    o, sp = res["ownership"], res["special_files"]
     lines = [
-        "# Reliability benchmark (issue #7)", "",
-        f"Machine: {one_line(res['machine'])}. Run time {res['seconds']:.0f} s. Produced by `python benchmarks/reliability.py`; "
-        "the behaviours are documented in [docs/reliability.md](../../docs/reliability.md).", "",
+        "# Reliability benchmark (issues #7 and #14)", "",
+        f"Machine: {one_line(res['machine'])}. Load: {res['load']['before']} before, {res['load']['after']} after "
+        f"(a machine shared with other jobs: timings are not comparable to an idle run). Run time {res['seconds']:.0f} s. "
+        "Produced by `python benchmarks/reliability.py`; the behaviours are documented in "
+        "[docs/reliability.md](../../docs/reliability.md).", "",
         "| measure | result | target |", "|---|---|---|",
         f"| corpus cases handled as documented | {c['as_documented']}/{c['tried']} | all |",
         f"| crashes (undocumented exception / traceback) | {c['crashes']} | 0 |",
         f"| tamper / integrity cases refused | {t['refused']}/{t['tried']} ({100 * t['rate']:.0f}%) | 100% |",
+        f"| ownership cases with every user file kept | {o['user_files_kept']}/{o['tried']} | all (0 deleted) |",
+        f"| special-file cases (FIFO, device, oversized) without a hang, as documented | {sp['no_hang_as_documented']}/{sp['tried']} | all (0 hangs) |",
     ]
     k = res.get("kill_resume")
     if k:

@@ -50,6 +50,9 @@ class EnsembleConfig:
     fit_split: str = "val"
     batch_size: int = 64
     min_weight: float = 1e-3  # vote members weighted below this are left out (reported in the card)
+    # Robust fit (ensemble.robust): shifted copies of the fit split from these zoo.shift families join the fit rows.
+    fit_shift: list[str] = field(default_factory=list)
+    fit_shift_severities: list[int] = field(default_factory=lambda: [2, 4])
 
     def validate(self) -> None:
         if self.method not in ("vote", "stack"):
@@ -61,6 +64,10 @@ class EnsembleConfig:
         if self.weights is not None and self.method != "vote":
             raise ZooError("--weights only applies to voting")
         tta_mod.parse(self.tta)
+        if self.fit_shift:
+            from zoo.shift import resolve_families
+
+            self.fit_shift = resolve_families(list(self.fit_shift))
 
 
 def build_ensemble(
@@ -90,10 +97,16 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
     fit_probs, fit_labels = source.split(cfg.fit_split)
     other = {s: source.split(s) for s in source.available_splits() if s != cfg.fit_split}
     folds = make_folds(fit_labels, cfg.folds, cfg.seed)
+    n_fit, fit_all = len(fit_labels), (fit_probs, fit_labels, folds)
+    if cfg.fit_shift:  # clean rows + shifted copies (each copy in its image's fold); the families become in-family
+        from ensemble import robust
+
+        shifted = robust.shifted_member_probs(source, cfg.fit_split, cfg.fit_shift, cfg.fit_shift_severities, cfg.seed, cfg.batch_size)
+        fit_all = robust.extend_fit_rows(fit_probs, fit_labels, folds, shifted)
 
     names = [m.name for m in members]
     variants = compare.make_variants(names, cfg.weights, cfg.learner, cfg.learner_params, cfg.features, cfg.folds, cfg.seed)
-    rows, outputs = compare.evaluate(variants, fit_probs, fit_labels, folds, other, cfg.fit_split)
+    rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split)
     chosen = _chosen_variant(cfg, variants, names)
     before = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": False}), variants, names)
     after = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": True}), variants, names)
@@ -122,12 +135,13 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
             write_npy(tmp / "probs" / f"{split}_labels.npy", y)
             write_npy(tmp / "member_probs" / f"{split}.npy", mp.astype(np.float32))
             if split == cfg.fit_split:
-                oof = outputs[chosen]["oof"]
+                oof = outputs[chosen]["oof"][:n_fit]  # clean rows (shifted fit rows follow them)
                 write_npy(tmp / "probs" / f"{split}_oof.npy", oof.astype(np.float32))
                 # The honest estimate is the headline; in-sample scores of probs/<fit split>.npy are kept apart.
                 metrics[split] = {**scores(oof, y), "scored": f"out-of-fold ({cfg.folds}-fold cross-fitting, probs/{split}_oof.npy)"}
                 metrics[f"{split}_in_sample"] = {**scores(p, y), "scored": f"in-sample: the combiner was fitted on these rows (probs/{split}.npy)"}
-                panels = [("uncalibrated (out-of-fold)", outputs[before]["oof"], y), ("temperature-scaled (out-of-fold)", outputs[after]["oof"], y)]
+                panels = [("uncalibrated (out-of-fold)", outputs[before]["oof"][:n_fit], y),
+                          ("temperature-scaled (out-of-fold)", outputs[after]["oof"][:n_fit], y)]
             else:
                 metrics[split] = scores(p, y)
                 panels = [("uncalibrated", outputs[before][split], y), ("temperature-scaled", outputs[after][split], y)]
@@ -149,7 +163,8 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
             "probability_sources": dict(source.sources),
             "metrics": metrics,
             # union of the members' trained shift families (a combiner fitted on shifted data adds its families)
-            "augment_families": union(*(artifact_families(m.path, m.card) for m in members)),
+            "augment_families": union(*(artifact_families(m.path, m.card) for m in members), cfg.fit_shift),
+            "fit_families": sorted(cfg.fit_shift),
         }
         write_card(tmp, card)
     log.info("ensemble written to %s", out)
@@ -223,4 +238,7 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
         "seed": cfg.seed,
         "member_probabilities": dict(source.sources),
     }
+    if cfg.fit_shift:
+        spec["fit"]["shifted_copies"] = {"families": list(cfg.fit_shift), "severities": list(cfg.fit_shift_severities),
+                                         "seed": cfg.seed, "rows": int(len(fit_labels)) * len(cfg.fit_shift) * len(cfg.fit_shift_severities)}
     return spec

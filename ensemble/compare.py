@@ -96,7 +96,29 @@ def evaluate(
             rows.append({"split": split, "model": v.name, "group": v.group, "calibrated": v.calibrated,
                          "scored": f"fitted on {fit_split}, held out" if v.fitted else "as is", **scores(probs, y)})
         outputs[v.name] = out
+    add_evidence(rows, outputs, {fit_split: fit_labels, **{s: y for s, (_, y) in (other or {}).items()}}, fit_split)
     return rows, outputs
+
+
+def add_evidence(rows: list[dict[str, Any]], outputs: Mapping[str, Mapping[str, Any]], labels: Mapping[str, np.ndarray],
+                 fit_split: str = "val") -> None:
+    """Per split, add a 95% bootstrap CI and the exact McNemar test vs the best plain member to every row.
+
+    Same images for every row (out-of-fold predictions on the fit split); see :mod:`ensemble.evidence`.
+    """
+    from ensemble.evidence import compare_rows
+
+    for split, y in labels.items():
+        sub = [r for r in rows if r["split"] == split]
+        preds = {r["model"]: outputs[r["model"]]["oof" if split == fit_split else split] for r in sub}
+        plain = [r for r in sub if r["group"] == "member" and not r["calibrated"]]
+        ref = max(plain, key=lambda r: r["accuracy"])["model"] if plain else None
+        ev = compare_rows(preds, y, reference=ref)
+        for r in sub:
+            e = ev[r["model"]]
+            r.update({"ci_low": e["ci_low"], "ci_high": e["ci_high"], "reference": e["reference"],
+                      "diff_vs_reference": e["diff_vs_reference"], "mcnemar_p": e["mcnemar_p_value"],
+                      "mcnemar_b": e["mcnemar_b_reference_only"], "mcnemar_c": e["mcnemar_c_other_only"]})
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembles") -> str:
@@ -105,14 +127,20 @@ def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembl
         sub = [r for r in rows if r["split"] == split]
         best = max(r["accuracy"] for r in sub)
         lines += [f"## split `{split}` ({sub[0]['n']} images)", "",
-                  "| model | calibrated | scored | accuracy | macro F1 | NLL | ECE |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+                  "| model | calibrated | scored | accuracy | 95% CI | McNemar p vs best member (b/c) | macro F1 | NLL | ECE |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in sub:
             acc = f"{100 * r['accuracy']:.2f}%"
             acc = f"**{acc}**" if r["accuracy"] == best else acc
-            lines.append(f"| {r['model']} | {'yes' if r['calibrated'] else 'no'} | {r['scored']} | {acc} | "
+            ci = f"{100 * r['ci_low']:.2f}–{100 * r['ci_high']:.2f}" if "ci_low" in r else "–"
+            mc = "reference" if r.get("reference") == r["model"] else \
+                f"{r['mcnemar_p']:.3g} ({r['mcnemar_b']}/{r['mcnemar_c']})" if "mcnemar_p" in r else "–"
+            lines.append(f"| {r['model']} | {'yes' if r['calibrated'] else 'no'} | {r['scored']} | {acc} | {ci} | {mc} | "
                          f"{100 * r['macro_f1']:.2f}% | {r['nll']:.4f} | {100 * r['ece']:.2f}% |")
         lines.append("")
+    lines.append("95% CI: percentile bootstrap over images (2000 resamples, seed 0). McNemar: exact two-sided "
+                 "binomial test on the images only one of (best plain member, row) gets right; b = only the member, "
+                 "c = only the row. ")
     lines.append("Fitted rows on the fit split are scored out-of-fold: each row is predicted by a combiner "
                  "(weights, meta-learner, temperature) fitted without it. On other splits each combiner is "
                  "refitted on all fit-split rows.")

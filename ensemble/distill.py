@@ -1,33 +1,32 @@
-"""Knowledge distillation: train one compact student on an ensemble's soft targets.
+"""Knowledge distillation: a compact student trained on an ensemble's soft targets, through ``zoo.train``.
 
 Why: an ensemble of M members costs M forward passes; a student trained to match its
 probabilities keeps much of the gain at the cost of one small model (Hinton et al. 2015).
 
-Protocol:
+Protocol (consistent teaching, Beyer et al. 2022, "Knowledge distillation: a good teacher is
+patient and consistent"):
 
-- teacher targets are the ensemble's probabilities (its own math, TTA and temperature
-  included) on the *un-augmented* training images, computed once and cached in the run
-  folder (``teacher/train.npy`` + ``teacher/meta.json``, keyed by the ensemble card hash and
-  the data fingerprint); augmentation is then applied to the student's images only;
+- the teacher is the ensemble as one Keras model (:func:`teacher_model`: every member,
+  resizing the input to its own size in its graph, then the ensemble's own combination,
+  temperature and TTA); it runs on **the same augmented batch the student sees** — the
+  student's pipeline calls it after augmentation, through the generic target hook of
+  :class:`zoo.train.TrainHooks` (``zoo`` never imports this package);
 - loss per image: ``alpha · T² · KL(softmax(log t / T) ‖ softmax(log s / T)) + (1 − alpha) · CE(y, s)``
   where ``t`` / ``s`` are teacher / student probabilities (members output probabilities, so
   ``log p`` stands for the logits) — the T² keeps the soft term's gradient scale independent
   of ``T``;
 - the hard-label accuracy on val drives early stopping (best weights restored).
 
-``zoo.train`` has no hook for custom targets, so this is a compact ``model.fit`` of its own
-(reusing ``zoo.train.make_optimizer`` for AdamW + warm-up/cosine) with Keras callbacks. The
-output is an ordinary run folder with ``kind: "student"`` and ``parents: [ensemble card sha256]``.
+Training is ``zoo.train.train`` itself, so the student gets the same checkpoints (``resume``
+after ``kill -9``), schedule, history, plots and card writer as a member; the card gets
+``kind: "student"``, ``parents: [ensemble card sha256]`` and a ``distillation`` section.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,16 @@ from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
 from ensemble.members import _split_kwargs, load_member_data
 from ensemble.metrics import scores
-from zoo import ownership
-from zoo.artifacts import atomic_path, card_sha256, load_npy, write_card, write_json, write_npy
+from zoo.artifacts import card_sha256, load_npy
+from zoo.augment.spec import covered_families
 from zoo.errors import ZooError
-from zoo.train import write_history
+from zoo.shift.families import artifact_families, union
+from zoo.train import TrainHooks
 
 log = logging.getLogger(__name__)
 
 # A compact custom_cnn (about a quarter of the default's parameters).
 COMPACT_CUSTOM_CNN = {"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_width": 16}
-OWN_OUTPUTS = ("model.keras", "history.csv", "probs", "eval", "plots")
 
 
 @dataclass
@@ -64,6 +63,7 @@ class DistillConfig:
     patience: int = 4
     seed: int = 0
     teacher_batch_size: int = 64
+    tensorboard: bool = False
     evaluate_splits: list[str] = field(default_factory=lambda: ["val", "test"])
 
     def validate(self) -> None:
@@ -128,80 +128,83 @@ def teacher_agreement(num_classes: int):
     return agreement
 
 
-# ----------------------------------------------------------------------------- teacher cache
-def teacher_probs(ens: Ensemble, ens_sha: str, images: np.ndarray, split: str, fingerprint: str, cache: Path, batch_size: int) -> np.ndarray:
-    """Ensemble probabilities on ``images``, from ``cache/<split>.npy`` when it matches, else computed and cached."""
-    meta_path = cache / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    key = {"ensemble_card_sha256": ens_sha, "data_fingerprint": fingerprint, "rows": int(len(images))}
-    path = cache / f"{split}.npy"
-    if meta.get(split) == key and path.is_file():
-        probs = load_npy(path)
-        if probs.shape == (len(images), len(ens.classes)):
-            log.info("teacher %s targets: cached (%s)", split, path)
-            return probs
-    log.info("teacher %s targets: running the ensemble on %d images", split, len(images))
-    probs = ens.predict_proba(images, batch_size=batch_size)
-    write_npy(path, probs)
-    write_json(meta_path, {**meta, split: key})
-    return probs
+# ----------------------------------------------------------------------------- teacher
+def teacher_model(ens: Ensemble, input_size: int | None = None):
+    """The ensemble as one Keras model ``images -> probabilities`` (its exact combination formula).
+
+    Members are the ensemble's (zero-weight members were already left out when it was built),
+    each behind its in-graph resize; TTA views are averaged per member like ``ensemble.tta``.
+    ``input_size`` other than the ensemble's puts one more resize in front (a student trained
+    at another size still teaches on its own augmented pixels).
+    """
+    import keras
+    from keras import ops
+
+    from zoo.runs import resized_input
+
+    spec, size = ens.spec, ens.image_size
+    eps, temp = float(spec.get("eps", EPS)), float(spec.get("temperature", 1.0))
+    views = ens.tta or ["identity"]
+    # Distinct names: members of one family share a model name, one Keras graph needs unique ones.
+    models = [keras.Model(m.input, m.output, name=f"member{i}") for i, m in enumerate(ens.models())]
+    inputs = keras.Input((size, size, 3), name="images")
+
+    def view(x, name):
+        if name.startswith("flip"):
+            x = ops.flip(x, axis=2)
+        k = 0 if name in ("identity", "flip") else int(name.rsplit("rot", 1)[1]) // 90
+        for _ in range(k):  # numpy.rot90(x, 1, axes=(1, 2)): flip W then swap H and W
+            x = ops.transpose(ops.flip(x, axis=2), (0, 2, 1, 3))
+        return x
+
+    probs = []
+    for m in models:
+        outs = [m(view(inputs, v), training=False) for v in views]
+        probs.append(outs[0] if len(outs) == 1 else sum(outs[1:], outs[0]) / len(outs))
+    if spec["method"] == "vote":
+        w = np.asarray(spec["weights"], dtype=np.float32)
+        z = ops.log(sum(float(wi) * p for wi, p in zip(w, probs)) + eps)
+    else:
+        feats = [ops.log(p + eps) if spec["features"] == "log" else p for p in probs]
+        x = ops.concatenate(feats, axis=-1)
+        coef = np.asarray(spec["coef"], dtype=np.float32)
+        z = ops.matmul(x, ops.convert_to_tensor(coef.T)) + ops.convert_to_tensor(np.asarray(spec["intercept"], np.float32))
+    out = ops.softmax(z / temp, axis=-1)
+    teacher = keras.Model(inputs, out, name="teacher")
+    teacher.trainable = False
+    return teacher if input_size in (None, size) else resized_input(teacher, int(input_size))
+
+
+def target_hook(teacher, temperature: float, eps: float = EPS):
+    """``(augmented images, labels) -> [softened teacher probabilities | labels]`` for :class:`zoo.train.TrainHooks`."""
+    from keras import ops
+
+    t = float(temperature)
+
+    def targets(images, labels):
+        p = teacher(images, training=False)
+        z = ops.log(ops.clip(p, eps, 1.0)) / t
+        return ops.concatenate([ops.softmax(z, axis=-1), ops.cast(labels, p.dtype)], axis=-1)
+
+    return targets
 
 
 # ----------------------------------------------------------------------------- entry point
-def _prepare(out: Path) -> None:
-    # zoo.ownership: new, empty, or this command's own interrupted folder (marker); anything else is refused.
-    if ownership.check_target(out, "student", resumable=True, force_flag=None) == "incomplete":
-        unknown = [p.name for p in out.iterdir() if p.name not in (*OWN_OUTPUTS, "teacher", "logs", ownership.MARKER)]
-        if unknown:
-            raise ZooError(f"{out}: exists and holds {sorted(unknown)}; choose another --out or delete it")
-        for name in OWN_OUTPUTS:  # leftovers of an interrupted distillation (the teacher cache is kept)
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    ownership.write_marker(out, "student")
-
-
-def _targets(soft: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.concatenate([soft, np.eye(num_classes, dtype=np.float32)[labels]], axis=1)
-
-
-def _pipeline(images, targets, batch_size, policy=None, shuffle=False, seed=0):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, targets)).cache()
-    if shuffle:
-        ds = ds.shuffle(min(len(images), 20_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if policy is not None:
-        ds = ds.map(policy, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, config: DistillConfig | None = None) -> Path:
-    """Train ``config.student`` on the ensemble's soft targets into run folder ``out``; returns it."""
-    import keras
-
-    from zoo.augment import build_policy
-    from zoo.augment.spec import covered_families
+def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, config: DistillConfig | None = None,
+            resume: bool = False) -> Path:
+    """Train ``config.student`` on the ensemble's soft targets into run folder ``out`` (``zoo.train``); returns it."""
     from zoo.data import Dataset, load_dataset
-    from zoo.evaluate import score_split
-    from zoo.registry import get_spec
-    from zoo.shift.families import artifact_families, union
-    from zoo.train import TrainConfig, make_optimizer
+    from zoo.train import train
 
     cfg = config or DistillConfig()
     cfg.validate()
     ens_folder = Path(ensemble)
     ens = load(ens_folder)
     ens_sha = card_sha256(ens_folder)
-    spec = get_spec(cfg.student)
     params = cfg.student_params()
-    out = Path(out)
-    _prepare(out)
-
     if callable(data):
         data = data()
-    teacher_ds = load_member_data(ens.members, data)
+    teacher_ds = load_member_data(ens.members, data, size=ens.image_size)
     size = int(cfg.image_size or ens.image_size)
     if size == teacher_ds.image_size:
         student_ds = teacher_ds
@@ -213,96 +216,44 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
         ):
             raise ZooError(f"data at {size} px does not have the same rows as at {teacher_ds.image_size} px")
     c = student_ds.num_classes
-    train_split, val_split = student_ds.split("train"), student_ds.split("val")
+    teacher = teacher_model(ens, size)
 
-    t0 = time.time()
-    cache = out / "teacher"
-    t_train = teacher_probs(ens, ens_sha, teacher_ds.split("train").images, "train", teacher_ds.fingerprint, cache, cfg.teacher_batch_size)
-    t_val = teacher_probs(ens, ens_sha, teacher_ds.split("val").images, "val", teacher_ds.fingerprint, cache, cfg.teacher_batch_size)
-    teacher_seconds = time.time() - t0
-
-    keras.utils.set_random_seed(cfg.seed)
-    policy = build_policy(cfg.augment, num_classes=2 * c, seed=cfg.seed)  # labels travel as [soft | one-hot]
-    train_ds = _pipeline(train_split.images, _targets(soften(t_train, cfg.temperature), train_split.labels, c),
-                         cfg.batch_size, policy, shuffle=True, seed=cfg.seed)
-    val_ds = _pipeline(val_split.images, _targets(soften(t_val, cfg.temperature), val_split.labels, c), cfg.batch_size)
-    steps = int(np.ceil(len(train_split) / cfg.batch_size))
-
-    model = spec.build(c, size, **params)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", learning_rate=cfg.learning_rate,
-                       weight_decay=cfg.weight_decay, schedule="cosine", warmup_epochs=min(1.0, cfg.epochs / 4), seed=cfg.seed)
-    model.compile(optimizer=make_optimizer(tcfg, 1.0, steps * cfg.epochs),
-                  loss=distillation_loss(c, cfg.alpha, cfg.temperature),
-                  metrics=[hard_accuracy(c), teacher_agreement(c)])
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if cfg.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
-                                                       restore_best_weights=True))
-    t1 = time.time()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose="auto")
-    train_seconds = time.time() - t1
-    rows = _history_rows(hist.history)
-
-    # Save a freshly built copy: no optimizer state, no reference to the custom loss.
-    clean = spec.build(c, size, **params)
-    clean.set_weights(model.get_weights())
-    with atomic_path(out / "model.keras") as tmp:
-        clean.save(tmp)
-    write_history(out / "history.csv", rows)
-    from zoo import plots
-
-    plots.training_curves(out / "plots" / "training_curves.png", rows)
-
-    metrics, teacher_metrics, agreement = {}, {}, {}
-    for split in cfg.evaluate_splits:
-        part = student_ds.splits.get(split)
-        if part is None or len(part) == 0:
-            continue
-        metrics[split], probs = score_split(out, clean, split, part, student_ds.class_names, f"{out.name} (student) · {split}")
-        t = t_val if split == "val" else _stored_or_predict(ens, split, teacher_ds.splits[split], cfg.teacher_batch_size)
-        teacher_metrics[split] = scores(t, part.labels, student_ds.class_names)
-        agreement[split] = float((t.argmax(1) == probs.argmax(1)).mean())
-
-    best = max(range(len(rows)), key=lambda i: rows[i].get("val_accuracy", -1.0)) if rows else 0
-    card = {
-        "kind": "student",
-        "name": out.name,
-        "member": spec.name,
-        "family": spec.family,
-        "params": params,
-        "parameters": int(clean.count_params()),
-        "classes": list(student_ds.class_names),
-        "input": {"image_size": size, "channels": 3, "dtype": "float32", "range": [0, 255], "color": "RGB",
-                  "resize": "bilinear", "preprocessing": "inside model"},
-        "model_file": "model.keras",
-        "data": {**student_ds.summary(), "seed": _split_kwargs(ens.members[0].card).get("seed", 0)},
-        "training": {
-            "config": asdict(cfg),
-            "epochs_run": len(rows),
-            "best_epoch": best + 1,
-            "stopped_early": len(rows) < cfg.epochs,
-            "seconds": round(train_seconds, 1),
-            "augment": cfg.augment,
+    def card(run: Path, model, dataset, metrics: dict[str, Any]) -> dict[str, Any]:
+        teacher_metrics, agreement = {}, {}
+        for split in metrics:
+            part = teacher_ds.splits[split]
+            t = _stored_or_predict(ens, split, part, cfg.teacher_batch_size)
+            teacher_metrics[split] = scores(t, part.labels, student_ds.class_names)
+            student = load_npy(run / "probs" / f"{split}.npy")
+            agreement[split] = float((t.argmax(1) == student.argmax(1)).mean())
+        return {"distillation": {
+            "alpha": cfg.alpha, "temperature": cfg.temperature,
             "loss": "alpha*T^2*KL(softmax(log t/T) || softmax(log s/T)) + (1-alpha)*CE(y, s)",
-        },
-        "distillation": {
-            "alpha": cfg.alpha,
-            "temperature": cfg.temperature,
-            "teacher": {"path": os.path.relpath(ens.folder, out.resolve()), "abs_path": str(ens.folder),
-                        "card_sha256": ens_sha, "method": ens.spec["method"], "members": len(ens.members),
-                        "targets": "ensemble probabilities on un-augmented training images (teacher/train.npy)",
-                        "seconds": round(teacher_seconds, 1)},
+            "teacher": {"path": os.path.relpath(ens.folder, run.resolve()), "abs_path": str(ens.folder), "card_sha256": ens_sha,
+                        "method": ens.spec["method"], "members": [m.name for m in ens.members], "image_size": ens.image_size,
+                        "targets": "teacher run on each augmented training batch the student sees (consistent teaching)"},
             "teacher_metrics": teacher_metrics,
             "student_teacher_agreement": agreement,
         },
-        "metrics": metrics,
-        "parents": [ens_sha],
-        # what the teacher trained for plus the student's own augmentation (zoo.shift.families)
-        "augment_families": union(artifact_families(ens.folder, ens.card), covered_families(cfg.augment)),
-    }
-    write_card(out, card)
-    log.info("student complete: %s (%s)", out, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
-    return out
+            # what the teacher trained for plus the student's own augmentation (zoo.shift.families)
+            "augment_families": union(artifact_families(ens.folder, ens.card), covered_families(cfg.augment)),
+        }
+
+    hooks = TrainHooks(
+        targets=target_hook(teacher, cfg.temperature),
+        loss=distillation_loss(c, cfg.alpha, cfg.temperature),
+        metrics=[hard_accuracy(c), teacher_agreement(c)],
+        kind="student",
+        identity={"teacher_card_sha256": ens_sha, "alpha": cfg.alpha, "temperature": cfg.temperature},
+        card=card,
+        parents=[ens_sha],
+    )
+    return train(cfg.student, student_ds, out, image_size=size, params=params, resume=resume,
+                 evaluate_splits=tuple(cfg.evaluate_splits), hooks=hooks,
+                 epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", learning_rate=cfg.learning_rate,
+                 weight_decay=cfg.weight_decay, schedule="cosine", warmup_epochs=min(1.0, cfg.epochs / 4),
+                 label_smoothing=0.0, class_weights=False, augment=cfg.augment, patience=cfg.patience or cfg.epochs,
+                 seed=cfg.seed, tensorboard=cfg.tensorboard)
 
 
 def _stored_or_predict(ens: Ensemble, split: str, part, batch_size: int) -> np.ndarray:
@@ -311,15 +262,3 @@ def _stored_or_predict(ens: Ensemble, split: str, part, batch_size: int) -> np.n
     if p.is_file() and y.is_file() and np.array_equal(load_npy(y), part.labels):
         return load_npy(p)
     return ens.predict_proba(part.images, batch_size)
-
-
-def _history_rows(history: dict[str, list[float]]) -> list[dict[str, Any]]:
-    n = len(next(iter(history.values()), []))
-    rows = []
-    for i in range(n):
-        row: dict[str, Any] = {"epoch": i + 1, "phase": "distill"}
-        row.update({k: float(v[i]) for k, v in history.items()})
-        rows.append(row)
-    return rows
-
-

@@ -88,11 +88,11 @@ def _split_kwargs(card: dict[str, Any]) -> dict[str, Any]:
     return {"seed": int(m.group(1)), "val_fraction": float(m.group(2)), "test_fraction": float(m.group(3))}
 
 
-def load_member_data(members: Sequence[Member], data: Any):
+def load_member_data(members: Sequence[Member], data: Any, size: int | None = None):
     """The members' dataset at the ensemble's input size (the largest member size); ``data``: a source string, a Dataset, or a callable returning one."""
     from zoo.data import Dataset, load_dataset
 
-    size = ensemble_input_size([m.card for m in members])
+    size = int(size or ensemble_input_size([m.card for m in members]))
     if callable(data):  # lazily loaded (e.g. the pipeline's shared dataset)
         data = data()
     if data is None:

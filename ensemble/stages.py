@@ -7,9 +7,9 @@ Factories follow ``zoo.pipeline_stages``: ``factory(ctx, Stage) -> list[Stage]``
 learning rate, augmentation, patience and seed come from ``cfg.train`` / ``cfg.data``.
 
 Folders: ``<output>/ensembles/<method>`` and ``<output>/student``. Both builders leave no
-half-written folder under their final name (the ensemble is renamed into place; the student
-keeps only its teacher cache until its card is written), so the pipeline's "card present =
-done" rule holds.
+half-written folder under their final name (the ensemble is renamed into place; the student is
+a ``zoo.train`` run whose card is written last and which resumes from its checkpoint), so the
+pipeline's "card present = done" rule holds.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
             from ensemble.build import EnsembleConfig, build_ensemble
 
             cfg = EnsembleConfig(method=method, calibrate=e.calibrate, tta="dihedral" if e.tta else None,
-                                 seed=ctx.cfg.data.seed)
-            build_ensemble(runs, out, data=lambda: ctx.dataset, config=cfg)
+                                 seed=ctx.cfg.data.seed, fit_shift=list(getattr(e, "fit_shift", []) or []))
+            # Members may take different sizes: the ensemble takes the largest (others resize in-graph).
+            size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
+            build_ensemble(runs, out, data=lambda: ctx.dataset_at(size), config=cfg)
 
         label = f"ensemble {method}" + (" +calibration" if e.calibrate else "") + (" +TTA" if e.tta else "")
         stages.append(Stage(label, [out], run))
@@ -72,7 +74,14 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
         t = ctx.cfg.train
         cfg = DistillConfig(student=d.student, params=dict(d.params) or None, epochs=d.epochs, alpha=d.alpha,
                             temperature=d.temperature, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                            weight_decay=t.weight_decay, augment=t.augment, patience=t.patience, seed=t.seed)
-        distill(teacher, lambda: ctx.dataset, out, cfg)
+                            weight_decay=t.weight_decay, augment=t.augment, patience=t.patience, seed=t.seed,
+                            image_size=getattr(d, "image_size", None))
+        size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
+        if out.exists() and not (out / "checkpoint" / "state.json").exists() and not (out / "card.json").exists():
+            import shutil
+
+            shutil.rmtree(out)  # an interrupted distillation that never reached its first checkpoint
+        # zoo.train checkpoints every epoch: an interrupted distillation continues (--resume semantics).
+        distill(teacher, lambda: ctx.dataset_at(size), out, cfg, resume=(out / "checkpoint" / "state.json").exists())
 
     return [Stage(f"distill {d.teacher} ensemble into {d.student}", [out], run, resumable=True)]

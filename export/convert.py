@@ -98,7 +98,8 @@ def build_onnx(source: Source, opset: int = DEFAULT_OPSET, models: list | None =
 def load_keras(source: Source) -> list:
     from zoo.runs import load_model
 
-    return [load_model(path, card) for path, card in zip(source.members, source.member_cards)]
+    # A member smaller than the ensemble's input resizes it in its graph (zoo.runs.resized_input).
+    return [load_model(path, card, input_size=source.image_size) for path, card in zip(source.members, source.member_cards)]
 
 
 def keras_reference(source: Source, models: list, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, str]:

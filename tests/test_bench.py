@@ -114,3 +114,24 @@ def test_zoo_run_bench_stage_writes_the_four_files_then_skips(tmp_path, caplog):
     assert any("benchmark exports" in r.message and "skipped" in r.message for r in caplog.records)
     with pytest.raises(Exception, match="providers"):
         config.parse({"bench": {"providers": ["tpu"]}})
+
+
+def test_gpu_script_on_a_cpu_machine_skips_the_gpu_steps_cleanly(tiny_export, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--skip-gpu", "--models", str(tiny_export), "--out", str(out),
+                           "--iterations", "1", "--engines", "ort", "--data", "synthetic:96"],
+                          env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "gpu.json").read_text())
+    assert doc["steps"]["ConvNeXt training throughput"] == {"status": "skipped", "reason": "--skip-gpu"}
+    assert "convnext_training" not in doc
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
+    assert {r["provider"] for r in rows} == {"cpu"} and all(r["status"] == "ok" for r in rows)
+    assert (out / "bench" / "pareto.png").is_file() and "skipped" in (out / "gpu.md").read_text()

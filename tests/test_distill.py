@@ -106,11 +106,11 @@ def test_distill_cli_writes_a_loadable_student_run(tmp_path, tiny_ensemble):
     np.testing.assert_allclose(stored, p, atol=1e-5)
     np.testing.assert_array_equal(labels, val.labels)
     assert "test" in card["metrics"] and 0.0 <= card["metrics"]["val"]["accuracy"] <= 1.0
-    # Teacher targets: the ensemble's own probabilities on the training images, cached with the run.
-    from ensemble import predict_proba
-
-    t_train = np.load(out / "teacher" / "train.npy")
-    np.testing.assert_allclose(t_train, predict_proba(ens, ds.split("train").images), atol=1e-5)
+    # One training loop: zoo.train wrote the run (checkpoints gone once complete), with the teacher recorded.
+    assert card["distillation"]["teacher"]["card_sha256"] == card_sha256(ens)
+    assert "consistent" in card["distillation"]["teacher"]["targets"]
+    assert not (out / "checkpoint").exists() and not (out / "teacher").exists()
+    assert set(card["distillation"]["student_teacher_agreement"]) == {"val", "test"}
     assert (out / "history.csv").read_text().startswith("epoch,")
     # A student run can itself be an ensemble member.
     from ensemble.members import open_member
@@ -118,28 +118,77 @@ def test_distill_cli_writes_a_loadable_student_run(tmp_path, tiny_ensemble):
     assert open_member(out).card["kind"] == "student"
 
 
-def test_teacher_targets_are_computed_once_and_cached(tmp_path, tiny_ensemble, monkeypatch):
+def test_teacher_model_is_the_ensemble(tiny_ensemble):
+    """The Keras teacher computes exactly the ensemble's probabilities (its stored formula)."""
     from ensemble import load
-    from ensemble.distill import teacher_probs
+    from ensemble.distill import teacher_model
 
     ens_folder, ds = tiny_ensemble
     ens = load(ens_folder)
-    calls = []
-    real = type(ens).predict_proba
+    x = ds.split("val").images[:12].astype(np.float32)
+    np.testing.assert_allclose(np.asarray(teacher_model(ens)(x)), ens.predict_proba(x), atol=1e-5)
 
-    def counting(self, images, batch_size=64):
-        calls.append(len(images))
-        return real(self, images, batch_size)
 
-    monkeypatch.setattr(type(ens), "predict_proba", counting)
-    images = ds.split("train").images
-    sha = card_sha256(ens_folder)
-    a = teacher_probs(ens, sha, images, "train", ds.fingerprint, tmp_path / "teacher", 16)
-    b = teacher_probs(ens, sha, images, "train", ds.fingerprint, tmp_path / "teacher", 16)
-    assert calls == [len(images)]
-    np.testing.assert_array_equal(a, b)
-    teacher_probs(ens, "another-ensemble", images, "train", ds.fingerprint, tmp_path / "teacher", 16)
-    assert len(calls) == 2  # a different teacher invalidates the cache
+def test_teacher_sees_exactly_the_students_augmented_pixels(tiny_ensemble):
+    """The target hook runs after augmentation on the very batch the student is fed."""
+    import tensorflow as tf
+
+    from zoo.augment import build_policy
+    from zoo.data.pipeline import make_dataset
+    from zoo.train import with_targets
+
+    _, ds = tiny_ensemble
+    split = ds.split("train")
+    ramp = tf.reshape(tf.range(32 * 32 * 3, dtype=tf.float32), (1, 32, 32, 3))
+
+    def checksum(x):  # position-sensitive: any flip/rotation of an image changes it
+        return tf.reduce_sum(x * ramp, axis=(1, 2, 3))
+
+    def teacher_hook(images, labels):
+        return tf.concat([labels, checksum(images)[:, None]], axis=-1)
+
+    policy = build_policy("flip_rot90", num_classes=8, seed=3)
+    train_ds = make_dataset(split, 8, 8, training=True, policy=policy, seed=3, epochs=(0, 1))
+    seen, augmented = 0, 0
+    for x, y in with_targets(train_ds, teacher_hook):
+        np.testing.assert_allclose(y[:, -1].numpy(), checksum(x).numpy(), rtol=1e-6)
+        originals = {float(v) for v in checksum(tf.constant(split.images, tf.float32)).numpy()}
+        augmented += sum(float(v) not in originals for v in y[:, -1].numpy())
+        seen += len(x)
+    assert seen >= len(split) - 8 and augmented > 0  # the teacher saw augmented images, not the stored ones
+
+
+def test_student_resumes_after_interruption_without_gap(tmp_path, tiny_ensemble, monkeypatch):
+    from ensemble.distill import DistillConfig, distill
+    from zoo.train import TrainingState
+
+    ens, ds = tiny_ensemble
+    out = tmp_path / "student"
+    real_save = TrainingState.save
+
+    def crash_after_second_epoch(self):
+        real_save(self)
+        if self.epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    cfg = DistillConfig(epochs=3, batch_size=16, params=TINY, patience=0)
+    monkeypatch.setattr(TrainingState, "save", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        distill(ens, ds, out, cfg)
+    assert not (out / "card.json").exists()
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["config"]["hooks"]["teacher_card_sha256"] == card_sha256(ens)
+    with pytest.raises(ZooError, match="--resume"):
+        distill(ens, ds, out, cfg)
+    monkeypatch.setattr(TrainingState, "save", real_save)
+    run = distill(ens, ds, out, cfg, resume=True)
+    import csv
+
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    lrs = [float(r["learning_rate"]) for r in rows]
+    assert lrs[2] < lrs[1]  # the schedule continued, not restarted
+    assert read_card(run)["kind"] == "student"
 
 
 def test_distill_refuses_a_complete_output_and_wrong_data(tmp_path, tiny_ensemble):

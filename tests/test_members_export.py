@@ -16,7 +16,7 @@ from zoo.registry import get_spec, list_models
 from zoo.runs import load_model
 from zoo.train import train
 
-SMALL_ENOUGH = ["custom_cnn", "convnext_zepto", "convnext_atto", "convnext_tiny"]
+SMALL_ENOUGH = ["custom_cnn", "mobilenet_v3", "mobilenet_v3_tiny", "convnext_zepto", "convnext_atto", "convnext_tiny"]
 
 
 def test_every_member_is_covered_here():

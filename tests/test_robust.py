@@ -144,3 +144,36 @@ def test_evaluate_adapt_bn_writes_its_own_report(trained_run, synthetic_small):
     assert (trained_run / "eval" / "val-adaptbn" / "metrics.json").exists()
     assert "val-adaptbn" in read_card(trained_run)["metrics"] and 0 <= m["accuracy"] <= 1
     np.testing.assert_array_equal(np.load(trained_run / "probs" / "val.npy"), before)  # stored probs untouched
+
+
+def test_robust_fit_rows_keep_each_shifted_copy_in_its_images_fold():
+    from ensemble.cv import make_folds
+    from ensemble.robust import extend_fit_rows
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    clean = rng.dirichlet(np.ones(3), (2, 30))
+    shifted = [rng.dirichlet(np.ones(3), (2, 30)) for _ in range(2)]
+    folds = make_folds(y, 5, 0)
+    probs, labels, ext = extend_fit_rows(clean, y, folds, shifted)
+    assert probs.shape == (2, 90, 3) and np.array_equal(labels, np.tile(y, 3))
+    np.testing.assert_array_equal(probs[:, 30:60], shifted[0])
+    for (tr, te), (etr, ete) in zip(folds, ext):
+        assert set(ete % 30) == set(te) and set(etr % 30) == set(tr)  # image i's copies score where image i does
+        assert not set(etr) & set(ete)
+    with pytest.raises(ZooError, match="do not match"):
+        extend_fit_rows(clean, y, folds, [clean[:, :10]])
+
+
+def test_robust_fit_weights_move_towards_the_member_that_survives_the_shift():
+    from ensemble.voting import fit_vote
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 400)
+    sharp, soft = np.eye(4)[y] * 0.96 + 0.01, np.eye(4)[y] * 0.6 + 0.1  # member 0 better on clean
+    clean = np.stack([sharp, soft])
+    wrong = np.eye(4)[(y + 1) % 4] * 0.96 + 0.01  # member 0 collapses on the shifted copy, member 1 holds
+    shifted = np.stack([wrong, soft])
+    w_clean = fit_vote(clean, y)["weights"]
+    w_robust = fit_vote(np.concatenate([clean, shifted], axis=1), np.tile(y, 2))["weights"]
+    assert w_clean[0] > 0.9 and w_robust[1] > 0.5

@@ -125,6 +125,18 @@ def test_family_draws_one_corruption_per_image_and_bad_input_is_refused(smears):
         shift.resolve_families("colour,fog")
 
 
+def test_corrupt_mixture_uses_only_the_given_families(smears):
+    many = np.concatenate([smears] * 4)
+    mixed = shift.corrupt_mixture(many, ["artefacts"], (1, 5), seed=3)
+    np.testing.assert_array_equal(mixed, shift.corrupt_mixture(many, ["artefacts"], (1, 5), seed=3))
+    changed = (np.abs(mixed.astype(int) - many).max(-1) > 3).mean((1, 2))
+    assert changed.max() < 0.2 and (changed > 0).all()  # artefacts only: bounded areas
+    colour = shift.corrupt_mixture(many, ["colour", "illumination"], (5,), seed=3)
+    assert (np.abs(colour.astype(int) - many).max(-1) > 3).mean() > 0.5  # photometric: most pixels
+    with pytest.raises(ZooError, match="severities"):
+        shift.corrupt_mixture(many, None, (0,))
+
+
 def test_stratified_subset_keeps_class_proportions():
     labels = np.repeat([0, 1, 2], [500, 300, 200])
     idx = stratified_subset(labels, 100, seed=0)
@@ -233,3 +245,49 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
     bad = dict(cfg.evaluate.__dict__)
     with pytest.raises(ZooError, match="shift_families"):
         config.parse({"evaluate": {**{k: v for k, v in bad.items() if k == "splits"}, "shift_families": ["fog"]}})
+
+
+def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path):
+    """Cards without the field: members from their policy, ensembles/students/exports via their parents."""
+    from zoo.artifacts import write_card, write_json
+    from zoo.shift.families import artifact_families
+
+    base = {"classes": ["a", "b"], "input": {"image_size": 8}}
+    for name, augment in (("m1", "flip_rot90,stain"), ("m2", {"spec": "blur,noise"})):
+        (tmp_path / name).mkdir()
+        write_card(tmp_path / name, {**base, "kind": "member", "name": name, "training": {"augment": augment}})
+    ens = tmp_path / "ens"
+    write_json(ens / "ensemble.json", {"members": [{"path": "../m1"}, {"path": "../m2"}]})
+    write_card(ens, {**base, "kind": "ensemble", "name": "ens"})
+    stu = tmp_path / "stu"
+    stu.mkdir()
+    write_card(stu, {**base, "kind": "student", "name": "stu", "training": {"augment": "jpeg"},
+                     "distillation": {"teacher": {"path": "../ens"}}})
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(stu)}})
+    assert artifact_families(tmp_path / "m1") == ["colour"]
+    assert artifact_families(ens) == ["colour", "optics", "sensor"]
+    assert artifact_families(stu) == ["colour", "optics", "sensor"]  # teacher's ∪ own (jpeg: sensor)
+    assert artifact_families(exp) == ["colour", "optics", "sensor"]
+    write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(tmp_path / "gone")}})
+    assert artifact_families(exp) is None  # unknown: every family will count as out-of-family
+
+
+def test_zoo_core_never_imports_ensemble_or_export():
+    """Layering: only the application layer (cli, commands, pipeline) may import ensemble/export."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "zoo"
+    app = {"cli.py", "pipeline.py", "pipeline_stages.py"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "commands" or rel.as_posix() in app:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in ("ensemble", "export")]
+    assert offenders == []

@@ -47,6 +47,7 @@ class MemberConfig:
     params: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for this member only
+    image_size: int | None = None  # this member's input size (default data.image_size); ensembles mix sizes
 
     @property
     def run_name(self) -> str:
@@ -87,6 +88,7 @@ class EnsembleConfig:
     methods: list[str] = field(default_factory=lambda: ["vote", "stack"])
     calibrate: bool = True
     tta: bool = False
+    fit_shift: list[str] = field(default_factory=list)  # robust fit: zoo.shift families of shifted val copies
 
 
 @dataclass
@@ -98,6 +100,7 @@ class DistillConfig:
     epochs: int = 10
     temperature: float = 2.0
     alpha: float = 0.7
+    image_size: int | None = None  # student input size (default: the teacher ensemble's)
 
 
 @dataclass

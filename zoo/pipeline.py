@@ -57,6 +57,20 @@ class Context:
             )
         return self._dataset
 
+    def dataset_at(self, size: int | None):
+        """The dataset at ``size`` px (same files and split; one load per size)."""
+        if size is None or size == self.cfg.data.image_size:
+            return self.dataset
+        if not hasattr(self, "_sized"):
+            self._sized = {}
+        if size not in self._sized:
+            from zoo.data import load_dataset
+
+            d = self.cfg.data
+            self._sized[size] = load_dataset(d.source, size, seed=d.seed, val_fraction=d.val_fraction,
+                                             test_fraction=d.test_fraction, skip_bad=d.skip_bad_files)
+        return self._sized[size]
+
     # The run's folder layout: every stage and the report find folders through these.
     def member_dir(self, name: str) -> Path:
         return self.root / "members" / name
@@ -87,7 +101,8 @@ def _train_stage(ctx: Context, m) -> Stage:
         from zoo.train import train
 
         resume = (out / "checkpoint" / "state.json").exists()  # else train restarts only a run of its own making
-        train(m.member, ctx.dataset, out, image_size=ctx.cfg.data.image_size, params=m.params, weights=m.weights,
+        size = m.image_size or ctx.cfg.data.image_size
+        train(m.member, ctx.dataset_at(size), out, image_size=size, params=m.params, weights=m.weights,
               config=ctx.cfg.member_train(m), resume=resume)
 
     return Stage(f"train {m.run_name} ({m.member})", [out], run, resumable=True)

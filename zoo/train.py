@@ -112,6 +112,39 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+@dataclass
+class TrainHooks:
+    """What a caller changes in the one training loop without ``zoo`` knowing why (e.g. distillation).
+
+    ``targets(images, labels) -> targets`` is traced into the tf.data pipeline *after*
+    augmentation (train) and on the plain val batches, so whatever it computes (a teacher's
+    probabilities) is computed on exactly the pixels the model is fed. ``loss`` / ``metrics``
+    replace the cross-entropy and ``["accuracy"]`` (keep a metric named ``accuracy``: it is what
+    early stopping monitors). ``identity`` joins the checkpoint's configuration, so ``resume``
+    refuses a different teacher. ``card(run, model, dataset, metrics) -> dict`` adds fields to
+    the run card, which is still written once, by :func:`_finish`.
+    """
+
+    targets: Any = None
+    loss: Any = None
+    metrics: list[Any] | None = None
+    kind: str = "member"
+    identity: dict[str, Any] = field(default_factory=dict)
+    card: Any = None
+    parents: list[str] = field(default_factory=list)
+
+
+def with_targets(ds, targets):
+    """``ds`` with its labels replaced by ``targets(images, labels)`` (sample weights kept)."""
+    if targets is None:
+        return ds
+
+    def apply(x, y, *rest):
+        return (x, targets(x, y), *rest)
+
+    return ds.map(apply).prefetch(2)  # sequential: a teacher model is not called from parallel threads
+
+
 # ----------------------------------------------------------------------------- phases
 def resolve_phases(cfg: TrainConfig, recipe: dict[str, Any], pretrained: bool) -> list[Phase]:
     """Phases from the config, else the member's recipe (when pretrained), else one phase."""
@@ -216,7 +249,9 @@ def _callbacks(run: Path, state: "TrainingState", cfg: TrainConfig, phase_epochs
                 state.diverged = f"epoch {len(state.history) + 1}, batch {batch + 1}: loss {float(np.asarray(loss))}"
                 self.model.stop_training = True
 
-    cbs = [StopOnNonFinite(), Resumable(monitor=cfg.monitor, patience=cfg.patience, mode="auto", restore_best_weights=False, start_from_epoch=0)]
+    # Explicit mode: "auto" cannot tell for metrics given as functions (a TrainHooks metric named "accuracy").
+    mode = "max" if "acc" in cfg.monitor else "min" if "loss" in cfg.monitor else "auto"
+    cbs = [StopOnNonFinite(), Resumable(monitor=cfg.monitor, patience=cfg.patience, mode=mode, restore_best_weights=False, start_from_epoch=0)]
     if cfg.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(run / "logs"), write_graph=False, profile_batch=0))
     return cbs
@@ -377,6 +412,7 @@ def train(
     weights: str | None = None,
     resume: bool = False,
     evaluate_splits: tuple[str, ...] = ("val", "test"),
+    hooks: TrainHooks | None = None,
     **overrides: Any,
 ) -> Path:
     """Train ``member`` on ``data`` (a source string or a loaded Dataset) into run folder ``out``.
@@ -409,6 +445,8 @@ def train(
     if status == "incomplete" and not state_file.exists():
         _restart(run)  # interrupted before its first checkpoint: nothing to resume
 
+    # Before any TensorFlow op: MultiWorkerMirroredStrategy must configure collective ops at program startup.
+    strategy = _strategy(cfg.strategy)
     dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
     if dataset.image_size != size:
         raise ZooError(f"data was loaded at {dataset.image_size}px but the member trains at {size}px")
@@ -422,7 +460,10 @@ def train(
         keras.mixed_precision.set_global_policy(cfg.precision)
     pretrained = params.get("weights") not in (None, "none")
     phases = resolve_phases(cfg, spec.recipe, pretrained)
+    hooks = hooks or TrainHooks()
     identity = {"member": member, "params": params, "image_size": size, "data": dataset.fingerprint, "train": cfg.to_dict()}
+    if hooks.identity:
+        identity["hooks"] = hooks.identity
     identity = json.loads(json.dumps(identity, default=str))
     state = TrainingState.load(run, identity) if resume and state_file.exists() else TrainingState(run, identity)
     run.mkdir(parents=True, exist_ok=True)
@@ -435,9 +476,9 @@ def train(
     # Every generator the policy draws from (its own, Keras layers', keras-cv's) is checkpointed with the epoch.
     state.augment_policy = policy
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
-    val_ds = make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False)
+    val_ds = with_targets(make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False,
+                                       deterministic=cfg.deterministic), hooks.targets)
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
-    strategy = _strategy(cfg.strategy)
 
     with strategy.scope():
         model = spec.build(dataset.num_classes, size, **params)
@@ -450,8 +491,8 @@ def train(
             apply_trainable(model, phase.trainable_fraction)
             model.compile(
                 optimizer=make_optimizer(cfg, phase.lr_scale, steps * phase.epochs),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                metrics=["accuracy"],
+                loss=hooks.loss or keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                metrics=list(hooks.metrics or ["accuracy"]),
             )
         if state.weights_file:
             model.optimizer.build(model.trainable_variables)
@@ -468,6 +509,7 @@ def train(
             train_ds = make_dataset(train_split, dataset.num_classes, cfg.batch_size, training=True, policy=policy, weights=cw,
                                     balance=cfg.balance, seed=cfg.seed, epochs=(first + state.epoch, first + phase.epochs),
                                     deterministic=cfg.deterministic)
+            train_ds = with_targets(train_ds, hooks.targets)
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -485,10 +527,11 @@ def train(
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         stopped_early = stopped_early or state.epoch < phase.epochs
 
-    return _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy)
+    return _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy, hooks)
 
 
-def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy) -> Path:
+def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy,
+            hooks: TrainHooks | None = None) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
     from zoo import plots
     from zoo.augment.spec import covered_families
@@ -507,8 +550,9 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
             continue
         metrics[split], _ = score_split(run, clean, split, part, dataset.class_names, f"{spec.name} · {split}")
     best = max(state.history, key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")))
+    hooks = hooks or TrainHooks()
     card = {
-        "kind": "member",
+        "kind": hooks.kind,
         "name": run.name,
         "member": spec.name,
         "family": spec.family,
@@ -530,10 +574,12 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
             "augment": state.augment_policy.to_dict() if state.augment_policy is not None else cfg.augment,
         },
         "metrics": metrics,
-        "parents": [],
+        "parents": list(hooks.parents),
         # shift-suite families the augmentation covers: results on the others are out-of-family
         "augment_families": covered_families(cfg.augment),
     }
+    if hooks.card is not None:
+        card.update(hooks.card(run, clean, dataset, metrics))
     import shutil
 
     shutil.rmtree(run / "checkpoint", ignore_errors=True)

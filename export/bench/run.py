@@ -77,11 +77,11 @@ def _model_bytes(model) -> int | None:
 def _eval_images(data, split: str, size: int, classes: list[str], limit: int | None, cache: dict) -> tuple[np.ndarray, np.ndarray] | None:
     if data is None:
         return None
-    from zoo.data import load_dataset
+    from zoo.data import Dataset, load_dataset
 
     key = (str(getattr(data, "source", data)), size)
     if key not in cache:
-        ds = data if hasattr(data, "split") else load_dataset(str(data), size)
+        ds = data if isinstance(data, Dataset) else load_dataset(str(data), size)
         if ds.image_size != size:
             raise ZooError(f"--data is at {ds.image_size} px but a model takes {size} px")
         cache[key] = ds

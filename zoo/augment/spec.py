@@ -93,6 +93,7 @@ OPS: dict[str, OpInfo] = {
                 Param("depth", 2, 1, 4, integer=True, help="ops per chain"),
                 _p(1.0),
             ),
+            families=("colour", "illumination"),  # white balance/stain/saturation; brightness/contrast/gamma
         ),
         OpInfo(
             "blur",

@@ -25,8 +25,8 @@ def register(sub) -> None:
     stack.set_defaults(func=run_ensemble)
 
     d = sub.add_parser("distill", help="train a compact student on an ensemble's soft targets",
-                       description="Knowledge distillation: the ensemble's probabilities on the training images are "
-                                   "computed once (cached in the run folder); the student minimises "
+                       description="Knowledge distillation through the member training loop: the ensemble runs on every "
+                                   "augmented batch the student sees; the student minimises "
                                    "alpha·T²·KL(teacher_T‖student_T) + (1−alpha)·CE(labels). Writes a run folder of kind 'student'.")
     d.add_argument("ensemble", help="ensemble folder (teacher)")
     d.add_argument("--data", required=True, help="data source the ensemble's members were trained on")
@@ -42,6 +42,7 @@ def register(sub) -> None:
     d.add_argument("--augment", default="flip_rot90", help="augmentation policy for the student (default flip_rot90)")
     d.add_argument("--patience", type=int, default=4)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--resume", action="store_true", help="continue an interrupted distillation from its last epoch")
     d.set_defaults(func=run_distill)
 
 
@@ -56,6 +57,9 @@ def _common(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--force", action="store_true", help="replace an existing complete ensemble folder (never anything else)")
+    p.add_argument("--fit-shift", default="", metavar="FAMILIES",
+                   help="robust fit: also fit the combiner on shifted copies of val from these zoo.shift families "
+                        "(comma list or 'all'; severities 2 and 4); they count as in-family for the ensemble")
 
 
 def _json(text: str | None, what: str):
@@ -80,6 +84,7 @@ def run_ensemble(args) -> int:
         method=args.method, weights=weights, calibrate=args.calibrate, tta=args.tta,
         learner=getattr(args, "learner", "logistic"), learner_params=_json(getattr(args, "learner_params", None), "--learner-params") or {},
         features=getattr(args, "features", "log"), folds=args.folds, seed=args.seed, batch_size=args.batch_size,
+        fit_shift=[f for f in args.fit_shift.split(",") if f.strip()] if args.fit_shift else [],
     )
     out = build_ensemble(args.runs, args.out, data=args.data, config=cfg, force=args.force)
     print((out / "comparison.md").read_text())
@@ -97,7 +102,7 @@ def run_distill(args) -> int:
         batch_size=args.batch_size, learning_rate=args.learning_rate, alpha=args.alpha, temperature=args.temperature,
         augment=args.augment, patience=args.patience, seed=args.seed,
     )
-    out = distill(args.ensemble, args.data, args.out, cfg)
+    out = distill(args.ensemble, args.data, args.out, cfg, resume=getattr(args, "resume", False))
     from zoo.artifacts import read_card
 
     m = read_card(out)["metrics"]

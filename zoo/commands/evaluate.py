@@ -19,8 +19,9 @@ def register(sub) -> None:
                    help="score the shift suite: all families, or a comma-separated list of "
                         "colour, illumination, optics, sensor, artefacts, geometry")
     p.add_argument("--reference", metavar="FOLDER|JSON",
-                   help="with --shift-suite: normalise corruption errors by this model's (an artifact folder, scored first "
-                        "if needed, or its eval/shift_suite.json); without it CE is unnormalised")
+                   help="with --shift-suite: normalise corruption errors by this model's (an artifact folder, whose stored "
+                        "results are used if comparable, else it is scored in memory; or its eval/shift_suite.json); "
+                        "without it CE is unnormalised")
     p.add_argument("--max-images", type=int, default=600,
                    help="with --shift-suite: stratified subsample of the split (0 = all; default 600)")
     p.add_argument("--seed", type=int, default=0)
@@ -65,11 +66,12 @@ def _suite(args) -> int:
         return "  n/a" if v is None else f"{100 * v:5.1f}"
 
     print(f"shift suite on {args.split} ({r['n']} images): clean accuracy {pct(r['clean']['accuracy'])}%")
-    print(f"{'family':<13} {'trained':<8} " + " ".join(f"  s{s}" for s in r["severities"]) + "   mean   bal.err  ECE    CE")
+    print(f"{'family':<13} {'trained':<8} " + " ".join(f"{'s' + str(s):>5}" for s in r["severities"])
+          + f" {'mean':>5} {'bal.err':>7} {'ECE':>5} {'CE':>6}")
     for fam, f in r["families"].items():
         accs = " ".join(pct(f["severities"][str(s)]["accuracy"]) for s in r["severities"])
-        print(f"{fam:<13} {'in' if fam in r['in_family'] else 'OUT':<8} {accs} {pct(f['mean_accuracy'])} {pct(f['mean_balanced_error'])}"
-              f"   {pct(f['mean_ece'])} {r['ce'][fam]:6.3f}")
+        print(f"{fam:<13} {'in' if fam in r['in_family'] else 'OUT':<8} {accs} {pct(f['mean_accuracy'])} "
+              f"{pct(f['mean_balanced_error']):>7} {pct(f['mean_ece'])} {r['ce'][fam]:6.3f}")
     print(f"mean out-of-family accuracy {pct(r['mean_out_of_family_accuracy'])}%  ({', '.join(r['out_of_family']) or 'none'}); "
           f"in-family {pct(r['mean_in_family_accuracy'])}%")
     print(f"mCE {r['mce']:.3f}" + (f", out-of-family mCE {r['mce_out_of_family']:.3f}" if r["mce_out_of_family"] is not None else "")

@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps (effective batch = batch × steps)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nondeterministic", action="store_true",
+                   help="allow nondeterministic TensorFlow kernels and parallel augmentation (faster; default: bitwise reproducible)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable images (listed in the card) instead of failing")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
     p.set_defaults(func=run)
@@ -69,7 +71,7 @@ def run(args) -> int:
         weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing, patience=args.patience,
         augment=args.augment, balance=args.balance, class_weights=not args.no_class_weights, seed=args.seed,
         strategy=args.strategy, precision=args.precision, gradient_accumulation=args.accumulate,
-        trainable_fraction=args.trainable_fraction,
+        trainable_fraction=args.trainable_fraction, deterministic=not args.nondeterministic,
     )
     from zoo.artifacts import read_card
 

@@ -65,11 +65,18 @@ def inspect(source, *, out: str | os.PathLike | None = None, config: CurateConfi
 
     With ``out``, also writes ``report.json``, ``report.md`` and ``flagged.png`` there.
     """
-    result = run_inspection(source, config=config, **overrides)
-    if out is not None:
-        from zoo.curate.report import write_outputs
+    if out is None:
+        return run_inspection(source, config=config, **overrides).report
+    from zoo import ownership
+    from zoo.curate.report import write_outputs
 
-        write_outputs(result, Path(out))
+    src = Path(str(getattr(source, "source", source))).expanduser()
+    # zoo.ownership: a new or empty folder outside the data, or an earlier report of this command (its marker).
+    with ownership.claim(out, "inspect", resumable=True, sources=[src] if src.is_dir() else []) as claim:
+        result = run_inspection(source, config=config, **overrides)
+        claim.out.mkdir(parents=True, exist_ok=True)
+        ownership.write_marker(claim.out, "inspect")
+        write_outputs(result, claim.out)
     return result.report
 
 

@@ -46,8 +46,11 @@ def make_dataset(
     ``start`` sees the same data order as one that never stopped.
 
     ``deterministic``: the augmentation policy draws from one stateful generator, so parallel
-    calls would hand the draws to batches in thread-scheduling order; it then runs sequentially.
+    calls would hand the draws to batches in thread-scheduling order; every map then runs
+    sequentially (TensorFlow's op determinism would otherwise rewrite the parallel ones itself,
+    logging an error line per map). Prefetching still overlaps the pipeline with training.
     """
+    par = None if deterministic else tf.data.AUTOTUNE
     if len(split) == 0:
         raise ZooError("cannot build a pipeline from an empty split")
     onehot = np.eye(num_classes, dtype=np.float32)[split.labels]
@@ -56,7 +59,7 @@ def make_dataset(
         plan = np.stack([epoch_order(split.labels, seed, e, balance) for e in range(start, stop)]).astype(np.int32)
         images, hot = tf.constant(split.images), tf.constant(onehot)
         ds = tf.data.Dataset.from_tensor_slices(plan).flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-        ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(hot, idx)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(hot, idx)), num_parallel_calls=par)
     else:
         if training and balance:
             ds = _balanced(split.images, onehot, split.labels, num_classes, balance, seed)
@@ -65,12 +68,12 @@ def make_dataset(
             if training:
                 ds = ds.shuffle(min(len(split), 20_000), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=par)
     if training and policy is not None:
-        ds = ds.map(policy, num_parallel_calls=None if deterministic else tf.data.AUTOTUNE)
+        ds = ds.map(policy, num_parallel_calls=par)
     if weights is not None:
         w = tf.constant(weights, tf.float32)
-        ds = ds.map(lambda x, y: (x, y, tf.reduce_sum(y * w, axis=-1)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (x, y, tf.reduce_sum(y * w, axis=-1)), num_parallel_calls=par)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -16,6 +16,7 @@ API (used by ``zoo evaluate --shift-suite``, the pipeline and the robustness ben
     shift.FAMILIES                                  # family -> corruption names
     x2 = shift.corrupt(images, "colour", 3, seed=0) # uint8 (N, H, W, 3) in and out
     x2 = shift.corrupt(images, "defocus", 5, seed=0)
+    x2 = shift.corrupt_mixture(images, ["colour", "optics"], (2, 3), seed=0)  # one family+severity per image
     result = shift.evaluate_suite(predict_fn, images, labels, class_names)
 
 ``corrupt`` is deterministic: the same (images, name, severity, seed) give the same bytes. A
@@ -108,6 +109,29 @@ def corrupt(images: np.ndarray, family_or_corruption: str, severity: int, seed: 
     for start in range(0, len(images), CHUNK):
         x = images[start : start + CHUNK].astype(np.float32)
         out[start : start + CHUNK] = np.clip(np.rint(c.fn(x, level, rng)), 0, 255).astype(np.uint8)
+    return out
+
+
+def corrupt_mixture(images: np.ndarray, families: str | list[str] | tuple[str, ...] | None = None,
+                    severities: tuple[int, ...] | list[int] = SEVERITIES, seed: int = 0) -> np.ndarray:
+    """Each image corrupted by one family and one severity drawn from ``families`` × ``severities`` (by seed).
+
+    For fitting or augmenting on shifted data while holding families out (leave-one-family-out):
+    pass only the families the model may see.
+    """
+    images, _ = _check(images, 0)
+    fams = resolve_families(families)
+    sev = [int(s) for s in severities]
+    if not sev or any(not 1 <= s <= 5 for s in sev):
+        raise ZooError(f"shift severities must be in 1..5, got {severities}")
+    rng = _seed(seed, "mixture")
+    f_idx, s_idx = rng.integers(0, len(fams), len(images)), rng.integers(0, len(sev), len(images))
+    out = np.empty_like(images)
+    for i, fam in enumerate(fams):
+        for j, s in enumerate(sev):
+            rows = np.flatnonzero((f_idx == i) & (s_idx == j))
+            if len(rows):
+                out[rows] = corrupt(images[rows], fam, s, seed)
     return out
 
 

@@ -144,16 +144,6 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     return res
 
 
-def _data_card(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """The data description to load for ``folder``: an export's comes from its source run/ensemble."""
-    data = dict(card.get("data") or {})
-    if card["kind"] == "export":
-        src = Path((card.get("source") or {}).get("folder") or "")
-        if str(src) and (src / "card.json").is_file():
-            data = {**data, **(read_card(src, verify=False).get("data") or {})}
-    return data
-
-
 def evaluate_artifact(
     folder: str | os.PathLike,
     data: str | None = None,
@@ -169,16 +159,17 @@ def evaluate_artifact(
     """Run the suite on one artifact folder; writes ``eval/shift_suite.*`` and ``metrics.shift_suite``.
 
     ``reference`` (an artifact folder or a ``shift_suite.json``) normalises CE as in ImageNet-C;
-    a reference folder without comparable results is scored first, with the same settings.
+    a reference folder without comparable stored results is scored on the same images in memory.
     """
     from zoo.data import load_dataset
+    from zoo.evaluate import data_description
     from zoo.predictors import load_predictor
     from zoo.shift.families import artifact_families
 
     folder = Path(folder)
     card = read_card(folder)
     fams = resolve_families(families)
-    dcard = _data_card(folder, card)
+    dcard = data_description(folder, card)
     if dataset is None:
         source = data or dcard.get("source")
         if not source:
@@ -196,7 +187,7 @@ def evaluate_artifact(
     if reference is not None and Path(reference).resolve() == folder.resolve():
         ref_res, ref_name = res, card["name"]  # the reference model itself: CE = 1 by definition
     elif reference is not None:
-        ref_res, ref_name = _reference(reference, res, data, split, fams, severities, seed, max_images, dataset)
+        ref_res, ref_name = _reference(reference, res, part, dataset.class_names, fams, severities, seed, max_images)
     res = summarise(res, artifact_families(folder, card), ref_res, ref_name)
     write_results(folder / "eval", res, f"{card['name']} ({card['kind']})")
     metrics = dict(card.get("metrics", {}))
@@ -208,7 +199,14 @@ def evaluate_artifact(
     return res
 
 
-def _reference(reference, res, data, split, fams, severities, seed, max_images, dataset):
+def _reference(reference, res, part, class_names, fams, severities, seed, max_images):
+    """The reference's results on the same images: its stored ones if comparable, else scored in memory.
+
+    The reference folder is never written to: adding results would change its card, and
+    ensembles and students record their parents' card hashes.
+    """
+    from zoo.predictors import load_predictor
+
     ref = Path(reference)
     if ref.is_file():
         ref_res = load_results(ref)
@@ -221,12 +219,15 @@ def _reference(reference, res, data, split, fams, severities, seed, max_images, 
         ref_res = load_results(ref)
     except ZooError:
         ref_res = None
+    ref_card = read_card(ref)
+    if list(ref_card["classes"]) != list(class_names):
+        raise ZooError(f"--reference {ref}: its classes {ref_card['classes']} differ from the model's {list(class_names)}")
     if ref_res is None or not comparable(ref_res, res) or any(f not in ref_res["families"] for f in fams):
-        log.info("scoring the reference %s on the same suite first", ref)
-        ref_res = evaluate_artifact(ref, data, split, families=fams, severities=severities, seed=seed,
-                                    max_images=max_images, dataset=dataset)
-    return ref_res, str(ref_res.get("artifact", {}).get("name") or ref.name)
-
+        log.info("scoring the reference %s on the same images (in memory; its folder is not changed)", ref)
+        ref_res = evaluate_suite(load_predictor(ref, ref_card), part.images, part.labels, class_names, fams, severities,
+                                 seed, max_images)
+        ref_res["data"] = res["data"]
+    return ref_res, str(ref_card["name"])
 
 def plot_models(path: str | os.PathLike, results: dict[str, dict[str, Any]], title: str = "") -> Path:
     """One panel per family: accuracy against severity (0 = clean) for every model; in-family lines dashed."""
