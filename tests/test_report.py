@@ -88,7 +88,7 @@ def test_report_shows_other_stages_files_when_present(tiny_pipeline, tmp_path):
     found = _sections(write_html_report(context_for_run(run)).read_text(encoding="utf-8"))
     bench = found["benchmark"]
     assert "<img" in bench and "2400" in bench and "2-core test CPU" in bench
-    assert "skipped: CUDAExecutionProvider not available" in bench
+    assert "1 row(s) skipped: CUDAExecutionProvider not available" in bench and "91.00%" in bench
     assert "exact duplicates" in found["data"]
 
 

@@ -443,10 +443,18 @@ def benchmark(layout) -> Section:
     doc = read_json(bench / "bench.json")
     rows = doc.get("rows") if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else read_csv(bench / "bench.csv")
     rows = [r for r in rows if isinstance(r, dict)]
-    if rows:
-        cols = [(k, label) for k, label in BENCH_COLUMNS if any(k in r for r in rows)] or [(k, k) for k in rows[0]]
-        s.table([label for _, label in cols], [[_short(_bench_cell(r, k)) for k, _ in cols] for r in rows[:80]],
-                "bench/bench.json" + (" (first 80 rows)" if len(rows) > 80 else ""))
+    measured = [r for r in rows if r.get("status", "ok") == "ok"]
+    if measured:
+        cols = [(k, label) for k, label in BENCH_COLUMNS if k != "status" and any(k in r for r in measured)]
+        s.table([label for _, label in cols], [[_bench_cell(r, k) for k, _ in cols] for r in measured[:80]],
+                "bench/bench.json" + (" (first 80 rows)" if len(measured) > 80 else ""))
+    skipped: dict[str, int] = {}
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            why = f"{r.get('status')}: {r.get('reason') or 'no reason given'}"
+            skipped[why] = skipped.get(why, 0) + 1
+    for why, n in list(skipped.items())[:6]:
+        s.text(f"{n} row(s) {why}")
     if not shown and not rows:
         s.missing(f"No benchmark in this run ({bench} has no pareto.png or bench.json): enable [bench] in the config "
                   "or run `zoo bench` on the exports.")
@@ -455,9 +463,12 @@ def benchmark(layout) -> Section:
 
 def _bench_cell(r: dict[str, Any], k: str) -> str:
     v = r.get(k)
-    if k == "status" and v not in (None, "ok") and r.get("reason"):
-        return f"{v}: {r['reason']}"
-    return "" if v is None else str(v)
+    if k == "accuracy":
+        try:
+            return pct(float(v))
+        except (TypeError, ValueError):
+            return ""
+    return "" if v is None else _short(str(v))
 
 
 def _bench_context(md: Path) -> list[str]:
