@@ -95,5 +95,6 @@ def comparison_bars(path, rows: list[dict], splits: list[str]) -> Path:
     ax.set_xticks(x + width * (len(splits) - 1) / 2, names, rotation=20, ha="right")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.15)  # room for the rotated value labels
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="split", title_fontsize=8)  # outside the bars
+    # outside the axes, so neither the legend nor the value labels cover bars
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="split", title_fontsize=8)
     return save_figure(fig, path)
