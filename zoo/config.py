@@ -79,7 +79,8 @@ class EvaluateConfig:
         if self.shift_split not in ("train", "val", "test"):
             raise ZooError(f"config: evaluate.shift_split must be train, val or test, got {self.shift_split!r}")
         if self.shift_reference is not None and self.shift_reference not in member_names:
-            raise ZooError(f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name {member_names}")
+            raise ZooError(f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name "
+                           f"{member_names}")
 
 
 @dataclass
