@@ -1226,7 +1226,6 @@ def _tamper_extra_variant(tmp: Path) -> str:
 
 
 def _onnx_graph(path: Path, *, softmax: bool = True, dtype: int | None = None, scale: float = 1.0) -> Path:
-    import onnx
     from onnx import TensorProto, helper
 
     dtype = dtype or TensorProto.FLOAT

@@ -10,7 +10,13 @@ configs, and re-sealed hand-edited cards. Each command runs in a subprocess with
 Writes benchmarks/results/hostile_cli.{json,md}; targets: 0 deleted user files, 0 hangs,
 0 tracebacks, every case refused or handled as expected.
 """
-import json, os, subprocess, sys, tempfile, time, shutil
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -46,8 +52,9 @@ def case(name, args, expect_rc, must=(), keep=(), timeout=600):
 
 
 # ---- setup: a tiny member, its export, a tree of images
-from PIL import Image
 import numpy as np
+from PIL import Image
+
 for c in ("a", "b"):
     d = W / "tree" / c
     d.mkdir(parents=True)
@@ -147,7 +154,7 @@ case("member card model_file -> a .npy", ["evaluate", "t8"], 2, ["cannot load"],
 
 json.dump(results, open(W / "results.json", "w"), indent=1)
 sys.path.insert(0, str(Path(REPO) / "benchmarks"))
-from machine import one_line  # noqa: E402
+from machine import one_line
 
 summary = {"cases": len(results), "ok": sum(r["ok"] for r in results), "hangs": sum(r["rc"] == "HANG" for r in results),
            "lost_files": sum(bool(r["lost"]) for r in results), "tracebacks": sum("Traceback" in r["tail"] for r in results)}

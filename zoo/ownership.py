@@ -26,9 +26,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from zoo.errors import ZooError
 
