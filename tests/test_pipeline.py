@@ -46,9 +46,20 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
 
 
 def test_pipeline_restarts_an_incomplete_stage(tmp_path):
+    import pytest
+
+    from zoo import ownership
+    from zoo.errors import ZooError
+
     cfg = tiny_config(tmp_path, members=[{"member": "custom_cnn", "params": TINY}])
     half = tmp_path / "out" / "members" / "custom_cnn"
     half.mkdir(parents=True)
-    (half / "model.keras").write_bytes(b"left over from a crash before the first checkpoint")
+    (half / "notes.txt").write_text("not the zoo's: never deleted")
+    with pytest.raises(ZooError, match="no card.json"):
+        pipeline.run(cfg)
+    assert (half / "notes.txt").is_file()
+    (half / "notes.txt").unlink()
+    ownership.write_marker(half, "member")  # what a training killed before its first checkpoint leaves
+    (half / "logs").mkdir()
     pipeline.run(cfg)
     assert read_card(half)["kind"] == "member"

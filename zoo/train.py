@@ -520,9 +520,9 @@ def train(
                 verbose="auto",
             )
             if state.diverged:
-                kept = f"its last good epoch ({len(state.history)})" if state.history else "no epoch (it diverged in the first)"
-                raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); the folder keeps {kept} "
-                               "and can be resumed with --resume, or start a new --out with a lower --lr")
+                then = (f"the folder keeps its last good epoch ({len(state.history)}) and can be resumed with --resume, "
+                        "or start a new --out with a lower --lr") if state.history else "nothing to resume; rerun with a lower --lr"
+                raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); {then}")
         if state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         stopped_early = stopped_early or state.epoch < phase.epochs
