@@ -90,9 +90,7 @@ def build_onnx(source: Source, opset: int = DEFAULT_OPSET, models: list | None =
     """The fp32 ONNX model of ``source`` (one member, or all members merged with the combination)."""
     if models is None:
         models = load_keras(source)
-    from export.optimize import fold_avgpool_into_conv
-
-    protos = [fold_avgpool_into_conv(keras_to_onnx(m, source.image_size, opset))[0] for m in models]
+    protos = [keras_to_onnx(m, source.image_size, opset) for m in models]
     if source.combination is None:
         return protos[0]
     return build_ensemble_model(protos, source.combination, graph_name=f"zoo_{source.name}")

@@ -144,6 +144,12 @@ def quantize_int8(
             save_as_external_data=external_data,
         )
         model = onnx.load(str(pre), load_external_data=False)
+        if not external_data:  # int8 only: in fp32 the folded conv measured slower than pool + 1x1 (export/optimize.py)
+            from export.optimize import fold_avgpool_into_conv
+
+            model, folded = fold_avgpool_into_conv(model)
+            if folded:
+                onnx.save(model, str(pre))
         input_name = model.graph.input[0].name
         exclude = float_nodes(model, exclude_ops, exclude_prefixes)
         if op_types is None:
