@@ -185,6 +185,9 @@ def _strategy(name: str):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ZooError("strategy 'multiworker' needs TF_CONFIG (cluster and task) in the environment")
+        from zoo.distribute import patch_keras_for_multiworker
+
+        patch_keras_for_multiworker()  # Keras 3 fit() fails under this strategy otherwise (keras-team/keras#20585)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
