@@ -918,7 +918,7 @@ def _intact(*files: Path) -> None:
         assert f.is_file(), f"{f} was deleted"
 
 
-@case("export --out: a user's non-empty folder", "ownership", "refuse", "refused before any work: `exists and holds files no zoo command finished (no card.json); refusing to write into it`; nothing deleted")
+@case("export --out: a user's non-empty folder", "ownership", "refuse", "refused before any work: `exists, is not empty and holds files no zoo command finished (no card.json); refusing to write into it`; nothing deleted")
 def _own_export_user_folder(tmp: Path) -> str:
     from export.convert import export_model
 
@@ -963,7 +963,7 @@ def _own_force_unlisted(tmp: Path) -> str:
 
     runs = [fake_member(tmp / f"m{i}", name=f"m{i}", seed=i, model=False) for i in range(2)]
     ens = build_ensemble(runs, tmp / "ens", config=EnsembleConfig(folds=3))
-    refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3)), "already holds", "--force")
+    refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3)), "already exists", "--force")
     (ens / "notes.txt").write_text("mine")
     msg = refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3), force=True), "notes.txt", "does not list")
     _intact(ens / "notes.txt")
@@ -1004,7 +1004,7 @@ def _own_predict_out(tmp: Path) -> str:
     return msg
 
 
-@case("zoo run output: a user's non-empty folder", "ownership", "refuse", "refused: `output …: exists and holds files no zoo command finished`; an earlier pipeline output (marker or its config.json) is resumed")
+@case("zoo run output: a user's non-empty folder", "ownership", "refuse", "refused: `output …: exists, is not empty and holds files no zoo command finished`; an earlier pipeline output (marker or its config.json) is resumed")
 def _own_pipeline_root(tmp: Path) -> str:
     from zoo import config, pipeline
 
@@ -1226,7 +1226,6 @@ def _tamper_extra_variant(tmp: Path) -> str:
 
 
 def _onnx_graph(path: Path, *, softmax: bool = True, dtype: int | None = None, scale: float = 1.0) -> Path:
-    import onnx
     from onnx import TensorProto, helper
 
     dtype = dtype or TensorProto.FLOAT

@@ -26,7 +26,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from machine import describe, one_line  # noqa: E402
+from machine import describe, one_line
 
 RESULTS = HERE / "results"
 TINY = '{"widths":[8,16],"depths":[1,1],"stem_width":8}'
@@ -80,7 +80,7 @@ def main() -> int:
     for setup in SETUPS:
         on = [r for r in rows if r["setup"] == setup["name"] and r["deterministic"]][0]
         off = [r for r in rows if r["setup"] == setup["name"] and not r["deterministic"]][0]
-        mean = lambda row: sum(x["seconds_per_epoch"] for x in row["runs"]) / len(row["runs"])  # noqa: E731
+        mean = lambda row: sum(x["seconds_per_epoch"] for x in row["runs"]) / len(row["runs"])
         setup["cost"] = {"seconds_per_epoch_on": round(mean(on), 2), "seconds_per_epoch_off": round(mean(off), 2),
                          "overhead_percent": round(100 * (mean(on) / mean(off) - 1), 1)}
     result = {"machine": describe(), "machine_line": one_line(), "load_before": load_before, "load_after": load(), "setups": SETUPS, "rows": rows}

@@ -61,38 +61,59 @@ def main() -> None:
     model = create_model("custom_cnn", ds.num_classes, image_size=args.image_size)
     predict_model(model, x[:8])  # trace once
     t = time.perf_counter()
-    res = evaluate_suite(lambda b: predict_model(model, b), val.images, val.labels, ds.class_names,
-                         seed=args.seed, max_images=args.max_images)
+    res = evaluate_suite(
+        lambda b: predict_model(model, b),
+        val.images,
+        val.labels,
+        ds.class_names,
+        seed=args.seed,
+        max_images=args.max_images,
+    )
     suite_total = time.perf_counter() - t
     after = conditions()
     images = len(x) * len(shift.FAMILIES) * len(shift.SEVERITIES)
     out = {
-        "data": args.data, "split": "val", "image_size": args.image_size, "images": len(x),
-        "cells": len(shift.FAMILIES) * len(shift.SEVERITIES), "corrupted_images": images,
-        "corrupt_seconds_by_family": per_family, "corrupt_seconds": round(corrupt_total, 2),
+        "data": args.data,
+        "split": "val",
+        "image_size": args.image_size,
+        "images": len(x),
+        "cells": len(shift.FAMILIES) * len(shift.SEVERITIES),
+        "corrupted_images": images,
+        "corrupt_seconds_by_family": per_family,
+        "corrupt_seconds": round(corrupt_total, 2),
         "corrupt_images_per_second": round(images / corrupt_total),
-        "evaluate_suite_seconds": round(suite_total, 2), "evaluate_suite_split": res["seconds"],
+        "evaluate_suite_seconds": round(suite_total, 2),
+        "evaluate_suite_split": res["seconds"],
         "predictor": "custom_cnn (default params, untrained), Keras model.predict, batch 256",
-        "machine": describe(), "conditions_before": before, "conditions_after": after,
+        "machine": describe(),
+        "conditions_before": before,
+        "conditions_after": after,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
         "# Shift suite timing",
         "",
-        (f"Machine: {one_line(out['machine'])}. Load average (1/5/15 min) before {before['loadavg_1_5_15']}, "
-        f"after {after['loadavg_1_5_15']} (a shared machine: other jobs ran at the same time)."),
+        (
+            f"Machine: {one_line(out['machine'])}. Load average (1/5/15 min) before {before['loadavg_1_5_15']}, "
+            f"after {after['loadavg_1_5_15']} (a shared machine: other jobs ran at the same time)."
+        ),
         "",
-        (f"{len(x)} PBC val images at {args.image_size} px (stratified subsample), 6 families × 5 severities "
-        f"= {images} corrupted images."),
+        (
+            f"{len(x)} PBC val images at {args.image_size} px (stratified subsample), 6 families × 5 severities "
+            f"= {images} corrupted images."
+        ),
         "",
         "| family | corrupt 5 severities (s) |",
         "|---|---|",
         *[f"| {f} | {s:.2f} |" for f, s in per_family.items()],
         f"| **all** | **{corrupt_total:.2f}** ({out['corrupt_images_per_second']} images/s) |",
         "",
-        (f"One full `evaluate_suite` with {out['predictor']}: {suite_total:.1f} s "
-        f"(corruption {res['seconds']['corrupt']} s, prediction {res['seconds']['predict']} s, clean pass included)."),
+        (
+            f"One full `evaluate_suite` with {out['predictor']}: {suite_total:.1f} s "
+            f"(corruption {res['seconds']['corrupt']} s, prediction {res['seconds']['predict']} s, "
+            "clean pass included)."
+        ),
         "",
         "Command: `nice -n 5 python benchmarks/shift_suite_timing.py` (defaults: --image-size 64 --max-images 600).",
     ]

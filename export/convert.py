@@ -267,6 +267,7 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, force: bo
     source or anything else; it is locked while the export runs.
     """
     _check_out(Path(out))
+    read_card(source, verify=False)  # a source that is no artifact is named first (verified in full by open_source)
     with ownership.claim(out, "export", force=force, sources=[source]) as claim:
         return _export_model(source, claim, **options)
 

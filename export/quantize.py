@@ -4,7 +4,8 @@ Both are produced with the maintained tools, not hand-written passes:
 
 - int8: ``onnxruntime.quantization`` — ``quant_pre_process`` (shape inference + graph
   clean-up; symbolic shape inference only when ``sympy`` is installed, which CNNs do not need),
-  then ``quantize_static`` in QDQ format with per-channel weights, calibrated on training images
+  then ``quantize_static`` in QDQ format with per-channel weights (u8 activations x s8 weights:
+  the VNNI ``vpdpbusd`` kernels; plain CNNs end to end, see :data:`CNN_OPS`), calibrated on training images
   through a :class:`CalibrationDataReader`. The classifier head (each Softmax and the
   Dense/MatMul + bias chain feeding it) and the ensemble combination (``ens_*`` nodes) stay in
   float: a quantized softmax rounds probabilities to 1/256 steps (top-1 ties), quantized logits
@@ -58,6 +59,25 @@ HEAD_OPS = ("MatMul", "Gemm", "Add", "Identity", "Reshape", "Squeeze", "Flatten"
 # erf-GELU, LayerScale Mul, residual Add) lose too much as uint8 activations: quantizing every
 # op cost convnext_atto 7.9 accuracy points on PBC val, against 0.06 for custom_cnn.
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# A plain CNN (Conv/ReLU/residual Add/pooling, no normalisation or smooth activations in the graph) runs
+# int8 end to end: activations stay uint8 from one QLinearConv to the next instead of a Dequantize/Quantize
+# pair around every conv and float Add/pool kernels in between. The ORT profile of custom_cnn put those
+# pairs and float ops at ~22% of int8 kernel time, and the conv-only student ran *slower* than fp32
+# (0.92x); quantizing the whole CNN brought it to 1.45x and custom_cnn to 1.9-2.6x (bench_cpu.md).
+CNN_OPS = ("Conv", "MatMul", "Gemm", "Add", "Relu", "Clip", "Mul", "AveragePool", "MaxPool", "GlobalAveragePool", "Concat")
+# Ops whose presence means the graph has LayerNorm / GELU-style chains that lose accuracy as uint8.
+PRECISION_SENSITIVE_OPS = ("ReduceMean", "Erf", "Pow", "Div", "Sqrt", "LayerNormalization", "Sigmoid", "Tanh", "Exp", "Log",
+                           "Softplus", "HardSigmoid", "BatchNormalization", "InstanceNormalization")
+
+
+def default_op_types(model, keep_float: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
+    """:data:`CNN_OPS` for a plain CNN, else :data:`QUANTIZED_OPS` (nodes kept in float do not count)."""
+    keep = set(keep_float)
+    sensitive = sorted({n.op_type for n in model.graph.node if n.op_type in PRECISION_SENSITIVE_OPS and n.name not in keep})
+    if sensitive:
+        log.info("int8: graph has %s: quantizing only %s", ", ".join(sensitive), "/".join(QUANTIZED_OPS))
+        return QUANTIZED_OPS
+    return CNN_OPS
 
 
 def float_nodes(model, exclude_ops=("Softmax",), exclude_prefixes=("ens_",), max_depth: int = 6) -> list[str]:
@@ -94,10 +114,13 @@ def quantize_int8(
     batch_size: int = 32,
     exclude_ops: tuple[str, ...] = ("Softmax",),
     exclude_prefixes: tuple[str, ...] = ("ens_",),
-    op_types: tuple[str, ...] = QUANTIZED_OPS,
+    op_types: tuple[str, ...] | None = None,
     external_data: bool = False,
 ) -> Path:
-    """Write a static int8 QDQ model of ``fp32_path`` to ``out_path`` (returns it)."""
+    """Write a static int8 QDQ model of ``fp32_path`` to ``out_path`` (returns it).
+
+    ``op_types=None`` picks them from the graph (:func:`default_op_types`).
+    """
     import importlib.util
 
     import onnx
@@ -121,8 +144,16 @@ def quantize_int8(
             save_as_external_data=external_data,
         )
         model = onnx.load(str(pre), load_external_data=False)
+        if not external_data:  # int8 only: in fp32 the folded conv measured slower than pool + 1x1 (export/optimize.py)
+            from export.optimize import fold_avgpool_into_conv
+
+            model, folded = fold_avgpool_into_conv(model)
+            if folded:
+                onnx.save(model, str(pre))
         input_name = model.graph.input[0].name
         exclude = float_nodes(model, exclude_ops, exclude_prefixes)
+        if op_types is None:
+            op_types = default_op_types(model, exclude)
         quantize_static(
             str(pre),
             str(out_path),
@@ -137,7 +168,8 @@ def quantize_int8(
             extra_options={"CalibTensorRangeSymmetric": False},
             use_external_data_format=external_data,
         )
-    log.info("int8: %s (%d calibration images, %s, per_channel=%s)", out_path.name, len(calibration_images), method, per_channel)
+    log.info("int8: %s (%d calibration images, %s, per_channel=%s, ops %s)", out_path.name, len(calibration_images), method,
+             per_channel, "/".join(op_types))
     return out_path
 
 

@@ -17,10 +17,10 @@ import subprocess
 import sys
 import time
 
+import corpus
 import numpy as np
 import pytest
 
-import corpus
 from zoo.cli import main
 
 

@@ -155,7 +155,9 @@ def test_evaluate_suite_splits_in_and_out_of_family_and_normalises_ce(smears):
         p = np.stack([red, 1 - red], 1)
         return p / p.sum(1, keepdims=True)
 
-    res = evaluate_suite(predict, smears, labels, ["a", "b"], families="colour,geometry", severities=(1, 3), max_images=6)
+    res = evaluate_suite(
+        predict, smears, labels, ["a", "b"], families="colour,geometry", severities=(1, 3), max_images=6
+    )
     assert res["n"] == 6 and set(res["families"]) == {"colour", "geometry"}
     cell = res["families"]["colour"]["severities"]["3"]
     assert set(cell) >= {"accuracy", "balanced_error", "ece", "by_corruption"}
@@ -166,7 +168,8 @@ def test_evaluate_suite_splits_in_and_out_of_family_and_normalises_ce(smears):
     assert not s["ce_normalised"] and "unnormalised" in s["ce_definition"]
     ref = summarise(res, None, reference=res, reference_name="itself")
     assert ref["ce"] == pytest.approx({"colour": 1.0, "geometry": 1.0}) or any(
-        r["mean_error"] == 0 for r in res["families"].values())
+        r["mean_error"] == 0 for r in res["families"].values()
+    )
     assert ref["out_of_family"] == ["colour", "geometry"]  # unknown coverage: nothing counted in-family
 
 
@@ -178,14 +181,39 @@ def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_
     from zoo.shift.families import artifact_families
     from zoo.train import train
 
-    run = train("custom_cnn", synthetic_small, tmp_path / "stain", image_size=24, params=TINY_CNN, epochs=1, batch_size=32,
-                tensorboard=False, augment="flip_rot90,stain:0.3")
+    run = train(
+        "custom_cnn",
+        synthetic_small,
+        tmp_path / "stain",
+        image_size=24,
+        params=TINY_CNN,
+        epochs=1,
+        batch_size=32,
+        tensorboard=False,
+        augment="flip_rot90,stain:0.3",
+    )
     card = read_card(run)
     assert card["augment_families"] == ["colour"]
     del card["augment_families"]  # an older card: read back from its training policy
     assert artifact_families(run, card) == ["colour"]
 
-    assert main(["evaluate", str(run), "--data", "synthetic:96", "--shift-suite", "colour,optics", "--max-images", "12", "--split", "test"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--data",
+                "synthetic:96",
+                "--shift-suite",
+                "colour,optics",
+                "--max-images",
+                "12",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "OUT" in printed and "unnormalised" in printed
     res = json.loads((run / "eval" / "shift_suite.json").read_text())
@@ -198,8 +226,25 @@ def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_
     assert summary["out_of_family"] == ["optics"] and summary["results"] == "eval/shift_suite.json"
 
     # normalised to a reference: the model itself gives CE = 1 in every family with errors
-    assert main(["evaluate", str(run), "--data", "synthetic:96", "--shift-suite", "colour,optics", "--max-images", "12", "--split", "test",
-                 "--reference", str(run / "eval" / "shift_suite.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--data",
+                "synthetic:96",
+                "--shift-suite",
+                "colour,optics",
+                "--max-images",
+                "12",
+                "--split",
+                "test",
+                "--reference",
+                str(run / "eval" / "shift_suite.json"),
+            ]
+        )
+        == 0
+    )
     res2 = json.loads((run / "eval" / "shift_suite.json").read_text())
     assert res2["ce_normalised"]
     for fam, ce in res2["ce"].items():
@@ -221,15 +266,20 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
     from zoo import config, pipeline
 
     tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
-    cfg = config.parse({
-        "name": "tiny", "output": str(tmp_path / "out"),
-        "data": {"source": "synthetic:96", "image_size": 20, "val_fraction": 0.25},
-        "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
-        "members": [{"member": "custom_cnn", "params": tiny},
-                    {"member": "custom_cnn", "name": "stained", "params": tiny, "train": {"seed": 1, "augment": "stain"}}],
-        "evaluate": {"shifted": None, "shift_families": ["colour", "geometry"], "shift_max_images": 16},
-        "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
-    })
+    cfg = config.parse(
+        {
+            "name": "tiny",
+            "output": str(tmp_path / "out"),
+            "data": {"source": "synthetic:96", "image_size": 20, "val_fraction": 0.25},
+            "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
+            "members": [
+                {"member": "custom_cnn", "params": tiny},
+                {"member": "custom_cnn", "name": "stained", "params": tiny, "train": {"seed": 1, "augment": "stain"}},
+            ],
+            "evaluate": {"shifted": None, "shift_families": ["colour", "geometry"], "shift_max_images": 16},
+            "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
+        }
+    )
     report = pipeline.run(cfg)
     out = tmp_path / "out"
     rows = {r["name"]: r for r in json.loads((out / "report" / "summary.json").read_text())}
@@ -261,8 +311,16 @@ def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path)
     write_card(ens, {**base, "kind": "ensemble", "name": "ens"})
     stu = tmp_path / "stu"
     stu.mkdir()
-    write_card(stu, {**base, "kind": "student", "name": "stu", "training": {"augment": "jpeg"},
-                     "distillation": {"teacher": {"path": "../ens"}}})
+    write_card(
+        stu,
+        {
+            **base,
+            "kind": "student",
+            "name": "stu",
+            "training": {"augment": "jpeg"},
+            "distillation": {"teacher": {"path": "../ens"}},
+        },
+    )
     exp = tmp_path / "exp"
     exp.mkdir()
     write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(stu)}})
@@ -287,7 +345,12 @@ def test_zoo_core_never_imports_ensemble_or_export():
         if rel.parts[0] == "commands" or rel.as_posix() in app:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in ("ensemble", "export")]
     assert offenders == []

@@ -40,7 +40,7 @@ def test_saved_model_reloads_safely_and_matches_stored_probabilities(trained_run
 
 
 def test_existing_output_is_never_overwritten(trained_run, synthetic_small):
-    with pytest.raises(ZooError, match="already holds a complete run"):
+    with pytest.raises(ZooError, match="a complete artifact already exists there"):
         train("custom_cnn", synthetic_small, trained_run, image_size=24, params=TINY_CNN, epochs=1)
 
 

@@ -79,7 +79,8 @@ class EvaluateConfig:
         if self.shift_split not in ("train", "val", "test"):
             raise ZooError(f"config: evaluate.shift_split must be train, val or test, got {self.shift_split!r}")
         if self.shift_reference is not None and self.shift_reference not in member_names:
-            raise ZooError(f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name {member_names}")
+            raise ZooError(f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name "
+                           f"{member_names}")
 
 
 @dataclass
@@ -260,6 +261,8 @@ def load(path: str | Path | None = None) -> PipelineConfig:
     path = Path(path) if path else BUILTIN / "quickstart.toml"
     if not path.exists() and (BUILTIN / f"{path}.toml").exists():
         path = BUILTIN / f"{path}.toml"  # a built-in by name: `--config pbc-cpu`
+    if path.exists() and not path.is_file():
+        raise ZooError(f"{path}: not a regular file (a folder, FIFO or device); not read as a config")
     if not path.is_file():
         raise ZooError(f"{path}: config file not found (built-ins: {', '.join(p.stem for p in sorted(BUILTIN.glob('*.toml')))})")
     try:

@@ -26,9 +26,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from zoo.errors import ZooError
 
@@ -125,7 +125,7 @@ def check_target(
     for src in sources:
         s = Path(src).resolve()
         if target == s or target in s.parents:
-            raise ZooError(f"{label}: contains the source {src}; writing there would replace it (choose another folder)")
+            raise ZooError(f"{label}: contains the source {src}; writing there would replace it (choose a folder outside it)")
         if s.is_dir() and s in target.parents:
             raise ZooError(f"{label}: lies inside the source {src}; choose a folder outside it")
     if not out.exists():
@@ -146,7 +146,8 @@ def check_target(
                            "(choose another folder)")
         if not force:
             how = f"pass {force_flag} to replace it" if force_flag else "choose another folder or delete it yourself"
-            raise ZooError(f"{label}: already holds a complete {card['kind']} '{card.get('name')}'; {how}")
+            noun = "run" if card["kind"] in ("member", "student") else card["kind"]
+            raise ZooError(f"{label}: a complete artifact already exists there ({noun} '{card.get('name')}'); {how}")
         extra = _unlisted(out, card)
         if extra:
             shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
@@ -154,8 +155,8 @@ def check_target(
         return "replace"
     if resumable and _own_incomplete(out, kinds):
         return "incomplete"
-    raise ZooError(f"{label}: exists and holds files no zoo command finished (no card.json); refusing to write into it "
-                   "(choose a new or empty folder)")
+    raise ZooError(f"{label}: exists, is not empty and holds files no zoo command finished (no card.json); refusing to "
+                   "write into it (choose a new or empty folder)")
 
 
 # ----------------------------------------------------------------------------- partial folders

@@ -233,7 +233,8 @@ def write_summary(ctx: Context) -> Path:
             row["shift_suite"] = suite
         rows.append(row)
     # In-sample scores of fitted combiners are kept in their cards but are not comparable: not shown.
-    splits = sorted({s for r in rows for s in r if s not in ("name", "kind", "folder", "shift_suite") and "in_sample" not in s},
+    not_splits = ("name", "kind", "folder", "shift_suite")
+    splits = sorted({s for r in rows for s in r if s not in not_splits and "in_sample" not in s},
                     key=lambda s: (s.split("-")[0] != "val", s))
     lines = [f"# {ctx.cfg.name}: results", "", "| model | kind | " + " | ".join(f"{s} acc | {s} F1 | {s} ECE" for s in splits) + " |",
              "|---|---|" + "---|---|---|" * len(splits)]
@@ -249,7 +250,8 @@ def write_summary(ctx: Context) -> Path:
     write_text(report / "summary.md", "\n".join(lines) + "\n")
     shifted = [r for r in rows if r.get("shift_suite")]
     if rows and splits:
-        bars = [{**r, SHIFT_BAR: {"accuracy": r["shift_suite"]["mean_out_of_family_accuracy"]}} if r.get("shift_suite") else r for r in rows]
+        bars = [{**r, SHIFT_BAR: {"accuracy": r["shift_suite"]["mean_out_of_family_accuracy"]}}
+                if r.get("shift_suite") else r for r in rows]
         plots.comparison_bars(report / "summary.png", bars, splits + ([SHIFT_BAR] if shifted else []))
     if shifted:
         from zoo.shift.report import load_results, plot_models
@@ -274,7 +276,8 @@ def _shift_row(folder: Path, card: dict) -> dict | None:
         return None
     keys = ("mean_out_of_family_accuracy", "mean_in_family_accuracy", "out_of_family", "in_family", "mce",
             "mce_out_of_family", "ce_normalised", "reference")
-    return {"split": r.get("data", {}).get("split"), "n": r["n"], "clean_accuracy": r["clean"]["accuracy"], **{k: r.get(k) for k in keys}}
+    return {"split": r.get("data", {}).get("split"), "n": r["n"], "clean_accuracy": r["clean"]["accuracy"],
+            **{k: r.get(k) for k in keys}}
 
 
 def _shift_lines(rows: list[dict]) -> list[str]:
@@ -290,13 +293,18 @@ def _shift_lines(rows: list[dict]) -> list[str]:
     lines = ["", f"## Shift suite: clean vs shifted ({s0['split']} split, {s0['n']} images per cell)", "",
              "Out-of-family = the shift families a model's training augmentation did not cover (leave-one-family-out); "
              "only those support a robustness claim. In-family results are shown apart. "
-             + (f"mCE is normalised to `{ref}` (ImageNet-C convention)." if ref else "mCE is unnormalised (mean top-1 error)."),
-             "", "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family | mCE | mCE out-of-family |",
+             + (f"mCE is normalised to `{ref}` (ImageNet-C convention)." if ref
+                else "mCE is unnormalised (mean top-1 error)."),
+             "",
+             "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family "
+             "| mCE | mCE out-of-family |",
              "|---|---|---|---|---|---|---|---|"]
     for r in shifted:
         s = r["shift_suite"]
         mce_oof = "—" if s["mce_out_of_family"] is None else f"{s['mce_out_of_family']:.3f}"
-        lines.append(f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | {pct(s['mean_out_of_family_accuracy'])} | "
-                     f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} | {mce_oof} |")
+        lines.append(f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | "
+                     f"{pct(s['mean_out_of_family_accuracy'])} | "
+                     f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} "
+                     f"| {mce_oof} |")
     lines += ["", "Per family and severity: `report/shift_suite.png`, and each model's `eval/shift_suite.md`."]
     return lines

@@ -33,8 +33,15 @@ def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
 
             ds = ctx.dataset
             split = e.shift_split if e.shift_split in ds.splits and len(ds.splits[e.shift_split]) else "val"
-            evaluate_artifact(folder, split=split, families=e.shift_families or None, seed=e.shift_seed,
-                              max_images=e.shift_max_images or None, reference=reference, dataset=ds)
+            evaluate_artifact(
+                folder,
+                split=split,
+                families=e.shift_families or None,
+                seed=e.shift_seed,
+                max_images=e.shift_max_images or None,
+                reference=reference,
+                dataset=ds,
+            )
 
         stage = Stage(f"shift suite on {folder.parent.name}/{folder.name}", [], run)
         stage.complete = lambda folder=folder: _suite_done(folder, e)  # type: ignore[method-assign]
@@ -73,9 +80,12 @@ def _suite_done(folder: Path, e) -> bool:
         res = json.loads((folder / "eval" / "shift_suite.json").read_text(encoding="utf-8"))
     except (ZooError, OSError, ValueError):
         return False
-    return ("eval/shift_suite.json" in card.get("files", {}) and res.get("seed") == e.shift_seed
-            and res.get("max_images") == (e.shift_max_images or None)
-            and list(res.get("families", {})) == resolve_families(e.shift_families or None))
+    return (
+        "eval/shift_suite.json" in card.get("files", {})
+        and res.get("seed") == e.shift_seed
+        and res.get("max_images") == (e.shift_max_images or None)
+        and list(res.get("families", {})) == resolve_families(e.shift_families or None)
+    )
 
 
 FACTORIES: list = [shift_suite_members, stage_ensemble, shift_suite_ensembles, stage_distill, shift_suite_student, export_stages, bench_stages]

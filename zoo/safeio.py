@@ -100,5 +100,15 @@ def is_regular(path: str | os.PathLike) -> bool:
         return False
 
 
-__all__ = ["NotReadable", "check_regular", "read_bytes", "read_text", "read_json", "is_regular",
-           "MAX_IMAGE_BYTES", "MAX_JSON_BYTES", "MAX_ARRAY_BYTES", "MAX_MODEL_BYTES"]
+__all__ = [
+    "MAX_ARRAY_BYTES",
+    "MAX_IMAGE_BYTES",
+    "MAX_JSON_BYTES",
+    "MAX_MODEL_BYTES",
+    "NotReadable",
+    "check_regular",
+    "is_regular",
+    "read_bytes",
+    "read_json",
+    "read_text",
+]

@@ -185,6 +185,9 @@ def _strategy(name: str):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ZooError("strategy 'multiworker' needs TF_CONFIG (cluster and task) in the environment")
+        from zoo.distribute import patch_keras_for_multiworker
+
+        patch_keras_for_multiworker()  # Keras 3 fit() fails under this strategy otherwise (keras-team/keras#20585)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
@@ -520,9 +523,9 @@ def train(
                 verbose="auto",
             )
             if state.diverged:
-                kept = f"its last good epoch ({len(state.history)})" if state.history else "no epoch (it diverged in the first)"
-                raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); the folder keeps {kept} "
-                               "and can be resumed with --resume, or start a new --out with a lower --lr")
+                then = (f"the folder keeps its last good epoch ({len(state.history)}) and can be resumed with --resume, "
+                        "or start a new --out with a lower --lr") if state.history else "nothing to resume; rerun with a lower --lr"
+                raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); {then}")
         if state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         stopped_early = stopped_early or state.epoch < phase.epochs

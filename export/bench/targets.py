@@ -119,13 +119,14 @@ def resolve(model: str | os.PathLike, opset: int = 17) -> Target:
         props = {p.key: p.value for p in m.metadata_props}
         try:
             md = meta.parse(props, str(path))
-            size, classes, name = int(md["input"]["image_size"]), list(md["classes"]), str(md.get("name") or path.stem)
+            size, classes = int(md["input"]["image_size"]), list(md["classes"])
+            name = f"{md['name']} ({path.name})" if md.get("name") else path.name  # not confused with its export folder
         except ZooError:
             dims = m.graph.input[0].type.tensor_type.shape.dim
             size = dims[1].dim_value if len(dims) == 4 else 0
             out_dims = m.graph.output[0].type.tensor_type.shape.dim
             classes = [str(i) for i in range(out_dims[-1].dim_value or 0)]
-            name = path.stem
+            name = path.name
             if not size or not classes:
                 raise ZooError(f"{path}: no zoo metadata and no static (batch, S, S, 3) input / class count to bench it") from None
         variant = "int8" if ".int8." in path.name else "fp16" if ".fp16." in path.name else "fp32"

@@ -36,7 +36,16 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.shift.corruptions import CORRUPTIONS, Corruption
 
-__all__ = ["CORRUPTIONS", "FAMILIES", "SEVERITIES", "Corruption", "corrupt", "evaluate_suite", "family_of", "resolve_families"]
+__all__ = [
+    "CORRUPTIONS",
+    "FAMILIES",
+    "SEVERITIES",
+    "Corruption",
+    "corrupt",
+    "evaluate_suite",
+    "family_of",
+    "resolve_families",
+]
 
 FAMILY_ORDER = ("colour", "illumination", "optics", "sensor", "artefacts", "geometry")
 FAMILIES: dict[str, list[str]] = {f: [c.name for c in CORRUPTIONS.values() if c.family == f] for f in FAMILY_ORDER}
@@ -54,21 +63,27 @@ def family_of(name: str) -> str:
 
 
 def _unknown(name: str) -> ZooError:
-    return ZooError(f"unknown shift family or corruption '{name}'; families: {', '.join(FAMILIES)}; "
-                    f"corruptions: {', '.join(CORRUPTIONS)}")
+    return ZooError(
+        f"unknown shift family or corruption '{name}'; families: {', '.join(FAMILIES)}; "
+        f"corruptions: {', '.join(CORRUPTIONS)}"
+    )
 
 
 def resolve_families(families: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """``None``/"all" -> every family; "colour,optics" or a list -> those, validated, in suite order."""
     if families is None:
         return list(FAMILIES)
-    items = [s.strip() for s in families.split(",")] if isinstance(families, str) else [str(s).strip() for s in families]
+    items = (
+        [s.strip() for s in families.split(",")] if isinstance(families, str) else [str(s).strip() for s in families]
+    )
     items = [s for s in items if s]
     if not items or items == ["all"]:
         return list(FAMILIES)
     bad = [s for s in items if s not in FAMILIES]
     if bad:
-        raise ZooError(f"unknown shift famil{'y' if len(bad) == 1 else 'ies'} {bad}; choose from {', '.join(FAMILIES)} (or 'all')")
+        raise ZooError(
+            f"unknown shift famil{'y' if len(bad) == 1 else 'ies'} {bad}; choose from {', '.join(FAMILIES)} (or 'all')"
+        )
     return [f for f in FAMILIES if f in items]
 
 
@@ -112,8 +127,12 @@ def corrupt(images: np.ndarray, family_or_corruption: str, severity: int, seed: 
     return out
 
 
-def corrupt_mixture(images: np.ndarray, families: str | list[str] | tuple[str, ...] | None = None,
-                    severities: tuple[int, ...] | list[int] = SEVERITIES, seed: int = 0) -> np.ndarray:
+def corrupt_mixture(
+    images: np.ndarray,
+    families: str | list[str] | tuple[str, ...] | None = None,
+    severities: tuple[int, ...] | list[int] = SEVERITIES,
+    seed: int = 0,
+) -> np.ndarray:
     """Each image corrupted by one family and one severity drawn from ``families`` × ``severities`` (by seed).
 
     For fitting or augmenting on shifted data while holding families out (leave-one-family-out):

@@ -47,6 +47,10 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
+def _pc(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
 def _trained(fams: list[str] | None) -> str:
     if fams is None:
         return "unknown (the card does not say): every family counted out-of-family"
@@ -59,27 +63,41 @@ def markdown(res: dict[str, Any], title: str) -> str:
     lines = [
         f"# Shift suite: {title}",
         "",
-        (f"- data: {res.get('data', {}).get('source')} split `{res.get('data', {}).get('split')}`, "
-         f"{res['n']} images (stratified subsample, max {res['max_images']}), seed {res['seed']}"),
+        (
+            f"- data: {res.get('data', {}).get('source')} split `{res.get('data', {}).get('split')}`, "
+            f"{res['n']} images (stratified subsample, max {res['max_images']}), seed {res['seed']}"
+        ),
         f"- trained for (augmentation): {_trained(res['augment_families'])}",
-        (f"- clean accuracy **{_pct(res['clean']['accuracy'])}%**; mean out-of-family shifted accuracy "
-         f"**{_pct(res['mean_out_of_family_accuracy'])}%** ({', '.join(res['out_of_family']) or 'none'}); "
-         f"mean in-family {_pct(res['mean_in_family_accuracy'])}% ({', '.join(res['in_family']) or 'none'})"),
-        f"- mCE {res['mce']:.3f}" + (f", out-of-family mCE {res['mce_out_of_family']:.3f}" if res["mce_out_of_family"] is not None else "")
+        (
+            f"- clean accuracy **{_pc(res['clean']['accuracy'])}**; mean out-of-family shifted accuracy "
+            f"**{_pc(res['mean_out_of_family_accuracy'])}** ({', '.join(res['out_of_family']) or 'none'}); "
+            f"mean in-family {_pc(res['mean_in_family_accuracy'])} ({', '.join(res['in_family']) or 'none'})"
+        ),
+        f"- mCE {res['mce']:.3f}"
+        + (f", out-of-family mCE {res['mce_out_of_family']:.3f}" if res["mce_out_of_family"] is not None else "")
         + f" — {res['ce_definition']}",
         "",
-        "| family | trained on | corruptions | " + " | ".join(f"acc s{s}" for s in sev) + f" | mean acc | mean bal. err | mean ECE | {ce_word} |",
+        "| family | trained on | corruptions | "
+        + " | ".join(f"acc s{s}" for s in sev)
+        + f" | mean acc | mean bal. err | mean ECE | {ce_word} |",
         "|---|---|---|" + "---|" * len(sev) + "---|---|---|---|",
     ]
     for fam, r in res["families"].items():
         cells = " | ".join(_pct(r["severities"][s]["accuracy"]) for s in sev)
-        lines.append(f"| {fam} | {'yes (in-family)' if fam in res['in_family'] else 'no (out-of-family)'} | {', '.join(r['corruptions'])} | "
-                     f"{cells} | {_pct(r['mean_accuracy'])} | {_pct(r['mean_balanced_error'])} | {_pct(r['mean_ece'])} | {res['ce'][fam]:.3f} |")
+        lines.append(
+            f"| {fam} | {'yes (in-family)' if fam in res['in_family'] else 'no (out-of-family)'} | "
+            f"{', '.join(r['corruptions'])} | {cells} | {_pct(r['mean_accuracy'])} | "
+            f"{_pct(r['mean_balanced_error'])} | "
+            f"{_pct(r['mean_ece'])} | {res['ce'][fam]:.3f} |"
+        )
     lines += ["", "Accuracy, balanced error and ECE in %. " + res["protocol"]]
     worst = _worst_corruptions(res)
     if worst:
-        lines += ["", "Hardest corruption per family (accuracy at the highest severity): "
-                  + "; ".join(f"{f}: {n} {_pct(a)}%" for f, n, a in worst)]
+        lines += [
+            "",
+            "Hardest corruption per family (accuracy at the highest severity): "
+            + "; ".join(f"{f}: {n} {_pc(a)}" for f, n, a in worst),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +134,7 @@ def plot(path: str | os.PathLike, res: dict[str, Any], title: str) -> Path:
     axes[1].set_ylim(bottom=0)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     oof = res["mean_out_of_family_accuracy"]
-    fig.suptitle(f"{title}: clean {_pct(res['clean']['accuracy'])}%, out-of-family mean {_pct(oof)}%", fontsize=10)
+    fig.suptitle(f"{title}: clean {_pc(res['clean']['accuracy'])}, out-of-family mean {_pc(oof)}", fontsize=10)
     return plots.save_figure(fig, path)
 
 
@@ -193,9 +211,15 @@ def evaluate_artifact(
     metrics = dict(card.get("metrics", {}))
     metrics["shift_suite"] = card_summary(res, split)
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
-    log.info("%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s", card["name"], res["clean"]["accuracy"],
-             "n/a" if res["mean_out_of_family_accuracy"] is None else f"{res['mean_out_of_family_accuracy']:.4f}",
-             ", ".join(res["out_of_family"]) or "no family", res["mce"], "" if res["ce_normalised"] else " (unnormalised)")
+    log.info(
+        "%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s",
+        card["name"],
+        res["clean"]["accuracy"],
+        "n/a" if res["mean_out_of_family_accuracy"] is None else f"{res['mean_out_of_family_accuracy']:.4f}",
+        ", ".join(res["out_of_family"]) or "no family",
+        res["mce"],
+        "" if res["ce_normalised"] else " (unnormalised)",
+    )
     return res
 
 
@@ -211,7 +235,10 @@ def _reference(reference, res, part, class_names, fams, severities, seed, max_im
     if ref.is_file():
         ref_res = load_results(ref)
         if not comparable(ref_res, res):
-            raise ZooError(f"{ref}: the reference was scored on other images or settings (seed, subsample, severities or data differ)")
+            raise ZooError(
+                f"{ref}: the reference was scored on other images or settings "
+                "(seed, subsample, severities or data differ)"
+            )
         return ref_res, str(ref_res.get("artifact", {}).get("name") or ref)
     if not (ref / "card.json").is_file():
         raise ZooError(f"--reference {ref}: give an artifact folder or its eval/shift_suite.json")
@@ -221,13 +248,17 @@ def _reference(reference, res, part, class_names, fams, severities, seed, max_im
         ref_res = None
     ref_card = read_card(ref)
     if list(ref_card["classes"]) != list(class_names):
-        raise ZooError(f"--reference {ref}: its classes {ref_card['classes']} differ from the model's {list(class_names)}")
+        raise ZooError(
+            f"--reference {ref}: its classes {ref_card['classes']} differ from the model's {list(class_names)}"
+        )
     if ref_res is None or not comparable(ref_res, res) or any(f not in ref_res["families"] for f in fams):
         log.info("scoring the reference %s on the same images (in memory; its folder is not changed)", ref)
-        ref_res = evaluate_suite(load_predictor(ref, ref_card), part.images, part.labels, class_names, fams, severities,
-                                 seed, max_images)
+        ref_res = evaluate_suite(
+            load_predictor(ref, ref_card), part.images, part.labels, class_names, fams, severities, seed, max_images
+        )
         ref_res["data"] = res["data"]
     return ref_res, str(ref_card["name"])
+
 
 def plot_models(path: str | os.PathLike, results: dict[str, dict[str, Any]], title: str = "") -> Path:
     """One panel per family: accuracy against severity (0 = clean) for every model; in-family lines dashed."""
@@ -259,8 +290,15 @@ def plot_models(path: str | os.PathLike, results: dict[str, dict[str, Any]], tit
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3) for i in range(len(results))]
-    fig.legend(handles, list(results), loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
-               title="model (dashed: in-family)", title_fontsize=8)
+    fig.legend(
+        handles,
+        list(results),
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        fontsize=8,
+        title="model (dashed: in-family)",
+        title_fontsize=8,
+    )
     fig.suptitle(title or "shift suite: accuracy per family and severity", fontsize=11)
     fig.tight_layout()
     return plots.save_figure(fig, path)
