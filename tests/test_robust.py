@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import TINY_CNN
+
 from zoo.errors import ZooError
 
 
@@ -62,7 +62,6 @@ def test_unknown_input_norm_is_a_user_error():
 
 def test_member_with_input_norm_trains_reloads_and_exports_with_fp32_parity(tmp_path):
     from export.convert import export_model
-
     from zoo.artifacts import read_card
     from zoo.data import load_dataset
     from zoo.runs import load_model
