@@ -176,3 +176,15 @@ def test_robust_fit_weights_move_towards_the_member_that_survives_the_shift():
     w_clean = fit_vote(clean, y)["weights"]
     w_robust = fit_vote(np.concatenate([clean, shifted], axis=1), np.tile(y, 2))["weights"]
     assert w_clean[0] > 0.9 and w_robust[1] > 0.5
+
+
+def test_convnext_takes_input_norm_in_place_of_imagenet_statistics():
+    from zoo.registry import create_model
+
+    small = {"depths": (1, 1), "widths": (8, 16), "kernel_size": 3}
+    model = create_model("convnext_zepto", 3, 32, input_norm="channel_std", **small)
+    names = [layer.name for layer in model.get_layer("backbone").layers]
+    assert "input_norm" in names and "imagenet_norm" not in names
+    x = _smear_like(4, 32)
+    p, p_gain = model.predict(x, verbose=0), model.predict(x * [1.2, 0.85, 1.0] + 10.0, verbose=0)
+    np.testing.assert_allclose(p, p_gain, atol=1e-3)  # gain and offset never reach the first convolution
