@@ -188,3 +188,34 @@ def test_convnext_takes_input_norm_in_place_of_imagenet_statistics():
     x = _smear_like(4, 32)
     p, p_gain = model.predict(x, verbose=0), model.predict(x * [1.2, 0.85, 1.0] + 10.0, verbose=0)
     np.testing.assert_allclose(p, p_gain, atol=1e-3)  # gain and offset never reach the first convolution
+
+
+def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robust_member(tmp_path, monkeypatch):
+    import json
+
+    from test_ensemble import make_run, member_probs
+
+    from ensemble import robust
+    from ensemble.build import EnsembleConfig, build_ensemble
+    from zoo.artifacts import read_card
+
+    rng = np.random.default_rng(3)
+    y = {"val": rng.integers(0, 4, 160), "test": rng.integers(0, 4, 80)}
+    sharp = make_run(tmp_path / "runs" / "sharp", {s: (member_probs(v, 3.0, seed=1), v) for s, v in y.items()})
+    steady = make_run(tmp_path / "runs" / "steady", {s: (member_probs(v, 1.5, seed=2), v) for s, v in y.items()})
+    # on shifted copies the sharp member is confidently wrong, the steady one unchanged
+    shifted_sharp = member_probs((y["val"] + 1) % 4, 3.0, seed=3)
+    shifted = np.stack([shifted_sharp, member_probs(y["val"], 1.5, seed=4)]).astype(np.float64)
+    monkeypatch.setattr(robust, "shifted_member_probs", lambda source, split, fams, sevs, seed, bs: [shifted, shifted])
+
+    plain = build_ensemble([sharp, steady], tmp_path / "plain", config=EnsembleConfig(folds=4))
+    robust_out = build_ensemble([sharp, steady], tmp_path / "robust", config=EnsembleConfig(folds=4, fit_shift=["colour"]))
+    w_plain = json.loads((plain / "ensemble.json").read_text())["weights"]
+    spec = json.loads((robust_out / "ensemble.json").read_text())
+    assert w_plain[0] > w_plain[1] and spec["weights"][1] > spec["weights"][0]
+    card = read_card(robust_out)
+    assert card["fit_families"] == ["colour"] and "colour" in card["augment_families"]
+    assert spec["fit"]["shifted_copies"]["families"] == ["colour"] and spec["fit"]["shifted_copies"]["rows"] == 2 * 160
+    assert card["metrics"]["val"]["n"] == 160  # the headline scores the clean rows only
+    with pytest.raises(ZooError, match="unknown shift famil"):
+        build_ensemble([sharp, steady], tmp_path / "bad", config=EnsembleConfig(fit_shift=["lab"]))
