@@ -67,6 +67,7 @@ def test_gpu_recipe_parses_and_every_member_builds_tiny():
     assert all(named[f"convnext_{s}"].weights == "imagenet" for s in ("small", "base", "large"))
     assert cfg.ensemble.enabled and set(cfg.ensemble.methods) == {"vote", "stack"} and cfg.distill.enabled
     assert set(cfg.export.quantize) == {"fp16", "int8"}
+    assert cfg.bench.enabled and {"cuda", "tensorrt"} <= set(cfg.bench.providers)
     builds = [(m.member, m.params) for m in cfg.members] + [(cfg.distill.student, cfg.distill.params)]
     for member, params in builds:
         model = get_spec(member).build(8, 32, **{**params, **({"weights": None} if member.startswith("convnext") else {})})

@@ -299,7 +299,8 @@ _BASE = ("split", "model", "group", "calibrated", "scored", "n", "accuracy", "ba
 
 def _ci(row: dict[str, Any], key: str) -> str:
     """`` [lo, hi]`` for the CI of ``key`` in any of the shapes a comparison row may carry it."""
-    for lo_key, hi_key in ((f"{key}_lo", f"{key}_hi"), (f"{key}_low", f"{key}_high"), (f"{key}_ci_low", f"{key}_ci_high")):
+    plain = (("ci_low", "ci_high"),) if key == "accuracy" else ()  # ensemble.compare: the accuracy's bootstrap CI
+    for lo_key, hi_key in (*plain,(f"{key}_lo", f"{key}_hi"), (f"{key}_low", f"{key}_high"), (f"{key}_ci_low", f"{key}_ci_high")):
         if lo_key in row and hi_key in row:
             return f" [{pct(row[lo_key], 1)}, {pct(row[hi_key], 1)}]"
     ci = row.get(f"{key}_ci")
@@ -316,8 +317,21 @@ def _is_ci_key(k: str) -> bool:
     return k == "ci" or k.endswith(("_ci", "_lo", "_hi", "_low", "_high", "_ci_low", "_ci_high"))
 
 
+_EVIDENCE = ("reference", "diff_vs_reference", "mcnemar_p", "mcnemar_b", "mcnemar_c")
+
+
+def _evidence(r: dict[str, Any]) -> list[str]:
+    """``Δ vs reference`` and ``McNemar p (b/c)`` cells of a comparison row (ensemble.compare's evidence)."""
+    diff = r.get("diff_vs_reference")
+    p = r.get("mcnemar_p")
+    return [f"{100 * float(diff):+.2f} pts" if isinstance(diff, (int, float)) else "",
+            f"{float(p):.3g} ({r.get('mcnemar_b', '?')}/{r.get('mcnemar_c', '?')})" if isinstance(p, (int, float)) else ""]
+
+
 def _comparison_tables(s: Section, rows: list[dict[str, Any]]) -> None:
-    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _BASE and not _is_ci_key(k)]
+    evidence = any("mcnemar_p" in r or "diff_vs_reference" in r for r in rows)
+    reference = next((r["reference"] for r in rows if r.get("reference")), "the best member")
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _BASE and k not in _EVIDENCE and not _is_ci_key(k)]
     extra = [k for k in extra if all(isinstance(r.get(k), (int, float, str, type(None))) for r in rows)]
     for split in dict.fromkeys(r.get("split") for r in rows):
         sub = [r for r in rows if r.get("split") == split]
@@ -327,10 +341,13 @@ def _comparison_tables(s: Section, rows: list[dict[str, Any]]) -> None:
             acc = pct(r.get("accuracy")) + _ci(r, "accuracy") + (" ★" if r.get("accuracy") == best else "")
             table.append([r.get("model", ""), "yes" if r.get("calibrated") else "no", r.get("scored", ""), acc,
                           pct(r.get("macro_f1")) + _ci(r, "macro_f1"), num(r.get("nll")), pct(r.get("ece")) + _ci(r, "ece"),
-                          *[_cell(r.get(k)) for k in extra]])
+                          *(_evidence(r) if evidence else []), *[_cell(r.get(k)) for k in extra]])
         n = sub[0].get("n", "")
-        s.table(["model", "+T", "scored", "accuracy", "macro F1", "NLL", "ECE", *[k.replace("_", " ") for k in extra]], table,
-                f"split {split} ({n} images); ★ best accuracy")
+        s.table(["model", "+T", "scored", "accuracy [95% CI]" if any("ci_low" in r for r in sub) else "accuracy", "macro F1",
+                 "NLL", "ECE", *([f"Δ vs {reference}", "McNemar p (b/c)"] if evidence else []),
+                 *[k.replace("_", " ") for k in extra]], table,
+                f"split {split} ({n} images); ★ best accuracy" + ("; b/c: images only the reference / only this model "
+                                                                   "got right" if evidence else ""))
 
 
 def _cell(v: Any) -> str:
@@ -426,10 +443,18 @@ def benchmark(layout) -> Section:
     doc = read_json(bench / "bench.json")
     rows = doc.get("rows") if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else read_csv(bench / "bench.csv")
     rows = [r for r in rows if isinstance(r, dict)]
-    if rows:
-        cols = [(k, label) for k, label in BENCH_COLUMNS if any(k in r for r in rows)] or [(k, k) for k in rows[0]]
-        s.table([label for _, label in cols], [[_short(_bench_cell(r, k)) for k, _ in cols] for r in rows[:80]],
-                "bench/bench.json" + (" (first 80 rows)" if len(rows) > 80 else ""))
+    measured = [r for r in rows if r.get("status", "ok") == "ok"]
+    if measured:
+        cols = [(k, label) for k, label in BENCH_COLUMNS if k != "status" and any(k in r for r in measured)]
+        s.table([label for _, label in cols], [[_bench_cell(r, k) for k, _ in cols] for r in measured[:80]],
+                "bench/bench.json" + (" (first 80 rows)" if len(measured) > 80 else ""))
+    skipped: dict[str, int] = {}
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            why = f"{r.get('status')}: {r.get('reason') or 'no reason given'}"
+            skipped[why] = skipped.get(why, 0) + 1
+    for why, n in list(skipped.items())[:6]:
+        s.text(f"{n} row(s) {why}")
     if not shown and not rows:
         s.missing(f"No benchmark in this run ({bench} has no pareto.png or bench.json): enable [bench] in the config "
                   "or run `zoo bench` on the exports.")
@@ -438,9 +463,12 @@ def benchmark(layout) -> Section:
 
 def _bench_cell(r: dict[str, Any], k: str) -> str:
     v = r.get(k)
-    if k == "status" and v not in (None, "ok") and r.get("reason"):
-        return f"{v}: {r['reason']}"
-    return "" if v is None else str(v)
+    if k == "accuracy":
+        try:
+            return pct(float(v))
+        except (TypeError, ValueError):
+            return ""
+    return "" if v is None else _short(str(v))
 
 
 def _bench_context(md: Path) -> list[str]:
@@ -586,7 +614,8 @@ def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
         s.missing("No complete model with stored predictions yet.")
         return s
     stored = _stored_probs(folder, split)
-    dataset, why = _dataset(layout)
+    size = int(((card(folder) or {}).get("input") or {}).get("image_size") or layout.cfg.data.image_size)
+    dataset, why = _dataset(layout, size)  # the images the model saw: members may train at their own size
     if stored is None or dataset is None:
         s.missing(f"{name}: " + ("no stored predictions on " + split if stored is None else f"data not available ({why})") + ".")
         return s
@@ -643,9 +672,11 @@ def _headline(layout) -> tuple[str, Path | None]:
 
 
 # ----------------------------------------------------------------------------- shared
-def _dataset(layout):
+def _dataset(layout, size: int | None = None):
     """``(dataset, None)`` or ``(None, reason)``: the report still renders when the data has moved."""
     try:
+        if size is not None and size != layout.cfg.data.image_size and hasattr(layout, "dataset_at"):
+            return layout.dataset_at(size), None
         return layout.dataset, None
     except ZooError as exc:
         return None, str(exc)
