@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     cost = {}
     for m in members:
         km = load_model(m.path, m.card, input_size=source.input_size)
-        cost[m.name] = {"parameters": int(km.count_params()), "flops": keras_flops(km)}
+        cost[m.name] = {"parameters": int(km.count_params()), "flops": keras_flops(km),
+                        "own_size": int(m.card["input"]["image_size"]),
+                        "own_size_val_accuracy": (m.card.get("metrics", {}).get("val") or {}).get("accuracy")}
     for r in rows:
         spec = outputs[r["model"]]["spec"]
         used = [n for n, w in zip(names, spec.get("weights", [1.0] * len(names))) if w >= 1e-3] if r["group"] != "member" \
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         r["members_run"] = used
         r["parameters"] = sum(cost[n]["parameters"] for n in used)
         r["flops"] = sum(cost[n]["flops"] for n in used)
+        if r["group"] == "member":
+            r["own_size"], r["own_size_val_accuracy"] = cost[used[0]]["own_size"], cost[used[0]]["own_size_val_accuracy"]
     students = []
     for item in args.student:
         label, _, path = item.partition("=")
@@ -213,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         md.insert(2, f"- note: {args.note}")
     body = compare.markdown(rows, "Members vs ensembles").split("\n", 2)[2]
     body += "\n" + _cost_table(rows, students, ref)
+    body += "\nMembers smaller than the ensemble's input see it resized (bilinear) in their graph; their accuracy on " \
+        "their own-size images (as trained, from their cards): " + ", ".join(
+            f"{n} {c['own_size']} px {100 * c['own_size_val_accuracy']:.2f}%" for n, c in cost.items()
+            if c["own_size_val_accuracy"] is not None) + ".\n"
     (out / f"{args.name}.md").write_text("\n".join(md) + "\n" + body)
     compare.plot(rows, "val", out / f"{args.name}.png")
     print((out / f"{args.name}.md").read_text())

@@ -125,7 +125,7 @@ def render(doc: dict) -> str:
              f"Run {doc['conditions']['time']}, load average {doc['conditions']['loadavg_1_5_15']}; {doc['seconds']:.0f} s in all.", ""]
     for step, info in doc["steps"].items():
         lines.append(f"- **{step}**: {info['status']}" + (f" — {info['reason']}" if info.get("reason") else ""))
-    lines += ["", "## ONNX Runtime (`zoo bench`)", "", f"See `bench/bench.md` (rows per provider, variant and batch size)." , ""]
+    lines += ["", "## ONNX Runtime (`zoo bench`)", "", "See `bench/bench.md` (rows per provider, variant and batch size).", ""]
     rows = doc.get("convnext_training", [])
     if rows:
         lines += ["## TF training throughput, ConvNeXt at 224 px, mixed_float16, synthetic tensors", "",

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import conditions, describe, one_line  # noqa: E402
+from machine import conditions, describe, one_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 log = logging.getLogger("robustness")
@@ -65,8 +65,8 @@ def corrupted_sets(images, families, severities, seed, cache: Path | None = None
     return out
 
 
-def member_probs(run, clean_full, subset, shifted, adapt: bool, batch_size=256):
-    """{'clean_full', 'clean', (f, s)...} -> probabilities; with ``adapt``, BN re-estimated per cell."""
+def member_probs(run, subset, shifted, adapt: bool, batch_size=256):
+    """{'clean', (f, s)...} -> probabilities; with ``adapt``, BN re-estimated on each cell's images."""
     from zoo.adapt import adapt_batchnorm, batchnorm_layers
     from zoo.evaluate import predict_model
     from zoo.runs import load_model
@@ -86,8 +86,6 @@ def member_probs(run, clean_full, subset, shifted, adapt: bool, batch_size=256):
         return predict_model(model, x, batch_size)
 
     out = {"clean": predict(subset)}
-    if not adapt:
-        out["clean_full"] = predict_model(model, clean_full, batch_size)
     for key, x in shifted.items():
         out[key] = predict(x)
     return out
@@ -101,14 +99,14 @@ def family_table(probs, y, families, severities):
     return {f: {str(s): acc(probs[(f, s)], y) for s in severities} for f in families}
 
 
-def summary(name, kind, fams_trained, probs, y, y_full, families, severities, extra=None):
+def summary(name, kind, fams_trained, probs, y, val_accuracy, families, severities, extra=None):
     table = family_table(probs, y, families, severities)
     inside = [f for f in families if f in set(fams_trained or ())]
     outside = [f for f in families if f not in inside]
     mean = {f: float(np.mean(list(v.values()))) for f, v in table.items()}
     row = {
         "name": name, "kind": kind, "augment_families": sorted(fams_trained or []),
-        "clean_val_full": acc(probs["clean_full"], y_full) if "clean_full" in probs else None,
+        "clean_val_full": val_accuracy,
         "clean_subset": acc(probs["clean"], y),
         "families": table, "family_mean": mean, "in_family": inside, "out_of_family": outside,
         "mean_out_of_family": float(np.mean([mean[f] for f in outside])) if outside else None,
@@ -154,7 +152,9 @@ def lofo_ensembles(member_rows, probs_by_member, y, families, severities, method
         if not names:
             continue
         fit_fams = [f for f in families if f != held]
-        stack = lambda key: np.stack([probs_by_member[n][key] for n in names])  # noqa: E731
+        def stack(key, names=tuple(names)):
+            return np.stack([probs_by_member[n][key] for n in names])
+
         clean = stack("clean")
         for variant in ("clean_fit", "robust_fit"):
             scored = {s: np.zeros((len(y), clean.shape[2])) for s in severities}
@@ -191,7 +191,7 @@ def write_markdown(path, res):
              f"Machine: {res['machine_line']}. Load: {res['load']}.", "",
              f"Command: `{res['command']}`", "",
              f"Shift suite `zoo.shift`, severities {res['severities']}, seed {res['seed']}, on a stratified subset of "
-             f"{res['n_subset']} val images (clean column 'val' is the full val split, n={res['n_val']}). "
+             f"{res['n_subset']} val images (column 'val (full)' is the run card's accuracy on the full val split, n={res['n_val']}). "
              "Cells are mean accuracy over severities; **in-family cells (the run trained on that family) are in "
              "brackets and never count**; 'OOF mean' is the mean over the families the run did NOT train on, "
              "'gap' = clean subset − OOF mean.", "",
@@ -276,7 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-images", type=int, default=600)
     ap.add_argument("--severities", default="1,2,3,4,5")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-adapt", action="store_true", help="skip the BN-adaptation rows")
+    ap.add_argument("--adapt", default="all", help="runs (comma list, 'all' or 'none') also scored with BN adaptation")
+    ap.add_argument("--only", default="", help="predict only these runs (cache), then stop")
     ap.add_argument("--corrupt-only", action="store_true", help="only fill the cache of corrupted images, then stop")
     ap.add_argument("--cache", default="/work/runs_robust/bench_cache")
     ap.add_argument("--note", action="append", default=[])
@@ -284,6 +285,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from zoo.artifacts import read_card
     from zoo.data import load_dataset
     from zoo.shift import FAMILIES
     from zoo.shift.families import artifact_families
@@ -292,6 +294,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     before = conditions()
     runs = dict(r.split("=", 1) for r in args.runs)
+    if args.only:  # fill the probability cache for these runs only (run several in parallel, then aggregate)
+        runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     severities = [int(s) for s in args.severities.split(",")]
     families = list(FAMILIES)
     data = load_dataset(args.data, args.image_size)
@@ -307,36 +311,37 @@ def main(argv=None) -> int:
     rows, probs_by_member = [], {}
     for name, run in runs.items():
         fams = artifact_families(run) or []
+        card = read_card(run)
+        val_acc = (card.get("metrics", {}).get("val") or {}).get("accuracy")
         for adapt in (False, True):
-            if adapt and args.no_adapt:
+            if adapt and not (args.adapt == "all" or name in args.adapt.split(",")):
                 continue
             key = f"{name}{'+adaptbn' if adapt else ''}"
-            f = cache / f"{key}_{args.max_images}_{args.seed}.npz"
+            f = cache / f"{key}_{args.max_images}_{args.seed}_{args.severities.replace(',', '')}.npz"
             if f.exists():
                 z = np.load(f)
                 probs = {k if k.startswith("clean") else (k.split("|")[0], int(k.split("|")[1])): z[k] for k in z.files}
             else:
                 t = time.time()
-                probs = member_probs(run, val.images, x, shifted, adapt)
+                probs = member_probs(run, x, shifted, adapt)
                 if probs is None:
                     continue
                 np.savez(f, **{k if isinstance(k, str) else f"{k[0]}|{k[1]}": v for k, v in probs.items()})
                 log.info("%s: predicted in %.0fs", key, time.time() - t)
             if not adapt:
                 probs_by_member[name] = probs
-            else:
-                probs.setdefault("clean_full", None)
-                probs.pop("clean_full")
-            rows.append(summary(key, "member+adapt_bn" if adapt else "member", fams, probs, y, np.asarray(val.labels),
+            rows.append(summary(key, "member+adapt_bn" if adapt else "member", fams, probs, y, None if adapt else val_acc,
                                 families, severities, {"run": str(run)}))
             log.info("%s: clean %.4f, OOF mean %s", key, rows[-1]["clean_subset"], rows[-1]["mean_out_of_family"])
 
+    if args.only:
+        return 0
     member_rows = [r for r in rows if r["kind"] == "member"]
     ensembles = {m: lofo_ensembles(member_rows, probs_by_member, y, families, severities, m) for m in ("vote", "stack")}
     res = {
         "benchmark": args.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": args.data, "image_size": args.image_size, "n_val": int(len(val.labels)), "n_subset": int(len(y)),
+        "data": args.data, "image_size": args.image_size, "n_val": len(val.labels), "n_subset": len(y),
         "families": families, "severities": severities, "seed": args.seed,
         "rows": rows, "ensembles": ensembles, "notes": args.note,
         "machine": describe(), "machine_line": one_line(describe()), "conditions_before": before,

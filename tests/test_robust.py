@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import TINY_CNN
+
 from zoo.errors import ZooError
 
 
@@ -62,7 +62,6 @@ def test_unknown_input_norm_is_a_user_error():
 
 def test_member_with_input_norm_trains_reloads_and_exports_with_fp32_parity(tmp_path):
     from export.convert import export_model
-
     from zoo.artifacts import read_card
     from zoo.data import load_dataset
     from zoo.runs import load_model
@@ -177,3 +176,46 @@ def test_robust_fit_weights_move_towards_the_member_that_survives_the_shift():
     w_clean = fit_vote(clean, y)["weights"]
     w_robust = fit_vote(np.concatenate([clean, shifted], axis=1), np.tile(y, 2))["weights"]
     assert w_clean[0] > 0.9 and w_robust[1] > 0.5
+
+
+def test_convnext_takes_input_norm_in_place_of_imagenet_statistics():
+    from zoo.registry import create_model
+
+    small = {"depths": (1, 1), "widths": (8, 16), "kernel_size": 3}
+    model = create_model("convnext_zepto", 3, 32, input_norm="channel_std", **small)
+    names = [layer.name for layer in model.get_layer("backbone").layers]
+    assert "input_norm" in names and "imagenet_norm" not in names
+    x = _smear_like(4, 32)
+    p, p_gain = model.predict(x, verbose=0), model.predict(x * [1.2, 0.85, 1.0] + 10.0, verbose=0)
+    np.testing.assert_allclose(p, p_gain, atol=1e-3)  # gain and offset never reach the first convolution
+
+
+def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robust_member(tmp_path, monkeypatch):
+    import json
+
+    from test_ensemble import make_run, member_probs
+
+    from ensemble import robust
+    from ensemble.build import EnsembleConfig, build_ensemble
+    from zoo.artifacts import read_card
+
+    rng = np.random.default_rng(3)
+    y = {"val": rng.integers(0, 4, 160), "test": rng.integers(0, 4, 80)}
+    sharp = make_run(tmp_path / "runs" / "sharp", {s: (member_probs(v, 3.0, seed=1), v) for s, v in y.items()})
+    steady = make_run(tmp_path / "runs" / "steady", {s: (member_probs(v, 1.5, seed=2), v) for s, v in y.items()})
+    # on shifted copies the sharp member is confidently wrong, the steady one unchanged
+    shifted_sharp = member_probs((y["val"] + 1) % 4, 3.0, seed=3)
+    shifted = np.stack([shifted_sharp, member_probs(y["val"], 1.5, seed=4)]).astype(np.float64)
+    monkeypatch.setattr(robust, "shifted_member_probs", lambda source, split, fams, sevs, seed, bs: [shifted, shifted])
+
+    plain = build_ensemble([sharp, steady], tmp_path / "plain", config=EnsembleConfig(folds=4))
+    robust_out = build_ensemble([sharp, steady], tmp_path / "robust", config=EnsembleConfig(folds=4, fit_shift=["colour"]))
+    w_plain = json.loads((plain / "ensemble.json").read_text())["weights"]
+    spec = json.loads((robust_out / "ensemble.json").read_text())
+    assert w_plain[0] > w_plain[1] and spec["weights"][1] > spec["weights"][0]
+    card = read_card(robust_out)
+    assert card["fit_families"] == ["colour"] and "colour" in card["augment_families"]
+    assert spec["fit"]["shifted_copies"]["families"] == ["colour"] and spec["fit"]["shifted_copies"]["rows"] == 2 * 160
+    assert card["metrics"]["val"]["n"] == 160  # the headline scores the clean rows only
+    with pytest.raises(ZooError, match="unknown shift famil"):
+        build_ensemble([sharp, steady], tmp_path / "bad", config=EnsembleConfig(fit_shift=["lab"]))

@@ -58,6 +58,9 @@ def run(args) -> int:
     if args.shift_suite is not None:
         if args.shifted:
             raise ZooError("--shifted and --shift-suite are separate evaluations; give one")
+        if args.adapt_bn:
+            raise ZooError("--adapt-bn applies to one split (e.g. --shifted); per-cell BN adaptation on the suite is in "
+                           "benchmarks/robustness.py")
         return _suite(args)
     if args.reference:
         raise ZooError("--reference applies to --shift-suite")
