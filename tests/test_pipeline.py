@@ -55,6 +55,7 @@ def test_pipeline_restarts_an_incomplete_stage(tmp_path):
     cfg = tiny_config(tmp_path, members=[{"member": "custom_cnn", "params": TINY}])
     half = tmp_path / "out" / "members" / "custom_cnn"
     half.mkdir(parents=True)
+    ownership.write_marker(tmp_path / "out", "pipeline")  # the output folder of an interrupted `zoo run`
     (half / "notes.txt").write_text("not the zoo's: never deleted")
     with pytest.raises(ZooError, match="no card.json"):
         pipeline.run(cfg)
