@@ -46,7 +46,8 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
             from ensemble.build import EnsembleConfig, build_ensemble
 
             cfg = EnsembleConfig(method=method, calibrate=e.calibrate, tta="dihedral" if e.tta else None,
-                                 seed=ctx.cfg.data.seed, fit_shift=list(getattr(e, "fit_shift", []) or []))
+                                 seed=ctx.cfg.data.seed,
+                                 fit_shift=list(getattr(e, "vote_fit_shift", []) or []) if method == "vote" else [])
             build_ensemble(runs, out, data=lambda: ctx.dataset, config=cfg)
 
         label = f"ensemble {method}" + (" +calibration" if e.calibrate else "") + (" +TTA" if e.tta else "")
