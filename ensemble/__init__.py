@@ -9,6 +9,7 @@ members; :mod:`ensemble.distill` trains only a student.
 from ensemble.build import EnsembleConfig, build_ensemble
 from ensemble.combine import combine
 from ensemble.folder import Ensemble, load, predict_proba
+from zoo import predictors as _predictors
 
 __all__ = ["Ensemble", "EnsembleConfig", "build_ensemble", "combine", "load", "predict_proba"]
 
@@ -19,6 +20,4 @@ def _predictor(folder, card):
 
 
 # `zoo evaluate ENSEMBLE` and the shift suite find ensembles through the core's registry.
-from zoo import predictors as _predictors
-
 _predictors.register("ensemble", _predictor)

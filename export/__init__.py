@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from export.predictor import Predictor, load, predict_files, write_predictions
+from zoo import predictors as _predictors
 
-__all__ = ["Predictor", "export_model", "load", "predict_files", "write_predictions"]
+__all__ = ["Predictor", "load", "predict_files", "write_predictions", "export_model"]
 
 
 def _predictor(folder, card):
@@ -25,8 +26,6 @@ def _predictor(folder, card):
 
 
 # `zoo evaluate EXPORT` scores the fp32 ONNX model through the core's registry.
-from zoo import predictors as _predictors
-
 _predictors.register("export", _predictor)
 
 

@@ -125,6 +125,18 @@ def test_family_draws_one_corruption_per_image_and_bad_input_is_refused(smears):
         shift.resolve_families("colour,fog")
 
 
+def test_corrupt_mixture_uses_only_the_given_families(smears):
+    many = np.concatenate([smears] * 4)
+    mixed = shift.corrupt_mixture(many, ["artefacts"], (1, 5), seed=3)
+    np.testing.assert_array_equal(mixed, shift.corrupt_mixture(many, ["artefacts"], (1, 5), seed=3))
+    changed = (np.abs(mixed.astype(int) - many).max(-1) > 3).mean((1, 2))
+    assert changed.max() < 0.2 and (changed > 0).all()  # artefacts only: bounded areas
+    colour = shift.corrupt_mixture(many, ["colour", "illumination"], (5,), seed=3)
+    assert (np.abs(colour.astype(int) - many).max(-1) > 3).mean() > 0.5  # photometric: most pixels
+    with pytest.raises(ZooError, match="severities"):
+        shift.corrupt_mixture(many, None, (0,))
+
+
 def test_stratified_subset_keeps_class_proportions():
     labels = np.repeat([0, 1, 2], [500, 300, 200])
     idx = stratified_subset(labels, 100, seed=0)
@@ -143,7 +155,9 @@ def test_evaluate_suite_splits_in_and_out_of_family_and_normalises_ce(smears):
         p = np.stack([red, 1 - red], 1)
         return p / p.sum(1, keepdims=True)
 
-    res = evaluate_suite(predict, smears, labels, ["a", "b"], families="colour,geometry", severities=(1, 3), max_images=6)
+    res = evaluate_suite(
+        predict, smears, labels, ["a", "b"], families="colour,geometry", severities=(1, 3), max_images=6
+    )
     assert res["n"] == 6 and set(res["families"]) == {"colour", "geometry"}
     cell = res["families"]["colour"]["severities"]["3"]
     assert set(cell) >= {"accuracy", "balanced_error", "ece", "by_corruption"}
@@ -154,7 +168,8 @@ def test_evaluate_suite_splits_in_and_out_of_family_and_normalises_ce(smears):
     assert not s["ce_normalised"] and "unnormalised" in s["ce_definition"]
     ref = summarise(res, None, reference=res, reference_name="itself")
     assert ref["ce"] == pytest.approx({"colour": 1.0, "geometry": 1.0}) or any(
-        r["mean_error"] == 0 for r in res["families"].values())
+        r["mean_error"] == 0 for r in res["families"].values()
+    )
     assert ref["out_of_family"] == ["colour", "geometry"]  # unknown coverage: nothing counted in-family
 
 
@@ -166,14 +181,39 @@ def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_
     from zoo.shift.families import artifact_families
     from zoo.train import train
 
-    run = train("custom_cnn", synthetic_small, tmp_path / "stain", image_size=24, params=TINY_CNN, epochs=1, batch_size=32,
-                tensorboard=False, augment="flip_rot90,stain:0.3")
+    run = train(
+        "custom_cnn",
+        synthetic_small,
+        tmp_path / "stain",
+        image_size=24,
+        params=TINY_CNN,
+        epochs=1,
+        batch_size=32,
+        tensorboard=False,
+        augment="flip_rot90,stain:0.3",
+    )
     card = read_card(run)
     assert card["augment_families"] == ["colour"]
     del card["augment_families"]  # an older card: read back from its training policy
     assert artifact_families(run, card) == ["colour"]
 
-    assert main(["evaluate", str(run), "--data", "synthetic:96", "--shift-suite", "colour,optics", "--max-images", "12", "--split", "test"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--data",
+                "synthetic:96",
+                "--shift-suite",
+                "colour,optics",
+                "--max-images",
+                "12",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "OUT" in printed and "unnormalised" in printed
     res = json.loads((run / "eval" / "shift_suite.json").read_text())
@@ -186,8 +226,25 @@ def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_
     assert summary["out_of_family"] == ["optics"] and summary["results"] == "eval/shift_suite.json"
 
     # normalised to a reference: the model itself gives CE = 1 in every family with errors
-    assert main(["evaluate", str(run), "--data", "synthetic:96", "--shift-suite", "colour,optics", "--max-images", "12", "--split", "test",
-                 "--reference", str(run / "eval" / "shift_suite.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--data",
+                "synthetic:96",
+                "--shift-suite",
+                "colour,optics",
+                "--max-images",
+                "12",
+                "--split",
+                "test",
+                "--reference",
+                str(run / "eval" / "shift_suite.json"),
+            ]
+        )
+        == 0
+    )
     res2 = json.loads((run / "eval" / "shift_suite.json").read_text())
     assert res2["ce_normalised"]
     for fam, ce in res2["ce"].items():
@@ -203,3 +260,97 @@ def test_registry_runs_ensembles_only_once_registered(tmp_path):
     assert {"member", "student", "ensemble", "export"} <= set(predictors.registered())
     with pytest.raises(ZooError, match="no predictor is registered"):
         predictors.load_predictor(tmp_path, {"kind": "nonesuch"})
+
+
+def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_path):
+    from zoo import config, pipeline
+
+    tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
+    cfg = config.parse(
+        {
+            "name": "tiny",
+            "output": str(tmp_path / "out"),
+            "data": {"source": "synthetic:96", "image_size": 20, "val_fraction": 0.25},
+            "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
+            "members": [
+                {"member": "custom_cnn", "params": tiny},
+                {"member": "custom_cnn", "name": "stained", "params": tiny, "train": {"seed": 1, "augment": "stain"}},
+            ],
+            "evaluate": {"shifted": None, "shift_families": ["colour", "geometry"], "shift_max_images": 16},
+            "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
+        }
+    )
+    report = pipeline.run(cfg)
+    out = tmp_path / "out"
+    rows = {r["name"]: r for r in json.loads((out / "report" / "summary.json").read_text())}
+    assert set(rows) == {"custom_cnn", "stained", "vote"}
+    assert rows["stained"]["shift_suite"]["in_family"] == ["colour"]
+    assert rows["custom_cnn"]["shift_suite"]["out_of_family"] == ["colour", "geometry"]
+    assert rows["vote"]["shift_suite"]["in_family"] == ["colour"]  # union of its members
+    assert rows["custom_cnn"]["shift_suite"]["reference"] == "custom_cnn"  # CE normalised to the first member
+    text = report.read_text()
+    assert "shifted acc, out-of-family" in text and "| vote | ensemble |" in text
+    assert (out / "report" / "shift_suite.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "ensembles" / "vote" / "eval" / "shift_suite.json").is_file()
+    bad = dict(cfg.evaluate.__dict__)
+    with pytest.raises(ZooError, match="shift_families"):
+        config.parse({"evaluate": {**{k: v for k, v in bad.items() if k == "splits"}, "shift_families": ["fog"]}})
+
+
+def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path):
+    """Cards without the field: members from their policy, ensembles/students/exports via their parents."""
+    from zoo.artifacts import write_card, write_json
+    from zoo.shift.families import artifact_families
+
+    base = {"classes": ["a", "b"], "input": {"image_size": 8}}
+    for name, augment in (("m1", "flip_rot90,stain"), ("m2", {"spec": "blur,noise"})):
+        (tmp_path / name).mkdir()
+        write_card(tmp_path / name, {**base, "kind": "member", "name": name, "training": {"augment": augment}})
+    ens = tmp_path / "ens"
+    write_json(ens / "ensemble.json", {"members": [{"path": "../m1"}, {"path": "../m2"}]})
+    write_card(ens, {**base, "kind": "ensemble", "name": "ens"})
+    stu = tmp_path / "stu"
+    stu.mkdir()
+    write_card(
+        stu,
+        {
+            **base,
+            "kind": "student",
+            "name": "stu",
+            "training": {"augment": "jpeg"},
+            "distillation": {"teacher": {"path": "../ens"}},
+        },
+    )
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(stu)}})
+    assert artifact_families(tmp_path / "m1") == ["colour"]
+    assert artifact_families(ens) == ["colour", "optics", "sensor"]
+    assert artifact_families(stu) == ["colour", "optics", "sensor"]  # teacher's ∪ own (jpeg: sensor)
+    assert artifact_families(exp) == ["colour", "optics", "sensor"]
+    write_card(exp, {**base, "kind": "export", "name": "exp", "source": {"folder": str(tmp_path / "gone")}})
+    assert artifact_families(exp) is None  # unknown: every family will count as out-of-family
+
+
+def test_zoo_core_never_imports_ensemble_or_export():
+    """Layering: only the application layer (cli, commands, pipeline) may import ensemble/export."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "zoo"
+    app = {"cli.py", "pipeline.py", "pipeline_stages.py"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "commands" or rel.as_posix() in app:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            offenders += [f"{rel}: {n}" for n in names if n.split(".")[0] in ("ensemble", "export")]
+    assert offenders == []

@@ -57,6 +57,29 @@ class MemberConfig:
 class EvaluateConfig:
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
     shifted: float | None = 0.5  # severity of the stain/blur/noise-shifted copy; None to skip
+    # The shift suite (zoo.shift) on every member, ensemble and student: per family and severity,
+    # in-family vs out-of-family. Families: [] or ["all"] for all six.
+    shift_suite: bool = True
+    shift_families: list[str] = field(default_factory=list)
+    shift_max_images: int = 600  # stratified subsample of the split (0 = all)
+    shift_split: str = "test"  # falls back to "val" when the data has no test split
+    shift_reference: str | None = None  # member run name that normalises CE (default: the first member)
+    shift_seed: int = 0
+
+    def validate(self, member_names: list[str]) -> None:
+        from zoo.shift import resolve_families
+
+        try:
+            resolve_families(self.shift_families)
+        except ZooError as exc:
+            raise ZooError(f"config: evaluate.shift_families: {exc}") from None
+        if self.shift_max_images < 0:
+            raise ZooError(f"config: evaluate.shift_max_images must be >= 0, got {self.shift_max_images}")
+        if self.shift_split not in ("train", "val", "test"):
+            raise ZooError(f"config: evaluate.shift_split must be train, val or test, got {self.shift_split!r}")
+        if self.shift_reference is not None and self.shift_reference not in member_names:
+            raise ZooError(f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name "
+                           f"{member_names}")
 
 
 @dataclass
@@ -120,6 +143,7 @@ class PipelineConfig:
 
             get_spec(m.member)
             TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)}).validate()
+        self.evaluate.validate(names)
         bad = sorted(set(self.ensemble.methods) - {"vote", "stack"})
         if bad:
             raise ZooError(f"config: ensemble.methods {bad} unknown; use 'vote' and/or 'stack'")

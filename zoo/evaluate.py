@@ -130,6 +130,16 @@ def predict_model(model, images: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.asarray(out, dtype=np.float32)
 
 
+def data_description(folder: str | os.PathLike, card: dict[str, Any]) -> dict[str, Any]:
+    """The card's data description (source, seed, …); an export's is completed from its source folder's card."""
+    data = dict(card.get("data") or {})
+    if card["kind"] == "export":
+        src = Path((card.get("source") or {}).get("folder") or "")
+        if str(src) not in ("", ".") and (src / "card.json").is_file():
+            data = {**data, **(read_card(src, verify=False).get("data") or {})}
+    return data
+
+
 def evaluate(
     folder: str | os.PathLike,
     data: str | None = None,
@@ -140,7 +150,7 @@ def evaluate(
     dataset=None,
     adapt_bn: bool = False,
 ) -> dict[str, Any]:
-    """Score a run or ensemble folder on ``split`` of ``data`` (default: the data it was trained on).
+    """Score a run, ensemble or export folder on ``split`` of ``data`` (default: the data it was trained on).
 
     ``shifted`` (a severity in 0..1) scores an augmented copy of the split instead, built by
     :func:`zoo.augment.shift.shifted_copy`, to estimate accuracy on images from another lab.
@@ -153,10 +163,11 @@ def evaluate(
     folder = Path(folder)
     card = read_card(folder)
     if dataset is None:
-        source = data or card.get("data", {}).get("source")
+        recorded = data_description(folder, card)
+        source = data or recorded.get("source")
         if not source:
             raise ZooError(f"{folder}: the card names no data source; pass --data")
-        dataset = load_dataset(source, card["input"]["image_size"], seed=card.get("data", {}).get("seed", seed))
+        dataset = load_dataset(source, card["input"]["image_size"], seed=recorded.get("seed", seed))
     if list(dataset.class_names) != list(card["classes"]):
         raise ZooError(f"{folder}: model classes {card['classes']} differ from the data's {dataset.class_names}")
     part = dataset.split(split)

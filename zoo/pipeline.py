@@ -160,9 +160,13 @@ def write_summary(ctx: Context) -> Path:
         for split, m in card.get("metrics", {}).items():
             if isinstance(m, dict) and "accuracy" in m:
                 row[split] = {k: m.get(k) for k in ("accuracy", "macro_f1", "nll", "ece")}
+        suite = _shift_row(folder, card)
+        if suite:
+            row["shift_suite"] = suite
         rows.append(row)
     # In-sample scores of fitted combiners are kept in their cards but are not comparable: not shown.
-    splits = sorted({s for r in rows for s in r if s not in ("name", "kind", "folder") and "in_sample" not in s},
+    not_splits = ("name", "kind", "folder", "shift_suite")
+    splits = sorted({s for r in rows for s in r if s not in not_splits and "in_sample" not in s},
                     key=lambda s: (s.split("-")[0] != "val", s))
     lines = [f"# {ctx.cfg.name}: results", "", "| model | kind | " + " | ".join(f"{s} acc | {s} F1 | {s} ECE" for s in splits) + " |",
              "|---|---|" + "---|---|---|" * len(splits)]
@@ -173,8 +177,66 @@ def write_summary(ctx: Context) -> Path:
             cells += [f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['ece']:.4f}"] if m else ["", "", ""]
         lines.append(f"| {r['name']} | {r['kind']} | " + " | ".join(cells) + " |")
     report = ctx.root / "report"
+    lines += _shift_lines(rows)
     write_json(report / "summary.json", rows)
     write_text(report / "summary.md", "\n".join(lines) + "\n")
+    shifted = [r for r in rows if r.get("shift_suite")]
     if rows and splits:
-        plots.comparison_bars(report / "summary.png", rows, splits)
+        bars = [{**r, SHIFT_BAR: {"accuracy": r["shift_suite"]["mean_out_of_family_accuracy"]}}
+                if r.get("shift_suite") else r for r in rows]
+        plots.comparison_bars(report / "summary.png", bars, splits + ([SHIFT_BAR] if shifted else []))
+    if shifted:
+        from zoo.shift.report import load_results, plot_models
+
+        plot_models(report / "shift_suite.png", {r["name"]: load_results(r["folder"]) for r in shifted},
+                    f"{ctx.cfg.name}: shift suite on {shifted[0]['shift_suite']['split']} (dashed: in-family)")
     return report / "summary.md"
+
+
+SHIFT_BAR = "shifted (out-of-family)"
+
+
+def _shift_row(folder: Path, card: dict) -> dict | None:
+    """The shift-suite numbers of one artifact (from its eval/shift_suite.json, if the card lists it)."""
+    if "eval/shift_suite.json" not in card.get("files", {}):
+        return None
+    from zoo.shift.report import load_results
+
+    try:
+        r = load_results(folder)
+    except ZooError:
+        return None
+    keys = ("mean_out_of_family_accuracy", "mean_in_family_accuracy", "out_of_family", "in_family", "mce",
+            "mce_out_of_family", "ce_normalised", "reference")
+    return {"split": r.get("data", {}).get("split"), "n": r["n"], "clean_accuracy": r["clean"]["accuracy"],
+            **{k: r.get(k) for k in keys}}
+
+
+def _shift_lines(rows: list[dict]) -> list[str]:
+    shifted = [r for r in rows if r.get("shift_suite")]
+    if not shifted:
+        return []
+
+    def pct(v):
+        return "—" if v is None else f"{v:.4f}"
+
+    s0 = shifted[0]["shift_suite"]
+    ref = next((r["shift_suite"]["reference"] for r in shifted if r["shift_suite"].get("reference")), None)
+    lines = ["", f"## Shift suite: clean vs shifted ({s0['split']} split, {s0['n']} images per cell)", "",
+             "Out-of-family = the shift families a model's training augmentation did not cover (leave-one-family-out); "
+             "only those support a robustness claim. In-family results are shown apart. "
+             + (f"mCE is normalised to `{ref}` (ImageNet-C convention)." if ref
+                else "mCE is unnormalised (mean top-1 error)."),
+             "",
+             "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family "
+             "| mCE | mCE out-of-family |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in shifted:
+        s = r["shift_suite"]
+        mce_oof = "—" if s["mce_out_of_family"] is None else f"{s['mce_out_of_family']:.3f}"
+        lines.append(f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | "
+                     f"{pct(s['mean_out_of_family_accuracy'])} | "
+                     f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} "
+                     f"| {mce_oof} |")
+    lines += ["", "Per family and severity: `report/shift_suite.png`, and each model's `eval/shift_suite.md`."]
+    return lines

@@ -1,11 +1,97 @@
-"""Stage factories the other packages contribute to ``zoo run`` (ensemble, distill, export).
+"""Stage factories the other packages contribute to ``zoo run`` (ensemble, distill, shift suite, export).
 
 Each factory takes ``(ctx, Stage)`` and returns a list of stages; they run in this order
 after training and evaluation. Imports stay inside the factories' packages, so ``zoo``
 itself never imports ONNX code.
 """
 
-from ensemble.stages import stage_distill, stage_ensemble
+from __future__ import annotations
+
+from pathlib import Path
+
+from ensemble.stages import ensemble_dir, stage_distill, stage_ensemble, student_dir
 from export.stage import export_stages
 
-FACTORIES: list = [stage_ensemble, stage_distill, export_stages]
+
+def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
+    """``[evaluate] shift_suite``: one stage per artifact folder, CE normalised to the reference member.
+
+    An artifact's card changes when its results are added, and later stages record their parents'
+    card hashes, so each artifact is scored right after it is built: members before the ensembles,
+    ensembles before distillation, everything before export.
+    """
+    e = ctx.cfg.evaluate
+    if not e.shift_suite:
+        return []
+    reference = ctx.member_dir(e.shift_reference or ctx.cfg.members[0].run_name)
+    stages = []
+    for folder in folders:
+
+        def run(folder: Path = folder) -> None:
+            from zoo.shift.report import evaluate_artifact
+
+            ds = ctx.dataset
+            split = e.shift_split if e.shift_split in ds.splits and len(ds.splits[e.shift_split]) else "val"
+            evaluate_artifact(
+                folder,
+                split=split,
+                families=e.shift_families or None,
+                seed=e.shift_seed,
+                max_images=e.shift_max_images or None,
+                reference=reference,
+                dataset=ds,
+            )
+
+        stage = Stage(f"shift suite on {folder.parent.name}/{folder.name}", [], run)
+        stage.complete = lambda folder=folder: _suite_done(folder, e)  # type: ignore[method-assign]
+        stages.append(stage)
+    return stages
+
+
+def shift_suite_members(ctx, Stage) -> list:
+    e = ctx.cfg.evaluate
+    reference = ctx.member_dir(e.shift_reference or ctx.cfg.members[0].run_name)
+    members = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
+    return _shift_stages(ctx, Stage, [reference] + [m for m in members if m != reference])  # the others divide by it
+
+
+def shift_suite_ensembles(ctx, Stage) -> list:
+    cfg = ctx.cfg
+    if not cfg.ensemble.enabled or len(cfg.members) < 2:
+        return []
+    return _shift_stages(ctx, Stage, [ensemble_dir(ctx, m) for m in cfg.ensemble.methods])
+
+
+def shift_suite_student(ctx, Stage) -> list:
+    return _shift_stages(ctx, Stage, [student_dir(ctx)]) if ctx.cfg.distill.enabled else []
+
+
+def _suite_done(folder: Path, e) -> bool:
+    """Results exist, the card lists them, and they were made with the configured settings."""
+    import json
+
+    from zoo.artifacts import read_card
+    from zoo.errors import ZooError
+    from zoo.shift import resolve_families
+
+    try:
+        card = read_card(folder, verify=False)
+        res = json.loads((folder / "eval" / "shift_suite.json").read_text(encoding="utf-8"))
+    except (ZooError, OSError, ValueError):
+        return False
+    return (
+        "eval/shift_suite.json" in card.get("files", {})
+        and res.get("seed") == e.shift_seed
+        and res.get("max_images") == (e.shift_max_images or None)
+        and list(res.get("families", {})) == resolve_families(e.shift_families or None)
+    )
+
+
+FACTORIES: list = [
+    shift_suite_members,
+    stage_ensemble,
+    shift_suite_ensembles,
+    stage_distill,
+    shift_suite_student,
+    export_stages,
+]

@@ -80,17 +80,21 @@ def training_curves(path, rows: list[dict]) -> Path:
 
 
 def comparison_bars(path, rows: list[dict], splits: list[str]) -> Path:
-    """Accuracy per model and split, side by side."""
+    """Accuracy per model and split, side by side; a model without a score for a split gets no bar (not 0)."""
     names = [r["name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) * max(1, len(splits)) / 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) * max(1, len(splits)) / 2 + 2), 4.2))
     width = 0.8 / max(1, len(splits))
     x = np.arange(len(names))
     for i, s in enumerate(splits):
-        vals = [r.get(s, {}).get("accuracy") or 0 for r in rows]
-        bars = ax.bar(x + i * width, vals, width, label=s)
+        vals = [(r.get(s) or {}).get("accuracy") for r in rows]
+        have = [j for j, v in enumerate(vals) if v is not None]
+        if not have:
+            continue
+        bars = ax.bar(x[have] + i * width, [vals[j] for j in have], width, label=s, color=f"C{i}")
         ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks(x + width * (len(splits) - 1) / 2, names, rotation=20, ha="right")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.12)
-    ax.legend(fontsize=8, ncol=len(splits))
+    ax.set_ylim(0, 1.15)  # room for the rotated value labels
+    # outside the axes, so neither the legend nor the value labels cover bars
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="split", title_fontsize=8)
     return save_figure(fig, path)

@@ -43,7 +43,11 @@ def load_predictor(folder: str | os.PathLike, card: dict[str, Any] | None = None
     card = card or read_card(folder)
     loader = _LOADERS.get(card["kind"])
     if loader is None:
-        hint = f" (import the '{_PROVIDERS[card['kind']]}' package, which registers it)" if card["kind"] in _PROVIDERS else ""
+        hint = (
+            f" (import the '{_PROVIDERS[card['kind']]}' package, which registers it)"
+            if card["kind"] in _PROVIDERS
+            else ""
+        )
         raise ZooError(f"{folder}: no predictor is registered for a '{card['kind']}' folder{hint}")
     return loader(folder, card)
 

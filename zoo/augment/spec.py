@@ -68,7 +68,7 @@ def _p(default: float) -> Param:
 OPS: dict[str, OpInfo] = {
     op.name: op
     for op in (
-        OpInfo("flip_rot90", "geometry", "random horizontal/vertical flips and 90° rotations (all 8 symmetries of a square; cells have no orientation)", families=()),
+        OpInfo("flip_rot90", "geometry", "random horizontal/vertical flips and 90° rotations (all 8 symmetries of a square; cells have no orientation)"),
         OpInfo(
             "stain",
             "colour",
@@ -100,7 +100,7 @@ OPS: dict[str, OpInfo] = {
             "degradation",
             "Gaussian blur with a per-image sigma from 6 levels in [sigma/4, sigma] (focus differences between microscopes); sigma is in pixels of a 128-px image, scaled to the actual size",
             (Param("sigma", 1.5, 0.0, 8.0, help="largest sigma, pixels at 128 px"), _p(0.3)),
-            families=("optics",),  # defocus-like; motion blur and chromatic shift are not trained, but the family counts
+            families=("optics",),  # defocus-like; motion blur and chromatic shift are not, but the family counts
         ),
         OpInfo(
             "noise",

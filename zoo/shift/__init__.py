@@ -16,6 +16,7 @@ API (used by ``zoo evaluate --shift-suite``, the pipeline and the robustness ben
     shift.FAMILIES                                  # family -> corruption names
     x2 = shift.corrupt(images, "colour", 3, seed=0) # uint8 (N, H, W, 3) in and out
     x2 = shift.corrupt(images, "defocus", 5, seed=0)
+    x2 = shift.corrupt_mixture(images, ["colour", "optics"], (2, 3), seed=0)  # one family+severity per image
     result = shift.evaluate_suite(predict_fn, images, labels, class_names)
 
 ``corrupt`` is deterministic: the same (images, name, severity, seed) give the same bytes. A
@@ -35,7 +36,16 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.shift.corruptions import CORRUPTIONS, Corruption
 
-__all__ = ["CORRUPTIONS", "FAMILIES", "SEVERITIES", "Corruption", "corrupt", "evaluate_suite", "family_of", "resolve_families"]
+__all__ = [
+    "CORRUPTIONS",
+    "FAMILIES",
+    "SEVERITIES",
+    "Corruption",
+    "corrupt",
+    "evaluate_suite",
+    "family_of",
+    "resolve_families",
+]
 
 FAMILY_ORDER = ("colour", "illumination", "optics", "sensor", "artefacts", "geometry")
 FAMILIES: dict[str, list[str]] = {f: [c.name for c in CORRUPTIONS.values() if c.family == f] for f in FAMILY_ORDER}
@@ -53,21 +63,27 @@ def family_of(name: str) -> str:
 
 
 def _unknown(name: str) -> ZooError:
-    return ZooError(f"unknown shift family or corruption '{name}'; families: {', '.join(FAMILIES)}; "
-                    f"corruptions: {', '.join(CORRUPTIONS)}")
+    return ZooError(
+        f"unknown shift family or corruption '{name}'; families: {', '.join(FAMILIES)}; "
+        f"corruptions: {', '.join(CORRUPTIONS)}"
+    )
 
 
 def resolve_families(families: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """``None``/"all" -> every family; "colour,optics" or a list -> those, validated, in suite order."""
     if families is None:
         return list(FAMILIES)
-    items = [s.strip() for s in families.split(",")] if isinstance(families, str) else [str(s).strip() for s in families]
+    items = (
+        [s.strip() for s in families.split(",")] if isinstance(families, str) else [str(s).strip() for s in families]
+    )
     items = [s for s in items if s]
     if not items or items == ["all"]:
         return list(FAMILIES)
     bad = [s for s in items if s not in FAMILIES]
     if bad:
-        raise ZooError(f"unknown shift famil{'y' if len(bad) == 1 else 'ies'} {bad}; choose from {', '.join(FAMILIES)} (or 'all')")
+        raise ZooError(
+            f"unknown shift famil{'y' if len(bad) == 1 else 'ies'} {bad}; choose from {', '.join(FAMILIES)} (or 'all')"
+        )
     return [f for f in FAMILIES if f in items]
 
 
@@ -108,6 +124,33 @@ def corrupt(images: np.ndarray, family_or_corruption: str, severity: int, seed: 
     for start in range(0, len(images), CHUNK):
         x = images[start : start + CHUNK].astype(np.float32)
         out[start : start + CHUNK] = np.clip(np.rint(c.fn(x, level, rng)), 0, 255).astype(np.uint8)
+    return out
+
+
+def corrupt_mixture(
+    images: np.ndarray,
+    families: str | list[str] | tuple[str, ...] | None = None,
+    severities: tuple[int, ...] | list[int] = SEVERITIES,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each image corrupted by one family and one severity drawn from ``families`` × ``severities`` (by seed).
+
+    For fitting or augmenting on shifted data while holding families out (leave-one-family-out):
+    pass only the families the model may see.
+    """
+    images, _ = _check(images, 0)
+    fams = resolve_families(families)
+    sev = [int(s) for s in severities]
+    if not sev or any(not 1 <= s <= 5 for s in sev):
+        raise ZooError(f"shift severities must be in 1..5, got {severities}")
+    rng = _seed(seed, "mixture")
+    f_idx, s_idx = rng.integers(0, len(fams), len(images)), rng.integers(0, len(sev), len(images))
+    out = np.empty_like(images)
+    for i, fam in enumerate(fams):
+        for j, s in enumerate(sev):
+            rows = np.flatnonzero((f_idx == i) & (s_idx == j))
+            if len(rows):
+                out[rows] = corrupt(images[rows], fam, s, seed)
     return out
 
 

@@ -370,26 +370,96 @@ def zoom_out(x, level, rng):
 CORRUPTIONS: dict[str, Corruption] = {
     c.name: c
     for c in (
-        Corruption("channel_gain", "colour", channel_gain, (0.06, 0.12, 0.18, 0.26, 0.35), "per-channel RGB gains, largest change ±level"),
-        Corruption("white_balance", "colour", white_balance, (0.05, 0.1, 0.15, 0.22, 0.3), "colour temperature: R×(1±t), B×(1∓t), slight tint"),
-        Corruption("hed_stain", "colour", hed_stain, (0.08, 0.15, 0.22, 0.3, 0.4), "HED stain amounts ×(1±level), shift ±0.25·level OD"),
+        Corruption(
+            "channel_gain",
+            "colour",
+            channel_gain,
+            (0.06, 0.12, 0.18, 0.26, 0.35),
+            "per-channel RGB gains, largest change ±level",
+        ),
+        Corruption(
+            "white_balance",
+            "colour",
+            white_balance,
+            (0.05, 0.1, 0.15, 0.22, 0.3),
+            "colour temperature: R×(1±t), B×(1∓t), slight tint",
+        ),
+        Corruption(
+            "hed_stain",
+            "colour",
+            hed_stain,
+            (0.08, 0.15, 0.22, 0.3, 0.4),
+            "HED stain amounts ×(1±level), shift ±0.25·level OD",
+        ),
         Corruption("saturation", "colour", saturation, (0.2, 0.4, 0.6, 0.85, 1.1), "saturation ×e^±level"),
         Corruption("hue", "colour", hue, (0.015, 0.03, 0.05, 0.075, 0.1), "hue rotation ±level turns (YIQ)"),
         Corruption("brightness", "illumination", brightness, (0.05, 0.1, 0.15, 0.22, 0.3), "add ±level·255"),
         Corruption("gamma", "illumination", gamma, (0.1, 0.2, 0.3, 0.45, 0.6), "gamma e^±level"),
-        Corruption("contrast", "illumination", contrast, (0.15, 0.3, 0.45, 0.6, 0.8), "contrast about the image mean ×e^±level"),
-        Corruption("vignetting", "illumination", vignetting, (0.1, 0.2, 0.3, 0.45, 0.6), "radial fall-off to 1−level at the corners, off-centre"),
-        Corruption("defocus", "optics", defocus, (0.6, 1.2, 2.0, 2.8, 3.8), "disc blur of radius level px (1-px soft edge)"),
-        Corruption("motion_blur", "optics", motion_blur, (2.0, 3.5, 5.0, 7.0, 9.0), "line blur of level px at a random angle"),
-        Corruption("chromatic_shift", "optics", chromatic_shift, (0.5, 1.0, 1.5, 2.2, 3.0), "red/blue misregistered by up to level px (lateral CA)"),
-        Corruption("gaussian_noise", "sensor", gaussian_noise, (4.0, 8.0, 12.0, 18.0, 26.0), "additive Gaussian noise, std level (0..255)"),
-        Corruption("poisson_noise", "sensor", poisson_noise, (1000.0, 400.0, 160.0, 70.0, 30.0), "shot noise (normal approx.), level photons at full scale"),
-        Corruption("jpeg", "sensor", jpeg, (70.0, 45.0, 30.0, 18.0, 10.0), "JPEG re-compression at quality level..level+5"),
-        Corruption("pixelate", "sensor", pixelate, (0.8, 0.65, 0.5, 0.4, 0.3), "box-average to level × the resolution, blocky upsampling"),
-        Corruption("stain_deposits", "artefacts", stain_deposits, (1.0, 2.0, 3.0, 5.0, 8.0), "level dark violet precipitate spots"),
+        Corruption(
+            "contrast", "illumination", contrast, (0.15, 0.3, 0.45, 0.6, 0.8), "contrast ×e^±level about the mean"
+        ),
+        Corruption(
+            "vignetting",
+            "illumination",
+            vignetting,
+            (0.1, 0.2, 0.3, 0.45, 0.6),
+            "radial fall-off to 1−level at the corners, off-centre",
+        ),
+        Corruption(
+            "defocus", "optics", defocus, (0.6, 1.2, 2.0, 2.8, 3.8), "disc blur of radius level px (1-px soft edge)"
+        ),
+        Corruption(
+            "motion_blur", "optics", motion_blur, (2.0, 3.5, 5.0, 7.0, 9.0), "line blur of level px at a random angle"
+        ),
+        Corruption(
+            "chromatic_shift",
+            "optics",
+            chromatic_shift,
+            (0.5, 1.0, 1.5, 2.2, 3.0),
+            "red/blue misregistered by up to level px (lateral CA)",
+        ),
+        Corruption(
+            "gaussian_noise",
+            "sensor",
+            gaussian_noise,
+            (4.0, 8.0, 12.0, 18.0, 26.0),
+            "additive Gaussian noise, std level (0..255)",
+        ),
+        Corruption(
+            "poisson_noise",
+            "sensor",
+            poisson_noise,
+            (1000.0, 400.0, 160.0, 70.0, 30.0),
+            "shot noise (normal approx.), level photons at full scale",
+        ),
+        Corruption(
+            "jpeg", "sensor", jpeg, (70.0, 45.0, 30.0, 18.0, 10.0), "JPEG re-compression at quality level..level+5"
+        ),
+        Corruption(
+            "pixelate",
+            "sensor",
+            pixelate,
+            (0.8, 0.65, 0.5, 0.4, 0.3),
+            "box-average to level × the resolution, blocky upsampling",
+        ),
+        Corruption(
+            "stain_deposits",
+            "artefacts",
+            stain_deposits,
+            (1.0, 2.0, 3.0, 5.0, 8.0),
+            "level dark violet precipitate spots",
+        ),
         Corruption("bubbles", "artefacts", bubbles, (8.0, 12.0, 16.0, 21.0, 26.0), "one air bubble of radius level px"),
         Corruption("debris", "artefacts", debris, (8.0, 14.0, 20.0, 28.0, 36.0), "1–3 dark fibres of level px"),
-        Corruption("zoom_in", "geometry", zoom_in, (0.08, 0.15, 0.22, 0.32, 0.45), "magnification ×(1+level) about the centre"),
-        Corruption("zoom_out", "geometry", zoom_out, (0.08, 0.15, 0.22, 0.32, 0.45), "magnification ÷(1+level), mirrored border"),
+        Corruption(
+            "zoom_in", "geometry", zoom_in, (0.08, 0.15, 0.22, 0.32, 0.45), "magnification ×(1+level) about the centre"
+        ),
+        Corruption(
+            "zoom_out",
+            "geometry",
+            zoom_out,
+            (0.08, 0.15, 0.22, 0.32, 0.45),
+            "magnification ÷(1+level), mirrored border",
+        ),
     )
 }

@@ -47,11 +47,15 @@ def _check(value: Any, where: str) -> list[str]:
         raise ZooError(f"{where}: '{FIELD}' must be a list of family names, got {value!r}")
     unknown = sorted(set(value) - set(FAMILIES))
     if unknown:
-        log.warning("%s: unknown shift famil%s %s in '%s' (kept)", where, "y" if len(unknown) == 1 else "ies", unknown, FIELD)
+        log.warning(
+            "%s: unknown shift famil%s %s in '%s' (kept)", where, "y" if len(unknown) == 1 else "ies", unknown, FIELD
+        )
     return sorted(set(value))
 
 
-def artifact_families(folder: str | os.PathLike, card: dict[str, Any] | None = None, _depth: int = 0) -> list[str] | None:
+def artifact_families(
+    folder: str | os.PathLike, card: dict[str, Any] | None = None, _depth: int = 0
+) -> list[str] | None:
     """The families the artifact in ``folder`` trained for, or ``None`` if its cards do not say."""
     folder = Path(folder)
     card = card or read_card(folder, verify=False)
@@ -65,7 +69,7 @@ def artifact_families(folder: str | os.PathLike, card: dict[str, Any] | None = N
             augment = (card.get("training") or {}).get("augment")
             own = from_policy(augment) if augment is not None else None
             if kind == "student":
-                teacher = ((card.get("distillation") or {}).get("teacher") or {})
+                teacher = (card.get("distillation") or {}).get("teacher") or {}
                 t = _follow(folder, teacher.get("path"), teacher.get("abs_path"), _depth)
                 return None if own is None and t is None else union(own, t)
             return own

@@ -47,6 +47,10 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
+def _pc(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
 def _trained(fams: list[str] | None) -> str:
     if fams is None:
         return "unknown (the card does not say): every family counted out-of-family"
@@ -59,27 +63,41 @@ def markdown(res: dict[str, Any], title: str) -> str:
     lines = [
         f"# Shift suite: {title}",
         "",
-        (f"- data: {res.get('data', {}).get('source')} split `{res.get('data', {}).get('split')}`, "
-         f"{res['n']} images (stratified subsample, max {res['max_images']}), seed {res['seed']}"),
+        (
+            f"- data: {res.get('data', {}).get('source')} split `{res.get('data', {}).get('split')}`, "
+            f"{res['n']} images (stratified subsample, max {res['max_images']}), seed {res['seed']}"
+        ),
         f"- trained for (augmentation): {_trained(res['augment_families'])}",
-        (f"- clean accuracy **{_pct(res['clean']['accuracy'])}%**; mean out-of-family shifted accuracy "
-         f"**{_pct(res['mean_out_of_family_accuracy'])}%** ({', '.join(res['out_of_family']) or 'none'}); "
-         f"mean in-family {_pct(res['mean_in_family_accuracy'])}% ({', '.join(res['in_family']) or 'none'})"),
-        f"- mCE {res['mce']:.3f}" + (f", out-of-family mCE {res['mce_out_of_family']:.3f}" if res["mce_out_of_family"] is not None else "")
+        (
+            f"- clean accuracy **{_pc(res['clean']['accuracy'])}**; mean out-of-family shifted accuracy "
+            f"**{_pc(res['mean_out_of_family_accuracy'])}** ({', '.join(res['out_of_family']) or 'none'}); "
+            f"mean in-family {_pc(res['mean_in_family_accuracy'])} ({', '.join(res['in_family']) or 'none'})"
+        ),
+        f"- mCE {res['mce']:.3f}"
+        + (f", out-of-family mCE {res['mce_out_of_family']:.3f}" if res["mce_out_of_family"] is not None else "")
         + f" — {res['ce_definition']}",
         "",
-        "| family | trained on | corruptions | " + " | ".join(f"acc s{s}" for s in sev) + f" | mean acc | mean bal. err | mean ECE | {ce_word} |",
+        "| family | trained on | corruptions | "
+        + " | ".join(f"acc s{s}" for s in sev)
+        + f" | mean acc | mean bal. err | mean ECE | {ce_word} |",
         "|---|---|---|" + "---|" * len(sev) + "---|---|---|---|",
     ]
     for fam, r in res["families"].items():
         cells = " | ".join(_pct(r["severities"][s]["accuracy"]) for s in sev)
-        lines.append(f"| {fam} | {'yes (in-family)' if fam in res['in_family'] else 'no (out-of-family)'} | {', '.join(r['corruptions'])} | "
-                     f"{cells} | {_pct(r['mean_accuracy'])} | {_pct(r['mean_balanced_error'])} | {_pct(r['mean_ece'])} | {res['ce'][fam]:.3f} |")
+        lines.append(
+            f"| {fam} | {'yes (in-family)' if fam in res['in_family'] else 'no (out-of-family)'} | "
+            f"{', '.join(r['corruptions'])} | {cells} | {_pct(r['mean_accuracy'])} | "
+            f"{_pct(r['mean_balanced_error'])} | "
+            f"{_pct(r['mean_ece'])} | {res['ce'][fam]:.3f} |"
+        )
     lines += ["", "Accuracy, balanced error and ECE in %. " + res["protocol"]]
     worst = _worst_corruptions(res)
     if worst:
-        lines += ["", "Hardest corruption per family (accuracy at the highest severity): "
-                  + "; ".join(f"{f}: {n} {_pct(a)}%" for f, n, a in worst)]
+        lines += [
+            "",
+            "Hardest corruption per family (accuracy at the highest severity): "
+            + "; ".join(f"{f}: {n} {_pc(a)}" for f, n, a in worst),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -113,9 +131,10 @@ def plot(path: str | os.PathLike, res: dict[str, Any], title: str) -> Path:
         ax.set_xticks(xs)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(0, 1.02)
+    axes[1].set_ylim(bottom=0)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     oof = res["mean_out_of_family_accuracy"]
-    fig.suptitle(f"{title}: clean {_pct(res['clean']['accuracy'])}%, out-of-family mean {_pct(oof)}%", fontsize=10)
+    fig.suptitle(f"{title}: clean {_pc(res['clean']['accuracy'])}, out-of-family mean {_pc(oof)}", fontsize=10)
     return plots.save_figure(fig, path)
 
 
@@ -143,16 +162,6 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     return res
 
 
-def _data_card(folder: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """The data description to load for ``folder``: an export's comes from its source run/ensemble."""
-    data = dict(card.get("data") or {})
-    if card["kind"] == "export":
-        src = Path((card.get("source") or {}).get("folder") or "")
-        if str(src) and (src / "card.json").is_file():
-            data = {**data, **(read_card(src, verify=False).get("data") or {})}
-    return data
-
-
 def evaluate_artifact(
     folder: str | os.PathLike,
     data: str | None = None,
@@ -168,16 +177,17 @@ def evaluate_artifact(
     """Run the suite on one artifact folder; writes ``eval/shift_suite.*`` and ``metrics.shift_suite``.
 
     ``reference`` (an artifact folder or a ``shift_suite.json``) normalises CE as in ImageNet-C;
-    a reference folder without comparable results is scored first, with the same settings.
+    a reference folder without comparable stored results is scored on the same images in memory.
     """
     from zoo.data import load_dataset
+    from zoo.evaluate import data_description
     from zoo.predictors import load_predictor
     from zoo.shift.families import artifact_families
 
     folder = Path(folder)
     card = read_card(folder)
     fams = resolve_families(families)
-    dcard = _data_card(folder, card)
+    dcard = data_description(folder, card)
     if dataset is None:
         source = data or dcard.get("source")
         if not source:
@@ -192,25 +202,43 @@ def evaluate_artifact(
     res["artifact"] = {"name": card["name"], "kind": card["kind"], "folder": str(folder)}
 
     ref_res, ref_name = None, None
-    if reference is not None:
-        ref_res, ref_name = _reference(reference, res, data, split, fams, severities, seed, max_images, dataset)
+    if reference is not None and Path(reference).resolve() == folder.resolve():
+        ref_res, ref_name = res, card["name"]  # the reference model itself: CE = 1 by definition
+    elif reference is not None:
+        ref_res, ref_name = _reference(reference, res, part, dataset.class_names, fams, severities, seed, max_images)
     res = summarise(res, artifact_families(folder, card), ref_res, ref_name)
     write_results(folder / "eval", res, f"{card['name']} ({card['kind']})")
     metrics = dict(card.get("metrics", {}))
     metrics["shift_suite"] = card_summary(res, split)
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
-    log.info("%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s", card["name"], res["clean"]["accuracy"],
-             "n/a" if res["mean_out_of_family_accuracy"] is None else f"{res['mean_out_of_family_accuracy']:.4f}",
-             ", ".join(res["out_of_family"]) or "no family", res["mce"], "" if res["ce_normalised"] else " (unnormalised)")
+    log.info(
+        "%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s",
+        card["name"],
+        res["clean"]["accuracy"],
+        "n/a" if res["mean_out_of_family_accuracy"] is None else f"{res['mean_out_of_family_accuracy']:.4f}",
+        ", ".join(res["out_of_family"]) or "no family",
+        res["mce"],
+        "" if res["ce_normalised"] else " (unnormalised)",
+    )
     return res
 
 
-def _reference(reference, res, data, split, fams, severities, seed, max_images, dataset):
+def _reference(reference, res, part, class_names, fams, severities, seed, max_images):
+    """The reference's results on the same images: its stored ones if comparable, else scored in memory.
+
+    The reference folder is never written to: adding results would change its card, and
+    ensembles and students record their parents' card hashes.
+    """
+    from zoo.predictors import load_predictor
+
     ref = Path(reference)
     if ref.is_file():
         ref_res = load_results(ref)
         if not comparable(ref_res, res):
-            raise ZooError(f"{ref}: the reference was scored on other images or settings (seed, subsample, severities or data differ)")
+            raise ZooError(
+                f"{ref}: the reference was scored on other images or settings "
+                "(seed, subsample, severities or data differ)"
+            )
         return ref_res, str(ref_res.get("artifact", {}).get("name") or ref)
     if not (ref / "card.json").is_file():
         raise ZooError(f"--reference {ref}: give an artifact folder or its eval/shift_suite.json")
@@ -218,8 +246,59 @@ def _reference(reference, res, data, split, fams, severities, seed, max_images, 
         ref_res = load_results(ref)
     except ZooError:
         ref_res = None
+    ref_card = read_card(ref)
+    if list(ref_card["classes"]) != list(class_names):
+        raise ZooError(
+            f"--reference {ref}: its classes {ref_card['classes']} differ from the model's {list(class_names)}"
+        )
     if ref_res is None or not comparable(ref_res, res) or any(f not in ref_res["families"] for f in fams):
-        log.info("scoring the reference %s on the same suite first", ref)
-        ref_res = evaluate_artifact(ref, data, split, families=fams, severities=severities, seed=seed,
-                                    max_images=max_images, dataset=dataset)
-    return ref_res, str(ref_res.get("artifact", {}).get("name") or ref.name)
+        log.info("scoring the reference %s on the same images (in memory; its folder is not changed)", ref)
+        ref_res = evaluate_suite(
+            load_predictor(ref, ref_card), part.images, part.labels, class_names, fams, severities, seed, max_images
+        )
+        ref_res["data"] = res["data"]
+    return ref_res, str(ref_card["name"])
+
+
+def plot_models(path: str | os.PathLike, results: dict[str, dict[str, Any]], title: str = "") -> Path:
+    """One panel per family: accuracy against severity (0 = clean) for every model; in-family lines dashed."""
+    from zoo import plots
+
+    plt = plots.plt
+    fams = list(dict.fromkeys(f for r in results.values() for f in r["families"]))
+    cols = min(3, max(1, len(fams)))
+    rows = (len(fams) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for k, fam in enumerate(fams):
+        ax = axes[k // cols][k % cols]
+        for i, (name, r) in enumerate(results.items()):
+            f = r["families"].get(fam)
+            if f is None:
+                continue
+            xs = [0, *r["severities"]]
+            ys = [r["clean"]["accuracy"]] + [f["severities"][str(s)]["accuracy"] for s in r["severities"]]
+            inside = fam in r.get("in_family", [])
+            ax.plot(xs, ys, "--" if inside else "-", marker="o", ms=3, color=f"C{i}", label=name)
+        ax.set_title(fam, fontsize=10)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    for k in range(len(fams), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    for r in axes:
+        r[0].set_ylabel("accuracy")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3) for i in range(len(results))]
+    fig.legend(
+        handles,
+        list(results),
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        fontsize=8,
+        title="model (dashed: in-family)",
+        title_fontsize=8,
+    )
+    fig.suptitle(title or "shift suite: accuracy per family and severity", fontsize=11)
+    fig.tight_layout()
+    return plots.save_figure(fig, path)

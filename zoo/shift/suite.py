@@ -32,9 +32,11 @@ from zoo.shift import FAMILIES, SEVERITIES, _seed, corrupt, resolve_families
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = ("Each (family, severity) cell corrupts the same stratified subsample; every image gets one corruption of the "
-            "family, drawn from the seed alone, so severities share directions. Out-of-family = families the model's "
-            "training augmentation does not cover (leave-one-family-out); only those support a robustness claim.")
+PROTOCOL = (
+    "Each (family, severity) cell corrupts the same stratified subsample; every image gets one corruption of the "
+    "family, drawn from the seed alone, so severities share directions. Out-of-family = families the model's "
+    "training augmentation does not cover (leave-one-family-out); only those support a robustness claim."
+)
 DEFAULT_MAX_IMAGES = 600
 
 
@@ -64,7 +66,9 @@ def cell_metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dic
     present = np.unique(labels)
     return {
         "accuracy": float((pred == labels).mean()),
-        "balanced_error": float(1.0 - skm.balanced_accuracy_score(labels, pred)) if len(present) > 1 else float((pred != labels).mean()),
+        "balanced_error": float(1.0 - skm.balanced_accuracy_score(labels, pred))
+        if len(present) > 1
+        else float((pred != labels).mean()),
         "ece": expected_calibration_error(labels, probs),
     }
 
@@ -116,7 +120,9 @@ def evaluate_suite(
     }
     for fam in fams:
         cells, names = {}, FAMILIES[fam]
-        pick = _seed(seed, fam).integers(0, len(names), len(x))  # the corruption each image gets (as corrupt() draws it)
+        pick = _seed(seed, fam).integers(
+            0, len(names), len(x)
+        )  # the corruption each image gets (as corrupt() draws it)
         for s in severities:
             t = time.time()
             xc = corrupt(x, fam, s, seed)
@@ -124,7 +130,9 @@ def evaluate_suite(
             p = predict(xc)
             cell = cell_metrics(y, p, c)
             correct = p.argmax(1) == y
-            cell["by_corruption"] = {n: float(correct[pick == j].mean()) for j, n in enumerate(names) if (pick == j).any()}
+            cell["by_corruption"] = {
+                n: float(correct[pick == j].mean()) for j, n in enumerate(names) if (pick == j).any()
+            }
             cells[str(s)] = cell
         out["families"][fam] = {
             "corruptions": names,
@@ -134,7 +142,9 @@ def evaluate_suite(
             "mean_balanced_error": float(np.mean([v["balanced_error"] for v in cells.values()])),
             "mean_ece": float(np.mean([v["ece"] for v in cells.values()])),
         }
-        log.info("shift suite %-12s accuracy by severity %s", fam, " ".join(f"{v['accuracy']:.3f}" for v in cells.values()))
+        log.info(
+            "shift suite %-12s accuracy by severity %s", fam, " ".join(f"{v['accuracy']:.3f}" for v in cells.values())
+        )
     out["seconds"] = {"corrupt": round(t_corrupt, 2), "predict": round(t_predict, 2)}
     return out
 
@@ -145,8 +155,12 @@ def split_families(trained: Sequence[str] | None, evaluated: Sequence[str]) -> t
     return [f for f in evaluated if f in covered], [f for f in evaluated if f not in covered]
 
 
-def summarise(result: dict[str, Any], augment_families: Sequence[str] | None, reference: dict[str, Any] | None = None,
-              reference_name: str | None = None) -> dict[str, Any]:
+def summarise(
+    result: dict[str, Any],
+    augment_families: Sequence[str] | None,
+    reference: dict[str, Any] | None = None,
+    reference_name: str | None = None,
+) -> dict[str, Any]:
     """Add the in/out-of-family split, mean accuracies and (m)CE to an :func:`evaluate_suite` result (a copy)."""
     res = dict(result)
     fams = list(res["families"])
@@ -154,7 +168,9 @@ def summarise(result: dict[str, Any], augment_families: Sequence[str] | None, re
     res["augment_families"] = None if augment_families is None else sorted(augment_families)
     res["in_family"], res["out_of_family"] = inside, outside
     if augment_families is None:
-        res["augment_families_note"] = "the artifact does not record its training augmentation: every family counted out-of-family"
+        res["augment_families_note"] = (
+            "the artifact does not record its training augmentation: every family counted out-of-family"
+        )
 
     def mean_acc(group):
         return float(np.mean([res["families"][f]["mean_accuracy"] for f in group])) if group else None
@@ -165,8 +181,11 @@ def summarise(result: dict[str, Any], augment_families: Sequence[str] | None, re
     ce = corruption_errors(res, reference)
     res["ce"] = ce
     res["ce_normalised"] = reference is not None
-    res["ce_definition"] = ("CE_f = sum_s E_fs / sum_s E_ref_fs (top-1 error, ImageNet-C), reference: " + str(reference_name or "given")
-                            if reference is not None else "unnormalised: CE_f = mean over severities of the top-1 error (no reference model given)")
+    res["ce_definition"] = (
+        "CE_f = sum_s E_fs / sum_s E_ref_fs (top-1 error, ImageNet-C), reference: " + str(reference_name or "given")
+        if reference is not None
+        else "unnormalised: CE_f = mean over severities of the top-1 error (no reference model given)"
+    )
     res["mce"] = float(np.mean(list(ce.values()))) if ce else None
     res["mce_out_of_family"] = float(np.mean([ce[f] for f in outside])) if outside else None
     res["mce_in_family"] = float(np.mean([ce[f] for f in inside])) if inside else None
@@ -185,7 +204,10 @@ def corruption_errors(result: dict[str, Any], reference: dict[str, Any] | None) 
             continue
         ref = reference.get("families", {}).get(fam)
         if ref is None or any(s not in ref["severities"] for s in sev):
-            raise ZooError(f"the reference results lack family '{fam}' at severities {sev}; evaluate the reference with the same suite")
+            raise ZooError(
+                f"the reference results lack family '{fam}' at severities {sev}; "
+                "evaluate the reference with the same suite"
+            )
         ref_err = sum(1 - ref["severities"][s]["accuracy"] for s in sev)
         ce[fam] = err / max(ref_err, 1e-6)
     return ce
