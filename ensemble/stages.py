@@ -46,7 +46,8 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
             from ensemble.build import EnsembleConfig, build_ensemble
 
             cfg = EnsembleConfig(method=method, calibrate=e.calibrate, tta="dihedral" if e.tta else None,
-                                 seed=ctx.cfg.data.seed, fit_shift=list(getattr(e, "fit_shift", []) or []))
+                                 seed=ctx.cfg.data.seed,
+                                 fit_shift=list(getattr(e, "vote_fit_shift", []) or []) if method == "vote" else [])
             # Members may take different sizes: the ensemble takes the largest (others resize in-graph).
             size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
             build_ensemble(runs, out, data=lambda: ctx.dataset_at(size), config=cfg)
