@@ -37,12 +37,11 @@ from export.sources import Source, open_source
 from zoo import ownership
 from zoo.artifacts import read_card, write_card
 from zoo.errors import ZooError
+from zoo.stage_config import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 log = logging.getLogger(__name__)
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-DEFAULT_OPSET = 17
-MIN_OPSET, MAX_OPSET = 13, 18  # tf2onnx 1.17 converts reliably in this range
 
 
 @dataclass
