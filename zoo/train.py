@@ -1,6 +1,6 @@
 """Train one member into a run folder, resumable after any interruption.
 
-Recipe defaults are the seed's (AdamW lr 1e-3 / wd 1e-5, dropout 0.35 and L1L2 1e-3 in the
+Recipe defaults are the course project's (AdamW lr 1e-3 / wd 1e-5, dropout 0.35 and L1L2 1e-3 in the
 head, early stopping with patience 4 restoring the best epoch, batch 256) plus what made the
 baseline stable here: a warm-up + cosine learning-rate schedule and label smoothing.
 
@@ -560,7 +560,7 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
         "member": spec.name,
         "family": spec.family,
         "params": params,
-        "parameters": int(clean.count_params()),
+        "parameter_count": int(clean.count_params()),  # "params" above: the builder's hyper-parameters
         "classes": list(dataset.class_names),
         "input": {"image_size": size, "channels": 3, "dtype": "float32", "range": [0, 255], "color": "RGB", "resize": "bilinear", "preprocessing": "inside model"},
         "model_file": "model.keras",

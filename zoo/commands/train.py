@@ -26,7 +26,7 @@ def register(sub) -> None:
     def d(name: str):
         return default(TrainConfig, name)
 
-    p = sub.add_parser("train", help="train one member (seed recipe defaults) into a run folder",
+    p = sub.add_parser("train", help="train one member (course-project recipe defaults) into a run folder",
                        description="Train a registered member and write a run folder: model.keras, card.json, history.csv, "
                                    "probs/, eval/, plots/, logs/ (TensorBoard). Interrupted? Rerun with --resume.")
     p.add_argument("member", help="registered member name (see `zoo list`)")

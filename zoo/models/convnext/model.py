@@ -10,8 +10,8 @@ between them, global average pooling and the final LayerNorm (the official model
 which the pretrained weights include). So ``model.get_layer("backbone")(images)`` returns the
 same pooled features as ``keras.applications.ConvNeXt*(include_top=False, pooling="avg")``, and
 the two-phase transfer learning in ``zoo.train`` can freeze / partly unfreeze it by name (see
-:func:`zoo.models.finetune.set_trainable_fraction`). The classifier head follows the seed
-recipe: GAP -> LayerNorm (inside the backbone) -> Dropout(0.35) -> Dense(L1L2 1e-3) -> softmax.
+:func:`zoo.models.finetune.set_trainable_fraction`). The classifier head follows the course
+project's recipe: GAP -> LayerNorm (inside the backbone) -> Dropout(0.35) -> Dense(L1L2 1e-3) -> softmax.
 
 LayerNorm and partial freezing: LayerNorm keeps no running statistics (it normalises each
 position with its own mean/variance in training and inference alike), so freezing a ConvNeXt
@@ -73,7 +73,7 @@ CONFIGS: dict[str, ConvNeXtConfig] = {
 
 # Two-phase transfer learning, read by zoo.train when the member starts from pretrained weights
 # (weights is not None): train the head on a frozen backbone, then unfreeze the last 30% of the
-# backbone's weighted layers at a tenth of the learning rate (seed: last 25-40% trainable).
+# backbone's weighted layers at a tenth of the learning rate (course project: last 25-40% trainable).
 PRETRAINED_RECIPE = {
     "phases": [
         {"name": "head", "trainable_fraction": 0.0, "epochs": 3, "lr_scale": 1.0},
@@ -168,7 +168,7 @@ def build_convnext(
     resize_to: int | None = None,
     input_norm: str = "none",
 ) -> keras.Model:
-    """Backbone + seed head; then load ``weights`` (None, "imagenet" or a local file)."""
+    """Backbone + the course project's head; then load ``weights`` (None, "imagenet" or a local file)."""
     if num_classes < 2:
         raise ZooError(f"num_classes must be >= 2, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
@@ -292,4 +292,4 @@ def _official(size: str, drop_path_rate: float, description: str):
 convnext_tiny = _official("tiny", 0.1, "ConvNeXt-T (28M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
 convnext_small = _official("small", 0.2, "ConvNeXt-S (50M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
 convnext_base = _official("base", 0.2, "ConvNeXt-B (89M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
-convnext_large = _official("large", 0.3, "ConvNeXt-L (198M): official config; weights='imagenet' loads Keras ImageNet-1k weights (seed's best).")
+convnext_large = _official("large", 0.3, "ConvNeXt-L (198M): official config; weights='imagenet' loads Keras ImageNet-1k weights (the course project's best).")
