@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from zoo.models.head import classifier_head
 from zoo.models.normalization import apply_input_norm
 from zoo.registry import register_model
 
@@ -69,7 +70,5 @@ def custom_cnn(
             stride = 2 if (b == 0 and s > 0) else 1
             x = _residual_block(x, int(width), stride, name=f"s{s}b{b}")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    reg = keras.regularizers.L1L2(l1=l1l2, l2=l1l2) if l1l2 else None
-    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="probs")(x)
+    outputs = classifier_head(x, num_classes, dropout=dropout, l1l2=l1l2)
     return keras.Model(inputs, outputs, name="custom_cnn")
