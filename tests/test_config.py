@@ -93,7 +93,8 @@ def test_pipeline_sections_turn_into_the_stage_options():
 def test_cli_defaults_are_the_dataclass_defaults():
     import argparse
 
-    from zoo.commands import ensemble as ens_cmd, train as train_cmd
+    from zoo.commands import ensemble as ens_cmd
+    from zoo.commands import train as train_cmd
     from zoo.stage_config import DistillConfig, EnsembleConfig
     from zoo.train import TrainConfig
 

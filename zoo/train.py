@@ -467,7 +467,7 @@ class _Job:
     dataset: Any  # zoo.data.Dataset
     cfg: TrainConfig
     phases: list[Phase]
-    state: "TrainingState"
+    state: TrainingState
     strategy: Any
     hooks: TrainHooks
 
@@ -509,7 +509,7 @@ def _load_data(data, size: int, cfg: TrainConfig):
 
 
 def _open_state(run: Path, member: str, params: dict[str, Any], size: int, dataset, cfg: TrainConfig,
-                hooks: TrainHooks, resume: bool) -> "TrainingState":
+                hooks: TrainHooks, resume: bool) -> TrainingState:
     """The run's checkpointed state (loaded when resuming: the identity must match), folder and marker."""
     identity = {"member": member, "params": params, "image_size": size, "data": dataset.fingerprint, "train": cfg.to_dict()}
     if hooks.identity:

@@ -12,7 +12,8 @@ float32 ``Activation`` named ``probs`` (ConvNeXt, as in ``keras.applications``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers
