@@ -99,6 +99,20 @@ def family_table(probs, y, families, severities):
     return {f: {str(s): acc(probs[(f, s)], y) for s in severities} for f in families}
 
 
+def corruption_table(probs, y, families, severity, seed):
+    """Accuracy per corruption at one severity (a family cell draws one corruption per image from the seed)."""
+    from zoo.shift import FAMILIES, _seed
+
+    out = {}
+    for f in families:
+        pick = _seed(seed, f).integers(0, len(FAMILIES[f]), len(y))
+        for j, c in enumerate(FAMILIES[f]):
+            m = pick == j
+            if m.any():
+                out[c] = acc(probs[(f, severity)][m], y[m])
+    return out
+
+
 def summary(name, kind, fams_trained, probs, y, val_accuracy, families, severities, extra=None):
     table = family_table(probs, y, families, severities)
     inside = [f for f in families if f in set(fams_trained or ())]
@@ -190,11 +204,11 @@ def write_markdown(path, res):
     lines = [f"# Robustness ablation on PBC val, 64 px ({res['date']})", "",
              f"Machine: {res['machine_line']}. Load: {res['load']}.", "",
              f"Command: `{res['command']}`", "",
-             f"Shift suite `zoo.shift`, severities {res['severities']}, seed {res['seed']}, on a stratified subset of "
-             f"{res['n_subset']} val images (column 'val (full)' is the run card's accuracy on the full val split, n={res['n_val']}). "
-             "Cells are mean accuracy over severities; **in-family cells (the run trained on that family) are in "
-             "brackets and never count**; 'OOF mean' is the mean over the families the run did NOT train on, "
-             "'gap' = clean subset − OOF mean.", "",
+             (f"Shift suite `zoo.shift`, severities {res['severities']}, seed {res['seed']}, on a stratified subset of "
+              f"{res['n_subset']} val images (column 'val (full)' is the run card's accuracy on the full val split, "
+              f"n={res['n_val']}). Cells are mean accuracy over severities; **in-family cells (the run trained on that "
+              "family) are in brackets and never count**; 'OOF mean' is the mean over the families the run did NOT "
+              "train on, 'gap' = clean subset − OOF mean."), "",
              "| approach | trained families | val (full) | clean (subset) | " + " | ".join(fams) + " | OOF mean | gap |",
              "|---|---|---|---|" + "---|" * len(fams) + "---|---|"]
     for r in res["rows"]:
@@ -223,6 +237,13 @@ def write_markdown(path, res):
         if e.get("weights"):
             lines += ["", "Vote weights (fold 0): " + json.dumps(e["weights"])]
         lines.append("")
+    top = max(res["severities"])
+    names = list(res["rows"][0]["by_corruption_at_max_severity"])
+    lines += [f"## Per corruption at severity {top}", "", "| corruption | " + " | ".join(r["name"] for r in res["rows"]) + " |",
+              "|---|" + "---|" * len(res["rows"])]
+    for c in names:
+        lines.append(f"| {c} | " + " | ".join(f"{r['by_corruption_at_max_severity'].get(c, float('nan')):.2f}" for r in res["rows"]) + " |")
+    lines.append("")
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -331,7 +352,8 @@ def main(argv=None) -> int:
             if not adapt:
                 probs_by_member[name] = probs
             rows.append(summary(key, "member+adapt_bn" if adapt else "member", fams, probs, y, None if adapt else val_acc,
-                                families, severities, {"run": str(run)}))
+                                families, severities, {"run": str(run), "by_corruption_at_max_severity":
+                                                       corruption_table(probs, y, families, max(severities), args.seed)}))
             log.info("%s: clean %.4f, OOF mean %s", key, rows[-1]["clean_subset"], rows[-1]["mean_out_of_family"])
 
     if args.only:

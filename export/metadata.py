@@ -118,8 +118,8 @@ def parse(raw: dict[str, str], where: str) -> dict[str, Any]:
             raise ZooError(f"{where}: metadata 'zoo.input.{key}' is {inp[key]!r}; this zoo feeds {expected!r}")
     parity = out.get("parity")
     if parity is not None:
-        if not isinstance(parity, dict) or not isinstance(parity.get("passed", True), bool):
-            raise ZooError(f"{where}: metadata 'zoo.parity' must be a JSON object with a boolean 'passed'")
+        if not isinstance(parity, dict) or parity.get("passed") not in (True, False, None):
+            raise ZooError(f"{where}: metadata 'zoo.parity' must be a JSON object whose 'passed' is true, false or null (ungated)")
         for key in ("max_abs_diff", "top1_agreement"):
             if key in parity:
                 validate.number(parity[key], f"{where}: metadata 'zoo.parity.{key}'", low=0)

@@ -39,9 +39,10 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
     caplog.clear()
     with caplog.at_level("INFO"):
         pipeline.run(cfg)
-    # 2 members, shifted evaluation, vote, student, export: all complete, none rerun
+    # 2 members, shifted evaluation, shift suite x4 (2 members, vote, student), vote, student, export:
+    # all complete, none rerun
     stages = [r.message for r in caplog.records if r.message.startswith("[")]
-    assert len(stages) == 6 and all("complete, skipped" in m for m in stages), stages
+    assert len(stages) == 10 and all("complete, skipped" in m for m in stages), stages
     assert (out / "members" / "second" / "card.json").read_bytes() == before
 
 
@@ -54,6 +55,7 @@ def test_pipeline_restarts_an_incomplete_stage(tmp_path):
     cfg = tiny_config(tmp_path, members=[{"member": "custom_cnn", "params": TINY}])
     half = tmp_path / "out" / "members" / "custom_cnn"
     half.mkdir(parents=True)
+    ownership.write_marker(tmp_path / "out", "pipeline")  # the output folder of an interrupted `zoo run`
     (half / "notes.txt").write_text("not the zoo's: never deleted")
     with pytest.raises(ZooError, match="no card.json"):
         pipeline.run(cfg)

@@ -116,8 +116,8 @@ def score_split(folder: str | os.PathLike, model, split: str, part, class_names:
 
 def _predict_adapted(folder: Path, card: dict[str, Any], images: np.ndarray, seed: int) -> np.ndarray:
     """Probabilities after test-time BN adaptation on ``images`` themselves (the model file is untouched)."""
-    if card["kind"] == "ensemble":
-        raise ZooError("--adapt-bn applies to member and student runs, not ensembles (adapt each member instead)")
+    if card["kind"] not in ("member", "student"):
+        raise ZooError(f"--adapt-bn applies to member and student runs, not {card['kind']} folders (adapt each member instead)")
     from zoo.adapt import adapt_batchnorm
     from zoo.runs import load_model
 

@@ -66,11 +66,14 @@ def run(args) -> int:
         raise ZooError("--reference applies to --shift-suite")
     from zoo.evaluate import evaluate
 
-    m = evaluate(args.folder, args.data, args.split, shifted=args.shifted, seed=args.seed,
-                 adapt_bn=args.adapt_bn)
+    m = evaluate(args.folder, args.data, args.split, shifted=args.shifted, seed=args.seed, adapt_bn=args.adapt_bn)
     name = args.split + ("-shifted" if args.shifted else "") + ("-adaptbn" if args.adapt_bn else "")
-    print(f"{name}: n={m['n']} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  "
-          f"AUC {m['roc_auc_ovr'] if m['roc_auc_ovr'] is None else round(m['roc_auc_ovr'], 4)}  NLL {m['nll']:.4f}  ECE {m['ece']:.4f}")
+    print(
+        f"{name}: n={m['n']} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
+        f"macro F1 {m['macro_f1']:.4f}  "
+        f"AUC {m['roc_auc_ovr'] if m['roc_auc_ovr'] is None else round(m['roc_auc_ovr'], 4)}  "
+        f"NLL {m['nll']:.4f}  ECE {m['ece']:.4f}"
+    )
     print(f"results: {args.folder}/eval/{name}/metrics.json")
     return 0
 
