@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     from zoo.data import load_dataset
     from zoo.train import train
-    from zoo.artifacts import read_card
+    from zoo.artifacts import parameter_count, read_card
 
     machine = describe()
     before = conditions()
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         "seconds_per_epoch": round(per_epoch, 1),
         "train_images_per_second": round(n_train / per_epoch, 1),
         "val": card["metrics"].get("val"),
-        "parameters": card["parameters"],
+        "parameters": parameter_count(card),
         "config": {k: hist["config"][k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "label_smoothing", "patience", "augment")},
         "history_conditions": "recorded at summary time" if args.from_run else "recorded around training",
         "machine": machine,

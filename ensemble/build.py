@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,45 +29,27 @@ from ensemble.stacking import LEARNERS
 from zoo import ownership
 from zoo.artifacts import write_card, write_json, write_npy
 from zoo.shift.families import artifact_families, union
+from zoo.stage_config import EnsembleConfig
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EnsembleConfig:
-    """How to combine members. ``weights`` None = fit them (vote); ``tta`` None = no TTA."""
+def check_config(cfg: EnsembleConfig) -> None:
+    """Check ``cfg`` before any work (the checks that need this package's learners and TTA views)."""
+    if cfg.method not in ("vote", "stack"):
+        raise ZooError(f"unknown ensemble method '{cfg.method}' (vote or stack)")
+    if cfg.learner not in LEARNERS:
+        raise ZooError(f"unknown meta-learner '{cfg.learner}'; choose from {sorted(LEARNERS)}")
+    if cfg.features not in ("log", "prob"):
+        raise ZooError(f"stacking features must be 'log' or 'prob', got '{cfg.features}'")
+    if cfg.weights is not None and cfg.method != "vote":
+        raise ZooError("--weights only applies to voting")
+    tta_mod.parse(cfg.tta)
+    if cfg.fit_shift:
+        from zoo.shift import resolve_families
 
-    method: str = "vote"
-    weights: list[float] | None = None
-    calibrate: bool = False
-    tta: str | list[str] | None = None
-    learner: str = "logistic"
-    learner_params: dict[str, Any] = field(default_factory=dict)
-    features: str = "log"
-    folds: int = 5
-    seed: int = 0
-    fit_split: str = "val"
-    batch_size: int = 64
-    min_weight: float = 1e-3  # vote members weighted below this are left out (reported in the card)
-    # Robust fit (ensemble.robust): shifted copies of the fit split from these zoo.shift families join the fit rows.
-    fit_shift: list[str] = field(default_factory=list)
-    fit_shift_severities: list[int] = field(default_factory=lambda: [2, 4])
-
-    def validate(self) -> None:
-        if self.method not in ("vote", "stack"):
-            raise ZooError(f"unknown ensemble method '{self.method}' (vote or stack)")
-        if self.learner not in LEARNERS:
-            raise ZooError(f"unknown meta-learner '{self.learner}'; choose from {sorted(LEARNERS)}")
-        if self.features not in ("log", "prob"):
-            raise ZooError(f"stacking features must be 'log' or 'prob', got '{self.features}'")
-        if self.weights is not None and self.method != "vote":
-            raise ZooError("--weights only applies to voting")
-        tta_mod.parse(self.tta)
-        if self.fit_shift:
-            from zoo.shift import resolve_families
-
-            self.fit_shift = resolve_families(list(self.fit_shift))
+        cfg.fit_shift = resolve_families(list(cfg.fit_shift))
 
 
 def build_ensemble(
@@ -85,7 +67,7 @@ def build_ensemble(
 
 def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any, config: EnsembleConfig | None) -> Path:
     cfg = config or EnsembleConfig()
-    cfg.validate()
+    check_config(cfg)
     tta = tta_mod.parse(cfg.tta)
     members = open_members(runs)
     out = claim.out

@@ -18,8 +18,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from ensemble.combine import EPS
-from ensemble.metrics import expected_calibration_error, reliability_bins
+from ensemble.metrics import reliability_bins
 from zoo.errors import ZooError
+from zoo.evaluate import expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def plot_reliability(path: str | Path, panels: Sequence[tuple[str, np.ndarray, n
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{title}\nECE {100 * expected_calibration_error(probs, labels, n_bins):.2f}%", fontsize=10)
+        ece = expected_calibration_error(np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64), n_bins)
+        ax.set_title(f"{title}\nECE {100 * ece:.2f}%", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

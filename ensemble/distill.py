@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,47 +39,10 @@ from zoo.artifacts import card_sha256, load_npy
 from zoo.augment.spec import covered_families
 from zoo.errors import ZooError
 from zoo.shift.families import artifact_families, union
+from zoo.stage_config import DistillConfig
 from zoo.train import TrainHooks
 
 log = logging.getLogger(__name__)
-
-# A compact custom_cnn (about a quarter of the default's parameters).
-COMPACT_CUSTOM_CNN = {"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_width": 16}
-
-
-@dataclass
-class DistillConfig:
-    student: str = "custom_cnn"
-    params: dict[str, Any] | None = None  # None: COMPACT_CUSTOM_CNN for custom_cnn, else the builder's defaults
-    image_size: int | None = None  # None: the ensemble's input size
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-5
-    alpha: float = 0.7
-    temperature: float = 2.0
-    augment: str = "flip_rot90"
-    patience: int = 4
-    seed: int = 0
-    teacher_batch_size: int = 64
-    tensorboard: bool = False
-    evaluate_splits: list[str] = field(default_factory=lambda: ["val", "test"])
-
-    def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ZooError(f"alpha must be in 0..1, got {self.alpha}")
-        if self.temperature <= 0:
-            raise ZooError(f"temperature must be > 0, got {self.temperature}")
-        for name in ("epochs", "batch_size", "patience", "teacher_batch_size"):
-            if getattr(self, name) < 1 and not (name == "patience" and getattr(self, name) == 0):
-                raise ZooError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ZooError(f"learning_rate must be > 0, got {self.learning_rate}")
-
-    def student_params(self) -> dict[str, Any]:
-        if self.params is not None:
-            return dict(self.params)
-        return dict(COMPACT_CUSTOM_CNN) if self.student == "custom_cnn" else {}
 
 
 # ----------------------------------------------------------------------------- loss

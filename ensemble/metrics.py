@@ -1,8 +1,9 @@
 """Scores used to compare members and ensembles: accuracy, macro F1, NLL, ECE.
 
 Delegates to :mod:`zoo.evaluate` so an ensemble is scored by exactly the code that scores
-members (same clipping for NLL, same 15-bin top-label ECE). Only the per-bin statistics for
-the side-by-side reliability diagrams live here.
+members (same clipping for NLL, same 15-bin top-label ECE: ``zoo.evaluate.expected_calibration_error``,
+``(labels, probs)`` like scikit-learn). Only the per-bin statistics for the side-by-side reliability
+diagrams live here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import numpy as np
 
 from zoo.errors import ZooError
 from zoo.evaluate import ECE_BINS, compute_metrics, headline
-from zoo.evaluate import expected_calibration_error as _zoo_ece
 
 HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
 
@@ -22,12 +22,6 @@ def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
         raise ZooError(f"probabilities {probs.shape} and labels {labels.shape} do not match")
     return probs, labels
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE over equal-width confidence bins (``zoo.evaluate``'s definition)."""
-    probs, labels = _check(probs, labels)
-    return _zoo_ece(labels, probs, n_bins)
 
 
 def scores(probs: np.ndarray, labels: np.ndarray, class_names: list[str] | None = None) -> dict[str, float]:

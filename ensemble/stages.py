@@ -43,11 +43,9 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
         out = ensemble_dir(ctx, method)
 
         def run(method: str = method, out: Path = out) -> None:
-            from ensemble.build import EnsembleConfig, build_ensemble
+            from ensemble.build import build_ensemble
 
-            cfg = EnsembleConfig(method=method, calibrate=e.calibrate, tta="dihedral" if e.tta else None,
-                                 seed=ctx.cfg.data.seed,
-                                 fit_shift=list(getattr(e, "vote_fit_shift", []) or []) if method == "vote" else [])
+            cfg = e.to_stage(method, seed=ctx.cfg.data.seed)
             # Members may take different sizes: the ensemble takes the largest (others resize in-graph).
             size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
             build_ensemble(runs, out, data=lambda: ctx.dataset_at(size), config=cfg)
@@ -70,13 +68,9 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
     teacher, out = ensemble_dir(ctx, d.teacher), student_dir(ctx)
 
     def run() -> None:
-        from ensemble.distill import DistillConfig, distill
+        from ensemble.distill import distill
 
-        t = ctx.cfg.train
-        cfg = DistillConfig(student=d.student, params=dict(d.params) or None, epochs=d.epochs, alpha=d.alpha,
-                            temperature=d.temperature, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                            weight_decay=t.weight_decay, augment=t.augment, patience=t.patience, seed=t.seed,
-                            image_size=getattr(d, "image_size", None))
+        cfg = d.to_stage(ctx.cfg.train)
         size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
         if out.exists() and not (out / "checkpoint" / "state.json").exists() and not (out / "card.json").exists():
             import shutil

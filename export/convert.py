@@ -37,12 +37,11 @@ from export.sources import Source, open_source
 from zoo import ownership
 from zoo.artifacts import read_card, write_card
 from zoo.errors import ZooError
+from zoo.stage_config import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 log = logging.getLogger(__name__)
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-DEFAULT_OPSET = 17
-MIN_OPSET, MAX_OPSET = 13, 18  # tf2onnx 1.17 converts reliably in this range
 
 
 @dataclass
@@ -297,7 +296,43 @@ def _export_model(
     ``calibration_data`` (a data source, Dataset or array; default: the train split of
     ``data``/the recorded data) feeds int8 calibration. Returns ``out``; raises
     :class:`ZooError` (leaving nothing under ``out``) when fp32 parity fails.
+
+    Steps: check the options; load the source, parity images and calibration images; convert;
+    write fp32 (the parity gate), then fp16 / int8; write the card (last); the claim publishes.
     """
+    _check_options(opset, dtype, quantize, calibration_size, batch_size, limit)
+    out = claim.out
+    src = open_source(source)
+    t0 = time.time()
+    log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
+    pdata, calib = _load_inputs(src, data, split, limit, images, labels, calibration_data, calibration_size,
+                                quantize == "int8")
+    models = load_keras(src)
+    reference, ref_note = keras_reference(src, models, pdata.images, batch_size)
+    fp32 = [build_onnx(src, opset, models)]  # a list: _write_fp32 drops the proto once saved (large models)
+    del models
+
+    with claim.staging() as tmp:
+        base = dict(name=src.name, kind=src.kind, classes=src.classes, image_size=src.image_size, source_card_sha256=src.card_sha256)
+        extra = {"source_folder": src.folder.name, "opset": int(opset)}
+        if src.combination is not None:
+            extra["ensemble"] = src.combination.describe()
+        variants: dict[str, dict[str, Any]] = {}
+        path, large, probs32, variants["fp32"] = _write_fp32(
+            fp32, tmp, src, out, base, extra, reference, ref_note, pdata, batch_size, atol, min_agreement)
+        if dtype == "fp16":
+            variants["fp16"] = _write_fp16(path, tmp, base, extra, reference, probs32, pdata, batch_size, ref_note)
+        if quantize == "int8":
+            variants["int8"] = _write_int8(path, tmp, large, calib, calibration_method, base, extra, reference, probs32,
+                                           pdata, batch_size, ref_note)
+        write_card(tmp, _card(src, opset, t0, pdata, variants))
+    log.info("export complete: %s (%s) in %.0fs", out, ", ".join(variants), time.time() - t0)
+    return out
+
+
+def _check_options(opset: int, dtype: str, quantize: str | None, calibration_size: int, batch_size: int,
+                   limit: int | None) -> None:
+    """Reject bad options before anything is loaded."""
     if dtype not in ("fp32", "fp16"):
         raise ZooError(f"--dtype {dtype!r}: choose fp32 or fp16 (fp32 is always written as the reference)")
     if quantize not in (None, "none", "int8"):
@@ -306,13 +341,14 @@ def _export_model(
         raise ZooError(f"--opset {opset}: choose {MIN_OPSET}..{MAX_OPSET}")
     if calibration_size < 1 or batch_size < 1 or (limit is not None and limit < 1):
         raise ZooError("calibration size, batch size and parity limit must be positive")
-    out = claim.out
-    src = open_source(source)
-    t0 = time.time()
-    log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
+
+
+def _load_inputs(src: Source, data: Any, split: str, limit: int | None, images, labels, calibration_data: Any,
+                 calibration_size: int, int8: bool) -> tuple[ParityData, Any]:
+    """The parity images and (for int8) the calibration images; the data source is decoded once for both."""
     loaded: list = []
 
-    def dataset():  # decoded once, shared by parity and calibration
+    def dataset():
         if not loaded:
             loaded.append(_load_data(data, src))
         return loaded[0]
@@ -324,74 +360,79 @@ def _export_model(
     if len(pdata.images) == 0:
         raise ZooError("no parity images: the chosen split is empty")
     calib = None
-    if quantize == "int8":
+    if int8:
         calib = calibration_images(src, calibration_data=dataset() if calibration_data is None else calibration_data, size=calibration_size)
-    models = load_keras(src)
-    reference, ref_note = keras_reference(src, models, pdata.images, batch_size)
-    fp32 = build_onnx(src, opset, models)
-    del models
+    return pdata, calib
 
-    with claim.staging() as tmp:
-        base = dict(name=src.name, kind=src.kind, classes=src.classes, image_size=src.image_size, source_card_sha256=src.card_sha256)
-        extra = {"source_folder": src.folder.name, "opset": int(opset)}
-        if src.combination is not None:
-            extra["ensemble"] = src.combination.describe()
-        variants: dict[str, dict[str, Any]] = {}
 
-        # fp32: the gate.
-        large = is_large(fp32)
-        meta.attach(fp32, meta.build(**base, variant="fp32", extra=extra))
-        path = tmp / FILES["fp32"]
-        _save(fp32, path, large)
-        del fp32
-        probs32 = parity.run_session(parity.session(path), pdata.images, batch_size)
-        report = parity.compare(reference, probs32, pdata.labels, atol=atol, min_agreement=min_agreement, reference_name=ref_note)
-        log.info("fp32 parity: max |Δp| %.2e, top-1 agreement %.4f on %d images", report["max_abs_diff"], report["top1_agreement"], report["images"])
-        if not report["passed"]:
-            raise ZooError(f"fp32 parity failed for '{src.name}' ({parity.describe_failure(report)}); nothing was written to {out}")
-        _set_metadata(path, {"zoo.parity": _json(report)})
-        variants["fp32"] = _describe(tmp, "fp32", report)
+def _write_fp32(holder: list, tmp: Path, src: Source, out: Path, base: dict, extra: dict, reference, ref_note: str,
+                pdata: ParityData, batch_size: int, atol: float, min_agreement: float):
+    """Save model.onnx and gate on its parity with Keras; returns (path, large, fp32 probabilities, description).
 
-        if dtype == "fp16":
-            import onnx
+    ``holder`` holds the ONNX proto; it is emptied once the model is saved, so a large model is not
+    kept in memory while parity runs."""
+    fp32 = holder.pop()
+    large = is_large(fp32)
+    meta.attach(fp32, meta.build(**base, variant="fp32", extra=extra))
+    path = tmp / FILES["fp32"]
+    _save(fp32, path, large)
+    del fp32
+    probs32 = parity.run_session(parity.session(path), pdata.images, batch_size)
+    report = parity.compare(reference, probs32, pdata.labels, atol=atol, min_agreement=min_agreement, reference_name=ref_note)
+    log.info("fp32 parity: max |Δp| %.2e, top-1 agreement %.4f on %d images", report["max_abs_diff"], report["top1_agreement"], report["images"])
+    if not report["passed"]:
+        raise ZooError(f"fp32 parity failed for '{src.name}' ({parity.describe_failure(report)}); nothing was written to {out}")
+    _set_metadata(path, {"zoo.parity": _json(report)})
+    return path, large, probs32, _describe(tmp, "fp32", report)
 
-            from export.quantize import to_fp16
 
-            f16 = to_fp16(onnx.load(str(path)))
-            meta.attach(f16, meta.build(**base, variant="fp16", extra=extra), replace=True)
-            _save(f16, tmp / FILES["fp16"], is_large(f16))
-            del f16
-            variants["fp16"] = _variant(tmp, "fp16", reference, probs32, pdata, batch_size, ref_note)
-        if quantize == "int8":
-            from export.quantize import quantize_int8
+def _write_fp16(path: Path, tmp: Path, base: dict, extra: dict, reference, probs32, pdata: ParityData, batch_size: int,
+                ref_note: str) -> dict[str, Any]:
+    """model.fp16.onnx from the saved fp32 model, with its (ungated) parity."""
+    import onnx
 
-            cal_images, cal_desc = calib
-            q = quantize_int8(path, tmp / FILES["int8"], cal_images, method=calibration_method, external_data=large)
-            extra8 = {**extra, "calibration": {**cal_desc, "method": calibration_method, "per_channel": True, "format": "QDQ"}}
-            _set_metadata(q, meta.build(**base, variant="int8", extra=extra8), replace=True)
-            variants["int8"] = _variant(tmp, "int8", reference, probs32, pdata, batch_size, ref_note)
+    from export.quantize import to_fp16
 
-        card = {
-            "kind": "export",
-            "name": src.name,
-            "classes": src.classes,
-            "input": {"image_size": src.image_size, "channels": 3, "range": [0, 255], "dtype": "float32", "layout": "NHWC",
-                      "color": "RGB", "name": INPUT, "preprocessing": meta.PREPROCESSING},
-            "output": {"name": OUTPUT, "kind": "probabilities"},
-            "source": {"folder": str(src.folder), "kind": src.kind, "name": src.name, "card_sha256": src.card_sha256},
-            "parents": [{"folder": str(src.folder), "card_sha256": src.card_sha256}],
-            "export": {"opset": int(opset), "converter": _versions(), "seconds": round(time.time() - t0, 1),
-                       **({"ensemble": src.combination.describe()} if src.combination is not None else {})},
-            "data": pdata.description,
-            "variants": variants,
-            "parity": {k: v["parity"] for k, v in variants.items()},
-            "metrics": {f"parity-{k}": {"accuracy": v["parity"].get("accuracy")} for k, v in variants.items() if v["parity"].get("accuracy") is not None},
-        }
-        if "augment_families" in src.card:  # what the source trained for, read by the shift suite
-            card["augment_families"] = src.card["augment_families"]
-        write_card(tmp, card)
-    log.info("export complete: %s (%s) in %.0fs", out, ", ".join(variants), time.time() - t0)
-    return out
+    f16 = to_fp16(onnx.load(str(path)))
+    meta.attach(f16, meta.build(**base, variant="fp16", extra=extra), replace=True)
+    _save(f16, tmp / FILES["fp16"], is_large(f16))
+    del f16
+    return _variant(tmp, "fp16", reference, probs32, pdata, batch_size, ref_note)
+
+
+def _write_int8(path: Path, tmp: Path, large: bool, calib, calibration_method: str, base: dict, extra: dict, reference,
+                probs32, pdata: ParityData, batch_size: int, ref_note: str) -> dict[str, Any]:
+    """model.int8.onnx (static QDQ, calibrated on ``calib``), with its (ungated) parity."""
+    from export.quantize import quantize_int8
+
+    cal_images, cal_desc = calib
+    q = quantize_int8(path, tmp / FILES["int8"], cal_images, method=calibration_method, external_data=large)
+    extra8 = {**extra, "calibration": {**cal_desc, "method": calibration_method, "per_channel": True, "format": "QDQ"}}
+    _set_metadata(q, meta.build(**base, variant="int8", extra=extra8), replace=True)
+    return _variant(tmp, "int8", reference, probs32, pdata, batch_size, ref_note)
+
+
+def _card(src: Source, opset: int, t0: float, pdata: ParityData, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The export's card (written last: it hashes every file)."""
+    card = {
+        "kind": "export",
+        "name": src.name,
+        "classes": src.classes,
+        "input": {"image_size": src.image_size, "channels": 3, "range": [0, 255], "dtype": "float32", "layout": "NHWC",
+                  "color": "RGB", "name": INPUT, "preprocessing": meta.PREPROCESSING},
+        "output": {"name": OUTPUT, "kind": "probabilities"},
+        "source": {"folder": str(src.folder), "kind": src.kind, "name": src.name, "card_sha256": src.card_sha256},
+        "parents": [{"folder": str(src.folder), "card_sha256": src.card_sha256}],
+        "export": {"opset": int(opset), "converter": _versions(), "seconds": round(time.time() - t0, 1),
+                   **({"ensemble": src.combination.describe()} if src.combination is not None else {})},
+        "data": pdata.description,
+        "variants": variants,
+        "parity": {k: v["parity"] for k, v in variants.items()},
+        "metrics": {f"parity-{k}": {"accuracy": v["parity"].get("accuracy")} for k, v in variants.items() if v["parity"].get("accuracy") is not None},
+    }
+    if "augment_families" in src.card:  # what the source trained for, read by the shift suite
+        card["augment_families"] = src.card["augment_families"]
+    return card
 
 
 def _describe(tmp: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.stage_config import DEFAULT_OPSET
 
 INPUT = "images"
 OUTPUT = "probs"
@@ -283,7 +284,7 @@ def build_ensemble_model(members: list, comb: Combination, graph_name: str = "zo
     for m in members:
         for op in m.opset_import:
             opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
-    opset = opsets.get("", opsets.get("ai.onnx", 17))
+    opset = opsets.get("", opsets.get("ai.onnx", DEFAULT_OPSET))
     input_shape = None
     nodes, inits, value_info, member_outputs = [], [], [], []
     feed = INPUT

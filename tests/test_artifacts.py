@@ -85,3 +85,11 @@ def test_pickled_arrays_are_refused(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ZooError, match="not a plain numeric array"):
         load_npy(tmp_path / "obj.npy")
+
+
+def test_parameter_count_reads_new_and_old_cards():
+    from zoo.artifacts import parameter_count
+
+    assert parameter_count({"parameter_count": 12, "params": {"dropout": 0.3}}) == 12
+    assert parameter_count({"parameters": 34}) == 34  # cards written before the rename
+    assert parameter_count({"params": {}}) is None

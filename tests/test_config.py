@@ -75,3 +75,38 @@ def test_gpu_recipe_parses_and_every_member_builds_tiny():
         del model
         keras.backend.clear_session()
         gc.collect()
+
+
+def test_pipeline_sections_turn_into_the_stage_options():
+    """[distill]/[ensemble] defaults come from the stage dataclasses; to_stage fills the rest from [train]."""
+    from zoo.stage_config import DistillConfig, EnsembleConfig
+
+    cfg = config.parse({"train": {"batch_size": 48, "seed": 7}, "distill": {"epochs": 3}, "ensemble": {"tta": True}})
+    stage = DistillConfig()
+    assert (cfg.distill.epochs, cfg.distill.alpha, cfg.distill.temperature) == (3, stage.alpha, stage.temperature)
+    d = cfg.distill.to_stage(cfg.train)
+    assert isinstance(d, DistillConfig) and (d.epochs, d.batch_size, d.seed, d.params) == (3, 48, 7, None)
+    e = cfg.ensemble.to_stage("stack", seed=cfg.data.seed)
+    assert isinstance(e, EnsembleConfig) and (e.method, e.tta, e.calibrate) == ("stack", "dihedral", True)
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    import argparse
+
+    from zoo.commands import ensemble as ens_cmd
+    from zoo.commands import train as train_cmd
+    from zoo.stage_config import DistillConfig, EnsembleConfig
+    from zoo.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    train_cmd.register(sub)
+    ens_cmd.register(sub)
+    t = parser.parse_args(["train", "custom_cnn", "--out", "x"])
+    assert (t.epochs, t.batch_size, t.lr, t.patience) == tuple(getattr(TrainConfig(), k) for k in
+                                                              ("epochs", "batch_size", "learning_rate", "patience"))
+    d = parser.parse_args(["distill", "e", "--data", "d", "--out", "o"])
+    assert (d.epochs, d.alpha, d.temperature, d.batch_size) == (DistillConfig.epochs, DistillConfig.alpha,
+                                                                DistillConfig.temperature, DistillConfig.batch_size)
+    v = parser.parse_args(["ensemble", "vote", "r1", "r2", "--out", "o"])
+    assert (v.folds, v.batch_size) == (EnsembleConfig.folds, EnsembleConfig.batch_size)

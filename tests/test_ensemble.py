@@ -17,11 +17,12 @@ from ensemble import EnsembleConfig, build_ensemble, load, predict_proba
 from ensemble.calibration import fit_temperature
 from ensemble.combine import combine, stack_features
 from ensemble.cv import check_disjoint, folds_from_rows, make_folds
-from ensemble.metrics import expected_calibration_error, scores
+from ensemble.metrics import scores
 from ensemble.stacking import fit_stack, stack_oof
 from ensemble.voting import fit_vote, fit_weights
 from zoo.artifacts import card_sha256, read_card, write_card, write_npy
 from zoo.errors import ZooError
+from zoo.evaluate import expected_calibration_error
 
 C4 = ["a", "b", "c", "d"]
 INPUT = {"image_size": 32, "channels": 3, "range": [0, 255], "color": "RGB", "preprocessing": "inside model"}
@@ -177,12 +178,12 @@ def test_temperature_scaling_lowers_ece_on_overconfident_inputs():
     t = fit_temperature(over, y)
     assert 3.2 < t < 5.0  # recovers roughly the inflation factor
     before, after = softmax(over), softmax(over / t)
-    assert expected_calibration_error(after, y) < 0.5 * expected_calibration_error(before, y)
+    assert expected_calibration_error(y, after) < 0.5 * expected_calibration_error(y, before)
     assert (after.argmax(1) == before.argmax(1)).all()  # accuracy unchanged
     # The same through a calibrated single-member "vote" on probabilities.
     spec = fit_vote(before[None], y, weights=[1.0], calibrate=True)
     assert spec["temperature"] == pytest.approx(t, rel=0.05)
-    assert expected_calibration_error(combine(spec, before[None]), y) < expected_calibration_error(before, y)
+    assert expected_calibration_error(y, combine(spec, before[None])) < expected_calibration_error(y, before)
 
 
 def test_ece_of_perfectly_calibrated_predictions_is_small():
@@ -192,7 +193,7 @@ def test_ece_of_perfectly_calibrated_predictions_is_small():
     probs = np.stack([conf, 1 - conf], axis=1)
     y = np.where(correct, 0, 1)
     # Rows with conf < 0.5 predict class 1; calibrated either way by construction.
-    assert expected_calibration_error(probs, y) < 0.02
+    assert expected_calibration_error(y, probs) < 0.02
 
 
 # ----------------------------------------------------------------------------- folder

@@ -269,3 +269,10 @@ def verify_files(folder: Path, card: dict[str, Any]) -> None:
 def card_sha256(folder: str | os.PathLike) -> str:
     """Identity of a complete folder: the hash of its card (which hashes every file)."""
     return sha256_file(Path(folder) / CARD)
+
+
+def parameter_count(card: dict[str, Any]) -> int | None:
+    """A run card's weight count. Cards store it as ``parameter_count`` (``params`` holds the builder's
+    hyper-parameters); cards written before that rename call it ``parameters``, so both are read."""
+    value = card.get("parameter_count", card.get("parameters"))
+    return int(value) if value is not None else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.stage_config import DEFAULT_OPSET, DistillConfig, EnsembleConfig
 from zoo.train import Phase, TrainConfig
 
 BUILTIN = Path(__file__).resolve().parent / "configs"
@@ -84,32 +85,48 @@ class EvaluateConfig:
 
 
 @dataclass
-class EnsembleConfig:
+class EnsembleSection:
+    """``[ensemble]``: which ensembles the pipeline builds; each method becomes one stage
+    :class:`~zoo.stage_config.EnsembleConfig` (:meth:`to_stage`), the one owner of the ensemble options."""
+
     enabled: bool = True
     methods: list[str] = field(default_factory=lambda: ["vote", "stack"])
-    calibrate: bool = True
-    tta: bool = False
+    calibrate: bool = True  # the pipeline calibrates by default (the stage's own default is off)
+    tta: bool = False  # True: dihedral TTA
     # Robust fit of the vote (ensemble.robust): shifted val copies of these zoo.shift families join the weight fit.
     # Vote only: stacking fitted on shifted rows lost ~4 points clean in benchmarks/results/robustness.md.
     vote_fit_shift: list[str] = field(default_factory=list)
 
+    def to_stage(self, method: str, seed: int) -> EnsembleConfig:
+        return EnsembleConfig(method=method, calibrate=self.calibrate, tta="dihedral" if self.tta else None,
+                              seed=seed, fit_shift=list(self.vote_fit_shift) if method == "vote" else [])
+
 
 @dataclass
-class DistillConfig:
+class DistillSection:
+    """``[distill]``: the distillation stage. Defaults come from :class:`~zoo.stage_config.DistillConfig`;
+    batch size, learning rate, weight decay, augmentation, patience and seed come from ``[train]`` (:meth:`to_stage`)."""
+
     enabled: bool = False
     teacher: str = "vote"  # which ensemble method teaches
-    student: str = "custom_cnn"
-    params: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    temperature: float = 2.0
-    alpha: float = 0.7
-    image_size: int | None = None  # student input size (default: the teacher ensemble's)
+    student: str = DistillConfig.student
+    params: dict[str, Any] = field(default_factory=dict)  # {}: the stage's default (a compact custom_cnn)
+    epochs: int = DistillConfig.epochs
+    temperature: float = DistillConfig.temperature
+    alpha: float = DistillConfig.alpha
+    image_size: int | None = DistillConfig.image_size  # student input size (default: the teacher ensemble's)
+
+    def to_stage(self, train: TrainConfig) -> DistillConfig:
+        return DistillConfig(student=self.student, params=dict(self.params) or None, epochs=self.epochs,
+                             alpha=self.alpha, temperature=self.temperature, batch_size=train.batch_size,
+                             learning_rate=train.learning_rate, weight_decay=train.weight_decay, augment=train.augment,
+                             patience=train.patience, seed=train.seed, image_size=self.image_size)
 
 
 @dataclass
 class ExportConfig:
     enabled: bool = False
-    opset: int = 17
+    opset: int = DEFAULT_OPSET
     quantize: list[str] = field(default_factory=lambda: ["int8"])
     include: list[str] = field(default_factory=lambda: ["members", "ensembles", "student"])
     calibration_size: int = 256  # training images used to calibrate int8
@@ -146,8 +163,8 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig()])
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 

@@ -1,6 +1,6 @@
 """Train one member into a run folder, resumable after any interruption.
 
-Recipe defaults are the seed's (AdamW lr 1e-3 / wd 1e-5, dropout 0.35 and L1L2 1e-3 in the
+Recipe defaults are the course project's (AdamW lr 1e-3 / wd 1e-5, dropout 0.35 and L1L2 1e-3 in the
 head, early stopping with patience 4 restoring the best epoch, batch 256) plus what made the
 baseline stable here: a warm-up + cosine learning-rate schedule and label smoothing.
 
@@ -422,41 +422,27 @@ def train(
 
     ``overrides`` set :class:`TrainConfig` fields (``epochs=3, batch_size=32, …``). Returns the
     completed run folder (with ``card.json``).
+
+    Steps (in this order, which reproducibility depends on): check the options and the folder,
+    load the data, seed and set up (phases, resumable state, augmentation), fit each phase,
+    then finish: save the clean model, score each split, write the card last.
     """
     import keras
 
-    from zoo.data import Dataset, load_dataset
-    from zoo.data.pipeline import class_weights, make_dataset, steps_per_epoch
     from zoo.registry import get_spec
 
-    cfg = config or TrainConfig()
-    unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise ZooError(f"unknown training option(s) {unknown}")
-    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
-    cfg.validate()
+    cfg = _resolve_config(config, overrides)
     spec = get_spec(member)
     params = dict(params or {})
     if weights is not None:
         params["weights"] = weights
     size = int(image_size or spec.default_image_size)
     run = Path(out)
-    status = ownership.check_target(run, ("member", "student"), resumable=True, force_flag=None)  # see _owns_out
-    state_file = run / "checkpoint" / "state.json"
-    if status == "incomplete" and state_file.exists() and not resume:
-        raise ZooError(f"{run}: holds an interrupted run; pass --resume to continue it (or choose another --out)")
-    if status == "incomplete" and not state_file.exists():
-        _restart(run)  # interrupted before its first checkpoint: nothing to resume
+    state_file = _check_folder(run, resume)
 
     # Before any TensorFlow op: MultiWorkerMirroredStrategy must configure collective ops at program startup.
     strategy = _strategy(cfg.strategy)
-    dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
-    if dataset.image_size != size:
-        raise ZooError(f"data was loaded at {dataset.image_size}px but the member trains at {size}px")
-    train_split = dataset.split("train")
-    val_split = dataset.splits.get("val")
-    if val_split is None or len(val_split) == 0:
-        raise ZooError(f"{dataset.source}: training needs a 'val' split for early stopping")
+    dataset = _load_data(data, size, cfg)
 
     set_determinism(cfg.seed, cfg.deterministic)
     if cfg.precision != "float32":
@@ -464,17 +450,89 @@ def train(
     pretrained = params.get("weights") not in (None, "none")
     phases = resolve_phases(cfg, spec.recipe, pretrained)
     hooks = hooks or TrainHooks()
+    state = _open_state(run, member, params, size, dataset, cfg, hooks, resume and state_file.exists())
+    job = _Job(run, spec, params, size, dataset, cfg, phases, state, strategy, hooks)
+    model, stopped_early = _fit(job)
+    return _finish(job, model, stopped_early, evaluate_splits)
+
+
+@dataclass
+class _Job:
+    """What the steps of one :func:`train` call share."""
+
+    run: Path
+    spec: Any  # zoo.registry.ModelSpec
+    params: dict[str, Any]
+    size: int
+    dataset: Any  # zoo.data.Dataset
+    cfg: TrainConfig
+    phases: list[Phase]
+    state: TrainingState
+    strategy: Any
+    hooks: TrainHooks
+
+
+def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    """``config`` (default: the recipe defaults) with ``overrides`` applied, validated."""
+    cfg = config or TrainConfig()
+    unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ZooError(f"unknown training option(s) {unknown}")
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+    cfg.validate()
+    return cfg
+
+
+def _check_folder(run: Path, resume: bool) -> Path:
+    """Check ``run`` may be trained into (see _owns_out); returns its checkpoint state file."""
+    status = ownership.check_target(run, ("member", "student"), resumable=True, force_flag=None)
+    state_file = run / "checkpoint" / "state.json"
+    if status == "incomplete" and state_file.exists() and not resume:
+        raise ZooError(f"{run}: holds an interrupted run; pass --resume to continue it (or choose another --out)")
+    if status == "incomplete" and not state_file.exists():
+        _restart(run)  # interrupted before its first checkpoint: nothing to resume
+    return state_file
+
+
+def _load_data(data, size: int, cfg: TrainConfig):
+    """The dataset at ``size`` px (a loaded Dataset is used as is); training needs train and val splits."""
+    from zoo.data import Dataset, load_dataset
+
+    dataset = data if isinstance(data, Dataset) else load_dataset(str(data), size, seed=cfg.seed)
+    if dataset.image_size != size:
+        raise ZooError(f"data was loaded at {dataset.image_size}px but the member trains at {size}px")
+    dataset.split("train")
+    val_split = dataset.splits.get("val")
+    if val_split is None or len(val_split) == 0:
+        raise ZooError(f"{dataset.source}: training needs a 'val' split for early stopping")
+    return dataset
+
+
+def _open_state(run: Path, member: str, params: dict[str, Any], size: int, dataset, cfg: TrainConfig,
+                hooks: TrainHooks, resume: bool) -> TrainingState:
+    """The run's checkpointed state (loaded when resuming: the identity must match), folder and marker."""
     identity = {"member": member, "params": params, "image_size": size, "data": dataset.fingerprint, "train": cfg.to_dict()}
     if hooks.identity:
         identity["hooks"] = hooks.identity
     identity = json.loads(json.dumps(identity, default=str))
-    state = TrainingState.load(run, identity) if resume and state_file.exists() else TrainingState(run, identity)
+    state = TrainingState.load(run, identity) if resume else TrainingState(run, identity)
     run.mkdir(parents=True, exist_ok=True)
     if not (run / ownership.MARKER).exists():
         ownership.write_marker(run, "member")
+    return state
+
+
+def _fit(job: _Job):
+    """Build the model and fit every phase not yet done; returns (model with the best weights, stopped early)."""
+    import keras
 
     from zoo.augment import build_policy
+    from zoo.data.pipeline import class_weights, make_dataset, steps_per_epoch
 
+    run, spec, params, size, dataset, cfg, phases, state, strategy, hooks = (
+        job.run, job.spec, job.params, job.size, job.dataset, job.cfg, job.phases, job.state, job.strategy, job.hooks)
+    train_split = dataset.split("train")
+    val_split = dataset.splits.get("val")
     policy = build_policy(cfg.augment, num_classes=dataset.num_classes, seed=cfg.seed)
     # Every generator the policy draws from (its own, Keras layers', keras-cv's) is checkpointed with the epoch.
     state.augment_policy = policy
@@ -530,12 +588,13 @@ def train(
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         stopped_early = stopped_early or state.epoch < phase.epochs
 
-    return _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy, hooks)
+    return model, stopped_early
 
 
-def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped_early, evaluate_splits, strategy,
-            hooks: TrainHooks | None = None) -> Path:
+def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
+    run, spec, params, size, dataset, cfg, phases, state, strategy, hooks = (
+        job.run, job.spec, job.params, job.size, job.dataset, job.cfg, job.phases, job.state, job.strategy, job.hooks)
     from zoo import plots
     from zoo.augment.spec import covered_families
     from zoo.evaluate import score_split
@@ -553,14 +612,13 @@ def _finish(run, model, spec, params, size, dataset, cfg, phases, state, stopped
             continue
         metrics[split], _ = score_split(run, clean, split, part, dataset.class_names, f"{spec.name} · {split}")
     best = max(state.history, key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")))
-    hooks = hooks or TrainHooks()
     card = {
         "kind": hooks.kind,
         "name": run.name,
         "member": spec.name,
         "family": spec.family,
         "params": params,
-        "parameters": int(clean.count_params()),
+        "parameter_count": int(clean.count_params()),  # "params" above: the builder's hyper-parameters
         "classes": list(dataset.class_names),
         "input": {"image_size": size, "channels": 3, "dtype": "float32", "range": [0, 255], "color": "RGB", "resize": "bilinear", "preprocessing": "inside model"},
         "model_file": "model.keras",

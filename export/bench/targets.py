@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.stage_config import DEFAULT_OPSET
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _source_target(folder: Path, card: dict, opset: int) -> Target:
     return t
 
 
-def resolve(model: str | os.PathLike, opset: int = 17) -> Target:
+def resolve(model: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Target:
     """One benchmark target from a MODEL argument (see the module docstring)."""
     path = Path(model)
     if path.is_file():

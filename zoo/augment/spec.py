@@ -130,7 +130,7 @@ OPS: dict[str, OpInfo] = {
         OpInfo(
             "center_mask",
             "occlusion",
-            "the seed's custom masking: replace everything outside a centred disc (radius in [radius, 1]·half-size) by the background colour of the image border, hiding neighbouring cells",
+            "the course project's custom masking: replace everything outside a centred disc (radius in [radius, 1]·half-size) by the background colour of the image border, hiding neighbouring cells",
             (Param("radius", 0.6, 0.1, 1.5, help="smallest disc radius as a fraction of half the image size"), _p(0.3)),
         ),
         OpInfo(
@@ -171,7 +171,7 @@ OPS: dict[str, OpInfo] = {
 
 PRESETS: dict[str, str] = {
     "none": "",
-    # The seed project's recipe (keras-cv guide style): RandAugment, CutMix, MixUp, GridMask,
+    # The course project's recipe (keras-cv guide style): RandAugment, CutMix, MixUp, GridMask,
     # CutOut and flips; its custom masking was preprocessing there and is left out here.
     "seed": "flip_rot90,randaugment:2:0.3:0.7,gridmask:0.5:0.3,cutout:0.25:0.3,cutmix:1.0:0.3,mixup:0.2:0.3",
     # Shift-aware: symmetries + strong stain/colour + microscope/camera degradations, with only

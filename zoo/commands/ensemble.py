@@ -8,54 +8,65 @@ from zoo.errors import ZooError
 
 
 def register(sub) -> None:
+    from zoo.stage_config import DistillConfig, EnsembleConfig, default
+
+    def e(name: str):
+        return default(EnsembleConfig, name)
+
+    def d(name: str):
+        return default(DistillConfig, name)
+
     p = sub.add_parser("ensemble", help="combine member runs: weighted soft voting or stacking (+ calibration, TTA)",
                        description="Build an ensemble folder (ensemble.json, card.json, probs/, plots/, comparison.md/png) "
                                    "from member run folders. Combiners are fitted on the val split; every score on val is "
                                    "out-of-fold (k-fold cross-fitting), other splits are held out.")
     kinds = p.add_subparsers(dest="method", metavar="METHOD", required=True)
     vote = kinds.add_parser("vote", help="weighted average of member probabilities (weights given or fitted by log-loss)")
-    _common(vote)
+    _common(vote, e)
     vote.add_argument("--weights", help="comma-separated member weights (normalised to sum 1); default: fit them on val")
     vote.set_defaults(func=run_ensemble)
     stack = kinds.add_parser("stack", help="linear meta-learner (scikit-learn) on member (log-)probabilities")
-    _common(stack)
-    stack.add_argument("--learner", default="logistic", choices=("logistic", "ridge"), help="meta-learner (default logistic)")
+    _common(stack, e)
+    stack.add_argument("--learner", default=e("learner"), choices=("logistic", "ridge"),
+                       help=f"meta-learner (default {e('learner')})")
     stack.add_argument("--learner-params", default="{}", help='JSON keyword arguments, e.g. \'{"C": 0.5}\'')
-    stack.add_argument("--features", default="log", choices=("log", "prob"), help="f(p): log(p+eps) (default) or p")
+    stack.add_argument("--features", default=e("features"), choices=("log", "prob"), help="f(p): log(p+eps) (default) or p")
     stack.set_defaults(func=run_ensemble)
 
-    d = sub.add_parser("distill", help="train a compact student on an ensemble's soft targets",
+    dp = sub.add_parser("distill", help="train a compact student on an ensemble's soft targets",
                        description="Knowledge distillation through the member training loop: the ensemble runs on every "
                                    "augmented batch the student sees; the student minimises "
                                    "alpha·T²·KL(teacher_T‖student_T) + (1−alpha)·CE(labels). Writes a run folder of kind 'student'.")
-    d.add_argument("ensemble", help="ensemble folder (teacher)")
-    d.add_argument("--data", required=True, help="data source the ensemble's members were trained on")
-    d.add_argument("--out", required=True, help="student run folder to create")
-    d.add_argument("--student", default="custom_cnn", help="registry member to train (default custom_cnn)")
-    d.add_argument("--params", default=None, help="JSON builder parameters; default: a compact custom_cnn")
-    d.add_argument("--image-size", type=int, help="student input size (default: the ensemble's)")
-    d.add_argument("--epochs", type=int, default=10)
-    d.add_argument("--batch-size", type=int, default=64)
-    d.add_argument("--learning-rate", type=float, default=1e-3)
-    d.add_argument("--alpha", type=float, default=0.7, help="weight of the soft-target term (default 0.7)")
-    d.add_argument("--temperature", type=float, default=2.0, help="softening temperature T (default 2)")
-    d.add_argument("--augment", default="flip_rot90", help="augmentation policy for the student (default flip_rot90)")
-    d.add_argument("--patience", type=int, default=4)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--resume", action="store_true", help="continue an interrupted distillation from its last epoch")
-    d.set_defaults(func=run_distill)
+    dp.add_argument("ensemble", help="ensemble folder (teacher)")
+    dp.add_argument("--data", required=True, help="data source the ensemble's members were trained on")
+    dp.add_argument("--out", required=True, help="student run folder to create")
+    dp.add_argument("--student", default=d("student"), help=f"registry member to train (default {d('student')})")
+    dp.add_argument("--params", default=None, help="JSON builder parameters; default: a compact custom_cnn")
+    dp.add_argument("--image-size", type=int, help="student input size (default: the ensemble's)")
+    dp.add_argument("--epochs", type=int, default=d("epochs"))
+    dp.add_argument("--batch-size", type=int, default=d("batch_size"))
+    dp.add_argument("--learning-rate", type=float, default=d("learning_rate"))
+    dp.add_argument("--alpha", type=float, default=d("alpha"), help=f"weight of the soft-target term (default {d('alpha')})")
+    dp.add_argument("--temperature", type=float, default=d("temperature"),
+                    help=f"softening temperature T (default {d('temperature')})")
+    dp.add_argument("--augment", default=d("augment"), help=f"augmentation policy for the student (default {d('augment')})")
+    dp.add_argument("--patience", type=int, default=d("patience"))
+    dp.add_argument("--seed", type=int, default=d("seed"))
+    dp.add_argument("--resume", action="store_true", help="continue an interrupted distillation from its last epoch")
+    dp.set_defaults(func=run_distill)
 
 
-def _common(p) -> None:
+def _common(p, e) -> None:
+    """Arguments of both methods; ``e(field)`` is the EnsembleConfig default."""
     p.add_argument("runs", nargs="+", metavar="RUN", help="member run folders")
     p.add_argument("--data", help="data source; needed only when a member has no stored probs/ or with --tta")
     p.add_argument("--out", required=True, help="ensemble folder to create")
     p.add_argument("--calibrate", action="store_true", help="temperature-scale the ensemble output on val")
     p.add_argument("--tta", nargs="?", const="dihedral", default=None,
                    help="test-time augmentation: dihedral (default when given), flips, rot90, or a comma list")
-    p.add_argument("--folds", type=int, default=5, help="k for cross-fitting on val (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--folds", type=int, default=e("folds"), help=f"k for cross-fitting on val (default {e('folds')})")
+    p.add_argument("--seed", type=int, default=e("seed"))
+    p.add_argument("--batch-size", type=int, default=e("batch_size"))
     p.add_argument("--force", action="store_true", help="replace an existing complete ensemble folder (never anything else)")
     p.add_argument("--fit-shift", default="", metavar="FAMILIES",
                    help="robust fit: also fit the combiner on shifted copies of val from these zoo.shift families "

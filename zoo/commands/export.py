@@ -8,6 +8,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from zoo.stage_config import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
     p = sub.add_parser(
         "export",
         help="export a run or ensemble to ONNX (verified parity; optional fp16 / int8)",
@@ -19,7 +21,8 @@ def register(sub) -> None:
     )
     p.add_argument("source", metavar="RUN|ENSEMBLE", help="run folder (member/student) or ensemble folder")
     p.add_argument("--out", required=True, metavar="FOLDER", help="export folder to create")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (13..18, default 17)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, default {DEFAULT_OPSET})")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="fp16 also writes model.fp16.onnx (for GPUs); model.onnx is always fp32")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: also write model.int8.onnx (static QDQ, per-channel)")

@@ -20,33 +20,37 @@ def _params(text: str | None) -> dict:
 
 
 def register(sub) -> None:
-    from zoo.train import OPTIMIZERS, PRECISIONS, STRATEGIES
+    from zoo.stage_config import default
+    from zoo.train import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
 
-    p = sub.add_parser("train", help="train one member (seed recipe defaults) into a run folder",
+    def d(name: str):
+        return default(TrainConfig, name)
+
+    p = sub.add_parser("train", help="train one member (course-project recipe defaults) into a run folder",
                        description="Train a registered member and write a run folder: model.keras, card.json, history.csv, "
                                    "probs/, eval/, plots/, logs/ (TensorBoard). Interrupted? Rerun with --resume.")
     p.add_argument("member", help="registered member name (see `zoo list`)")
     p.add_argument("--data", default="synthetic", help="synthetic[:N] | class-folder path | file.npz | bloodmnist[:SIZE]")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--image-size", type=int, help="input size in pixels (default: the member's)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (best epoch is restored)")
-    p.add_argument("--augment", default="flip_rot90", help="augmentation policy (see `zoo data preview --help`)")
+    p.add_argument("--epochs", type=int, default=d("epochs"))
+    p.add_argument("--batch-size", type=int, default=d("batch_size"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d("optimizer"))
+    p.add_argument("--lr", type=float, default=d("learning_rate"), help=f"peak learning rate (default {d('learning_rate')})")
+    p.add_argument("--weight-decay", type=float, default=d("weight_decay"))
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=d("schedule"))
+    p.add_argument("--label-smoothing", type=float, default=d("label_smoothing"))
+    p.add_argument("--patience", type=int, default=d("patience"), help="early-stopping patience in epochs (best epoch is restored)")
+    p.add_argument("--augment", default=d("augment"), help="augmentation policy (see `zoo data preview --help`)")
     p.add_argument("--balance", type=int, help="oversample every class to this many images per epoch")
     p.add_argument("--no-class-weights", action="store_true", help="do not weight the loss by inverse class frequency")
     p.add_argument("--params", help="member hyper-parameters as JSON, e.g. '{\"dropout\": 0.3}'")
     p.add_argument("--weights", help="initial weights: imagenet | PATH (.weights.h5/.keras) | none (members that support it)")
     p.add_argument("--trainable-fraction", type=float, help="fine-tune only the last fraction of the backbone (transfer members)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="tf.distribute strategy")
-    p.add_argument("--precision", choices=PRECISIONS, default="float32")
-    p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps (effective batch = batch × steps)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", choices=STRATEGIES, default=d("strategy"), help="tf.distribute strategy")
+    p.add_argument("--precision", choices=PRECISIONS, default=d("precision"))
+    p.add_argument("--accumulate", type=int, default=d("gradient_accumulation"), help="gradient accumulation steps (effective batch = batch × steps)")
+    p.add_argument("--seed", type=int, default=d("seed"))
     p.add_argument("--nondeterministic", action="store_true",
                    help="allow nondeterministic TensorFlow kernels and parallel augmentation (faster; default: bitwise reproducible)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable images (listed in the card) instead of failing")

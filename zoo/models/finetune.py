@@ -6,7 +6,7 @@ much of the backbone to train with ``trainable_fraction`` (``zoo.train`` reads i
 member's registered recipe): 0.0 trains the head only, 1.0 everything, 0.3 the last 30%.
 
 "Last 30%" counts the backbone's top-level layers that own weights, in order (the way the
-seed's "last 25-40% of layers trainable" counted ``keras.applications`` layers); weightless
+course project's "last 25-40% of layers trainable" counted ``keras.applications`` layers); weightless
 layers (activations, adds, drop-path) follow the layer before them, so a frozen block is
 frozen as a whole and its drop-path is off (see ``DropPath``).
 

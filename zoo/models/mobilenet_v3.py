@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from zoo.models.head import classifier_head
 from zoo.registry import register_model
 
 BN_MOMENTUM = 0.9
@@ -84,9 +85,7 @@ def _build(num_classes, image_size, width, blocks, stem_width, head_width, dropo
     x = _hswish(_bn(x, "last_bn"), "last_act")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = _hswish(layers.Dense(head_width, name="head_dense")(x), "head_act")
-    x = layers.Dropout(dropout, name="dropout")(x)
-    reg = keras.regularizers.L1L2(l1=l1l2, l2=l1l2) if l1l2 else None
-    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="probs")(x)
+    outputs = classifier_head(x, num_classes, dropout=dropout, l1l2=l1l2)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zoo.artifacts import read_card
+from zoo.artifacts import parameter_count, read_card
 from zoo.errors import ZooError
 from zoo.report.render import Section, count, megabytes, num, pct
 
@@ -102,14 +102,15 @@ def overview(layout) -> Section:
             continue
         metrics = {k: v for k, v in c.get("metrics", {}).items() if isinstance(v, dict) and "accuracy" in v and "in_sample" not in k}
         splits += [k for k in metrics if k not in splits]
-        if c.get("kind") == "ensemble" and not c.get("parameters"):
-            c = {**c, "parameters": _ensemble_parameters(layout, folder)}
-        rows.append((name, c, metrics))
+        n_params = parameter_count(c)
+        if c.get("kind") == "ensemble" and not n_params:
+            n_params = _ensemble_parameters(layout, folder)
+        rows.append((name, c, metrics, n_params))
     splits.sort(key=lambda k: (k.split("-")[0] != "val", k.split("-")[0] != "test", k))
     if rows:
         s.table(["model", "kind", "parameters", *[f"{sp} accuracy" for sp in splits], *[f"{sp} macro F1" for sp in splits]],
-                [[n, c["kind"], count(c.get("parameters")), *[pct(m.get(sp, {}).get("accuracy")) for sp in splits],
-                  *[pct(m.get(sp, {}).get("macro_f1")) for sp in splits]] for n, c, m in rows])
+                [[n, c["kind"], count(p), *[pct(m.get(sp, {}).get("accuracy")) for sp in splits],
+                  *[pct(m.get(sp, {}).get("macro_f1")) for sp in splits]] for n, c, m, p in rows])
     else:
         s.missing("No complete model yet: the first training stage has not finished.")
     summary = Path(layout.report_dir()) / "summary.png"
@@ -182,7 +183,7 @@ def training(layout) -> Section:
             s.missing(_not_run(name, folder))
             continue
         t = c.get("training", {})
-        rows.append([name, c.get("member", ""), count(c.get("parameters")), str(t.get("epochs_run", "")), str(t.get("best_epoch", "")),
+        rows.append([name, c.get("member", ""), count(parameter_count(c)), str(t.get("epochs_run", "")), str(t.get("best_epoch", "")),
                      f"{float(t['seconds']) / 60:.1f} min" if "seconds" in t else "", _augment(t.get("augment"))])
         png = folder / "plots" / "training_curves.png"
         if not png.is_file() and (folder / "history.csv").is_file():
@@ -380,7 +381,7 @@ def distillation(layout) -> Section:
                      pct(t.get("ece")), pct(sm[split].get("ece"))])
     s.text(f"Teacher: {teacher.get('method', layout.cfg.distill.teacher)} ensemble of {teacher.get('members', '?')} members"
            + (f" ({count(teacher_params)} parameters)" if teacher_params else "")
-           + f"; student: {c.get('member', '?')} with {count(c.get('parameters'))} parameters; "
+           + f"; student: {c.get('member', '?')} with {count(parameter_count(c))} parameters; "
            f"temperature {d.get('temperature', '?')}, alpha {d.get('alpha', '?')}.")
     if rows:
         s.table(["split", "teacher accuracy", "student accuracy", "student − teacher", "agreement", "teacher ECE", "student ECE"], rows)
@@ -397,9 +398,9 @@ def _ensemble_parameters(layout, folder: Path) -> int | None:
     total = 0
     for m in spec.get("members", []):
         c = card(Path(layout.member_dir(m.get("name", ""))))
-        if c is None or not c.get("parameters"):
+        if c is None or not parameter_count(c):
             return None
-        total += int(c["parameters"])
+        total += parameter_count(c)
     return total or None
 
 

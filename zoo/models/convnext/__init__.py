@@ -5,16 +5,20 @@ Importing registers the members; see :mod:`zoo.models.convnext.model` for the la
 """
 
 from zoo.models.convnext.layers import DropPath, GeluErf, LayerScale
-from zoo.models.convnext.model import CONFIGS, PRETRAINED_RECIPE, ConvNeXtConfig, build_backbone, build_convnext
+from zoo.models.convnext.model import (
+    CONFIGS, PRETRAINED_RECIPE, VARIANTS, ConvNeXtConfig, Variant, build_backbone, build_convnext,
+)
 from zoo.models.finetune import set_trainable_fraction
 
 __all__ = [
     "CONFIGS",
     "PRETRAINED_RECIPE",
+    "VARIANTS",
     "ConvNeXtConfig",
     "DropPath",
     "GeluErf",
     "LayerScale",
+    "Variant",
     "build_backbone",
     "build_convnext",
     "set_trainable_fraction",

@@ -10,8 +10,12 @@ between them, global average pooling and the final LayerNorm (the official model
 which the pretrained weights include). So ``model.get_layer("backbone")(images)`` returns the
 same pooled features as ``keras.applications.ConvNeXt*(include_top=False, pooling="avg")``, and
 the two-phase transfer learning in ``zoo.train`` can freeze / partly unfreeze it by name (see
-:func:`zoo.models.finetune.set_trainable_fraction`). The classifier head follows the seed
-recipe: GAP -> LayerNorm (inside the backbone) -> Dropout(0.35) -> Dense(L1L2 1e-3) -> softmax.
+:func:`zoo.models.finetune.set_trainable_fraction`). The classifier head is the course project's
+(:func:`zoo.models.head.classifier_head`): GAP -> LayerNorm (inside the backbone) -> Dropout(0.35) ->
+Dense(L1L2 1e-3) -> softmax.
+
+The registered sizes are data: :data:`VARIANTS` (architecture, default size, stochastic depth,
+tunable fields, recipe) generates and registers one builder per row, like timm's ``model_args``.
 
 LayerNorm and partial freezing: LayerNorm keeps no running statistics (it normalises each
 position with its own mean/variance in training and inference alike), so freezing a ConvNeXt
@@ -24,8 +28,10 @@ converts them (see :mod:`zoo.models.convnext.layers`). Flat, named layers (as in
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,6 +39,7 @@ from keras import layers
 
 from zoo.errors import ZooError
 from zoo.models.convnext.layers import DropPath, GeluErf, LayerScale, imagenet_normalization
+from zoo.models.head import classifier_head
 from zoo.models.normalization import apply_input_norm
 from zoo.registry import register_model
 
@@ -73,7 +80,7 @@ CONFIGS: dict[str, ConvNeXtConfig] = {
 
 # Two-phase transfer learning, read by zoo.train when the member starts from pretrained weights
 # (weights is not None): train the head on a frozen backbone, then unfreeze the last 30% of the
-# backbone's weighted layers at a tenth of the learning rate (seed: last 25-40% trainable).
+# backbone's weighted layers at a tenth of the learning rate (course project: last 25-40% trainable).
 PRETRAINED_RECIPE = {
     "phases": [
         {"name": "head", "trainable_fraction": 0.0, "epochs": 3, "lr_scale": 1.0},
@@ -168,7 +175,7 @@ def build_convnext(
     resize_to: int | None = None,
     input_norm: str = "none",
 ) -> keras.Model:
-    """Backbone + seed head; then load ``weights`` (None, "imagenet" or a local file)."""
+    """Backbone + the course project's head; then load ``weights`` (None, "imagenet" or a local file)."""
     if num_classes < 2:
         raise ZooError(f"num_classes must be >= 2, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
@@ -179,11 +186,8 @@ def build_convnext(
     )
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = backbone(inputs)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-    reg = keras.regularizers.L1L2(l1=l1l2, l2=l1l2) if l1l2 else None
-    x = layers.Dense(num_classes, kernel_regularizer=reg, kernel_initializer=_dense_init(), name="head_dense")(x)
-    # Softmax in float32 so mixed_float16 training keeps well-formed probabilities.
-    outputs = layers.Activation("softmax", dtype="float32", name="probs")(x)
+    outputs = classifier_head(x, num_classes, dropout=dropout, l1l2=l1l2, dropout_name="head_dropout",
+                              logits_name="head_dense", initializer=_dense_init)
     model = keras.Model(inputs, outputs, name=name)
 
     if isinstance(weights, str) and weights.strip().lower() in ("", "none"):
@@ -195,101 +199,72 @@ def build_convnext(
     return model
 
 
-def _zepto_cfg(depths, widths, stem_stride, kernel_size) -> ConvNeXtConfig:
-    return ConvNeXtConfig(tuple(int(d) for d in depths), tuple(int(w) for w in widths), int(stem_stride), int(kernel_size))
+@dataclass(frozen=True)
+class Variant:
+    """One registered ConvNeXt member as data (timm's ``model_args`` style): its architecture and
+    what the registry shows. ``tunable`` names the :class:`ConvNeXtConfig` fields the builder exposes
+    as hyper-parameters (defaults from ``arch``); the rest of the architecture is fixed."""
+
+    arch: ConvNeXtConfig
+    default_image_size: int
+    drop_path_rate: float  # stochastic-depth default
+    description: str
+    tunable: tuple[str, ...] = ()
+    recipe: dict | None = None
 
 
-@register_model(
-    family="convnext",
-    default_image_size=64,
-    description="ConvNeXt-zepto: 4 stages (2,2,4,2)x(32..256), stride-2 stem; CPU-sized, for training from scratch at 64 px.",
-)
-def convnext_zepto(
-    num_classes: int,
-    image_size: int,
-    weights: str | None = None,
-    depths: tuple[int, ...] = (2, 2, 4, 2),
-    widths: tuple[int, ...] = (32, 64, 128, 256),
-    stem_stride: int = 2,
-    kernel_size: int = 7,
-    drop_path_rate: float = 0.05,
-    layer_scale_init: float = 1e-6,
-    dropout: float = 0.35,
-    l1l2: float = 1e-3,
-    resize_to: int | None = None,
-    input_norm: str = "none",
-):
-    """Why a stride-2 stem: at 64 px the official stride-4 patchify leaves a 2x2 map after the
-    last stage; stride 2 keeps 4x4 and twice the resolution in every stage for a small compute
-    cost (the widths are small). ``depths``/``widths`` are tunable for ablations and tests."""
-    cfg = _zepto_cfg(depths, widths, stem_stride, kernel_size)
-    return build_convnext(
-        cfg, num_classes, image_size, name="convnext_zepto", weights=weights, drop_path_rate=drop_path_rate,
-        layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2, resize_to=resize_to,
-        input_norm=input_norm,
-    )
+# Stochastic depth defaults of the official sizes: the paper's fine-tuning rates scaled to model size
+# (fine-tuning on a small dataset, not ImageNet training from scratch, where T/S/B/L use 0.1/0.4/0.5/0.5).
+_OFFICIAL = "official config; weights='imagenet' loads Keras ImageNet-1k weights"
+VARIANTS: dict[str, Variant] = {
+    # Why a stride-2 stem: at 64 px the official stride-4 patchify leaves a 2x2 map after the last
+    # stage; stride 2 keeps 4x4 and twice the resolution in every stage for a small compute cost
+    # (the widths are small). depths/widths are tunable for ablations and tests.
+    "zepto": Variant(
+        ConvNeXtConfig((2, 2, 4, 2), (32, 64, 128, 256), stem_stride=2), 64, 0.05,
+        "ConvNeXt-zepto: 4 stages (2,2,4,2)x(32..256), stride-2 stem; CPU-sized, for training from scratch at 64 px.",
+        tunable=("depths", "widths", "stem_stride", "kernel_size"),
+    ),
+    "atto": Variant(CONFIGS["atto"], 96, 0.05,
+                    "ConvNeXt-atto (timm widths 40..320, depths 2,2,6,2; 3.4M params); from scratch on a CPU.",
+                    tunable=("stem_stride",)),
+    "tiny": Variant(CONFIGS["tiny"], 96, 0.1, f"ConvNeXt-T (28M): {_OFFICIAL}.", recipe=PRETRAINED_RECIPE),
+    "small": Variant(CONFIGS["small"], 96, 0.2, f"ConvNeXt-S (50M): {_OFFICIAL}.", recipe=PRETRAINED_RECIPE),
+    "base": Variant(CONFIGS["base"], 96, 0.2, f"ConvNeXt-B (89M): {_OFFICIAL}.", recipe=PRETRAINED_RECIPE),
+    "large": Variant(CONFIGS["large"], 96, 0.3, f"ConvNeXt-L (198M): {_OFFICIAL} (the course project's best).",
+                     recipe=PRETRAINED_RECIPE),
+}
 
 
-@register_model(
-    family="convnext",
-    default_image_size=96,
-    description="ConvNeXt-atto (timm widths 40..320, depths 2,2,6,2; 3.4M params); from scratch on a CPU.",
-)
-def convnext_atto(
-    num_classes: int,
-    image_size: int,
-    weights: str | None = None,
-    stem_stride: int = 4,
-    drop_path_rate: float = 0.05,
-    layer_scale_init: float = 1e-6,
-    dropout: float = 0.35,
-    l1l2: float = 1e-3,
-    resize_to: int | None = None,
-    input_norm: str = "none",
-):
-    base = CONFIGS["atto"]
-    cfg = ConvNeXtConfig(base.depths, base.widths, stem_stride=int(stem_stride))
-    return build_convnext(
-        cfg, num_classes, image_size, name="convnext_atto", weights=weights, drop_path_rate=drop_path_rate,
-        layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2, resize_to=resize_to,
-        input_norm=input_norm,
-    )
+def _arch(variant: Variant, tuned: dict[str, Any]) -> ConvNeXtConfig:
+    """``variant.arch`` with the tunable fields given to the builder (ints, tuples of ints)."""
+    fixed = {k: (tuple(int(x) for x in v) if isinstance(getattr(variant.arch, k), tuple) else int(v))
+             for k, v in tuned.items()}
+    return replace(variant.arch, **fixed) if fixed else variant.arch
 
 
-def _official(size: str, drop_path_rate: float, description: str):
-    """Register ``convnext_<size>`` with the official config and the two-phase recipe."""
+def _register(size: str, variant: Variant):
+    """Register ``convnext_<size>``: a builder whose signature (the registry's hyper-parameters) is
+    weights, the variant's tunable architecture fields, then the options every ConvNeXt takes."""
+    name = f"convnext_{size}"
 
-    @register_model(
-        family="convnext",
-        default_image_size=96,
-        description=description,
-        name=f"convnext_{size}",
-        recipe=PRETRAINED_RECIPE,
-    )
-    def builder(
-        num_classes: int,
-        image_size: int,
-        weights: str | None = None,
-        drop_path_rate: float = drop_path_rate,
-        layer_scale_init: float = 1e-6,
-        dropout: float = 0.35,
-        l1l2: float = 1e-3,
-        resize_to: int | None = None,
-        input_norm: str = "none",
-    ):
-        return build_convnext(
-            CONFIGS[size], num_classes, image_size, name=f"convnext_{size}", weights=weights,
-            drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, dropout=dropout, l1l2=l1l2,
-            resize_to=resize_to, input_norm=input_norm,
-        )
+    def builder(num_classes: int, image_size: int, weights: str | None = None, **kw: Any) -> keras.Model:
+        tuned = {k: kw.pop(k) for k in variant.tunable if k in kw}
+        return build_convnext(_arch(variant, tuned), num_classes, image_size, name=name, weights=weights, **kw)
 
-    builder.__name__ = builder.__qualname__ = f"convnext_{size}"
-    return builder
+    P = inspect.Parameter
+    params = [P("num_classes", P.POSITIONAL_OR_KEYWORD, annotation=int),
+              P("image_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
+              P("weights", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None)]
+    params += [P(k, P.POSITIONAL_OR_KEYWORD, default=getattr(variant.arch, k)) for k in variant.tunable]
+    options = {"drop_path_rate": variant.drop_path_rate, "layer_scale_init": 1e-6, "dropout": 0.35, "l1l2": 1e-3,
+               "resize_to": None, "input_norm": "none"}
+    params += [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in options.items()]
+    builder.__signature__ = inspect.Signature(params)
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"ConvNeXt-{size} member built from ``VARIANTS[{size!r}]``."
+    return register_model(family="convnext", default_image_size=variant.default_image_size,
+                          description=variant.description, name=name, recipe=variant.recipe)(builder)
 
 
-# Stochastic depth defaults: the paper's fine-tuning rates scaled to model size (fine-tuning on a
-# small dataset, not ImageNet training from scratch, where T/S/B/L use 0.1/0.4/0.5/0.5).
-convnext_tiny = _official("tiny", 0.1, "ConvNeXt-T (28M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
-convnext_small = _official("small", 0.2, "ConvNeXt-S (50M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
-convnext_base = _official("base", 0.2, "ConvNeXt-B (89M): official config; weights='imagenet' loads Keras ImageNet-1k weights.")
-convnext_large = _official("large", 0.3, "ConvNeXt-L (198M): official config; weights='imagenet' loads Keras ImageNet-1k weights (seed's best).")
+BUILDERS = {f"convnext_{size}": _register(size, variant) for size, variant in VARIANTS.items()}
