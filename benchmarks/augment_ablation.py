@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe, one_line  # noqa: E402
+from machine import describe, one_line
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET_GAP = 0.02
@@ -50,10 +50,20 @@ def subsample(data, limit: int, seed: int):
             splits[name] = part
             continue
         per_class = max(1, limit // data.num_classes)
-        idx = np.concatenate([rng.permutation(np.flatnonzero(part.labels == c))[:per_class] for c in range(data.num_classes)])
+        idx = np.concatenate(
+            [rng.permutation(np.flatnonzero(part.labels == c))[:per_class] for c in range(data.num_classes)]
+        )
         idx = np.sort(idx)
         splits[name] = Split(part.images[idx], part.labels[idx], [part.files[i] for i in idx] if part.files else None)
-    return Dataset(data.source, data.class_names, splits, f"{data.fingerprint}-limit{limit}", data.image_size, data.split_origin, data.skipped)
+    return Dataset(
+        data.source,
+        data.class_names,
+        splits,
+        f"{data.fingerprint}-limit{limit}",
+        data.image_size,
+        data.split_origin,
+        data.skipped,
+    )
 
 
 def slug(spec: str) -> str:
@@ -61,26 +71,36 @@ def slug(spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "pbc128"))
     ap.add_argument("--member", default="custom_cnn")
     ap.add_argument("--params", default="{}", help="member hyper-parameters as JSON (default: the member's defaults)")
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--policy", action="append", help="augmentation spec to compare (repeatable; default: none, seed, shift)")
+    ap.add_argument(
+        "--policy", action="append", help="augmentation spec to compare (repeatable; default: none, seed, shift)"
+    )
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--patience", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0, help="training seed (same for every policy)")
     ap.add_argument("--severity", type=float, default=0.5, help="shifted_copy severity (0..1)")
-    ap.add_argument("--shift-seed", type=int, default=0, help="shifted_copy seed (fixed: every policy sees the same shifted images)")
+    ap.add_argument(
+        "--shift-seed", type=int, default=0, help="shifted_copy seed (fixed: every policy sees the same shifted images)"
+    )
     ap.add_argument("--limit", type=int, help="at most N images per split (smoke test)")
-    ap.add_argument("--runs", default=str(REPO / "runs" / "bench" / "augment_ablation"), help="folder for the run folders")
+    ap.add_argument(
+        "--runs", default=str(REPO / "runs" / "bench" / "augment_ablation"), help="folder for the run folders"
+    )
     ap.add_argument("--name", default="augment_ablation", help="results file stem")
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
     ap.add_argument("--resume", action="store_true", help="continue runs interrupted mid-training")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
     from zoo.artifacts import read_card
     from zoo.augment import build_policy
@@ -107,25 +127,44 @@ def main(argv: list[str] | None = None) -> int:
         if (run / "card.json").exists():
             logging.info("reusing completed run %s", run)
         else:
-            train(args.member, data, run, image_size=args.image_size, params=params, epochs=args.epochs, batch_size=args.batch_size,
-                  learning_rate=args.lr, patience=args.patience, augment=spec, seed=args.seed, resume=args.resume, evaluate_splits=("val",))
+            train(
+                args.member,
+                data,
+                run,
+                image_size=args.image_size,
+                params=params,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                learning_rate=args.lr,
+                patience=args.patience,
+                augment=spec,
+                seed=args.seed,
+                resume=args.resume,
+                evaluate_splits=("val",),
+            )
         train_wall = time.time() - t1
         shifted = evaluate(run, split="val", shifted=args.severity, seed=args.shift_seed, dataset=data)
         card = read_card(run)
         clean = card["metrics"]["val"]
-        rows.append({
-            "policy": spec,
-            "canonical": canonical,
-            "run": str(run),
-            "epochs_run": card["training"]["epochs_run"],
-            "best_epoch": card["training"]["best_epoch"],
-            "training_seconds": card["training"]["seconds"],
-            "wall_seconds": round(train_wall, 1),
-            "val": clean,
-            "val_shifted": {k: shifted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "ece") if k in shifted},
-            "gap": round(clean["accuracy"] - shifted["accuracy"], 4),
-        })
-        logging.info("%s: val %.4f, shifted %.4f (gap %+.4f)", spec, clean["accuracy"], shifted["accuracy"], rows[-1]["gap"])
+        rows.append(
+            {
+                "policy": spec,
+                "canonical": canonical,
+                "run": str(run),
+                "epochs_run": card["training"]["epochs_run"],
+                "best_epoch": card["training"]["best_epoch"],
+                "training_seconds": card["training"]["seconds"],
+                "wall_seconds": round(train_wall, 1),
+                "val": clean,
+                "val_shifted": {
+                    k: shifted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "ece") if k in shifted
+                },
+                "gap": round(clean["accuracy"] - shifted["accuracy"], 4),
+            }
+        )
+        logging.info(
+            "%s: val %.4f, shifted %.4f (gap %+.4f)", spec, clean["accuracy"], shifted["accuracy"], rows[-1]["gap"]
+        )
 
     best = max(rows, key=lambda r: (r["val_shifted"]["accuracy"], r["val"]["accuracy"]))
     machine = describe()
@@ -138,7 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         "limit": args.limit,
         "train_images": len(data.split("train")),
         "val_images": len(data.split("val")),
-        "config": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr, "patience": args.patience, "seed": args.seed},
+        "config": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "patience": args.patience,
+            "seed": args.seed,
+        },
         "shift": shift_description(args.shift_seed, args.severity),
         "rows": rows,
         "best_policy": best["policy"],

@@ -29,9 +29,9 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def refused(fn: Callable[[], object], *contains: str, exc: type[BaseException] |
     exc = exc or ZooError
     try:
         fn()
-    except exc as e:  # noqa: PERF203
+    except exc as e:
         msg = str(e)
         assert "\n" not in msg.strip(), f"message is not one line: {msg!r}"
         for part in contains:
@@ -98,7 +98,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def crafted_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes | None = None, row_bytes: int | None = None) -> bytes:
+def crafted_png(
+    width: int, height: int, bit_depth: int, color_type: int, rows: bytes | None = None, row_bytes: int | None = None
+) -> bytes:
     """A PNG written by hand: huge declared sizes cost only their (tiny) compressed zeros."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     if rows is None:
@@ -143,7 +145,9 @@ def _load(root: Path, **kw):
     return load_dataset(str(root), 16, **kw)
 
 
-def _skip_and_refuse(tmp: Path, bad_name: str | bytes, data: bytes | None, *contains: str, link_to: str | bytes | None = None) -> str:
+def _skip_and_refuse(
+    tmp: Path, bad_name: str | bytes, data: bytes | None, *contains: str, link_to: str | bytes | None = None
+) -> str:
     """A class-folder tree with one bad file: refused naming it, or skipped and reported with skip_bad."""
     root = write_tree(tmp / "tree")
     folder = os.fsencode(root / "basophil")
@@ -165,13 +169,23 @@ def _skip_and_refuse(tmp: Path, bad_name: str | bytes, data: bytes | None, *cont
 
 
 # ============================================================================= images
-@case("zero-byte file", "image", "skip/refuse", "`BadImage: empty file (0 bytes)`; in a folder: refused naming the file, or skipped and reported with `skip_bad`")
+@case(
+    "zero-byte file",
+    "image",
+    "skip/refuse",
+    "`BadImage: empty file (0 bytes)`; in a folder: refused naming the file, or skipped and reported with `skip_bad`",
+)
 def _zero_byte(tmp: Path) -> str:
     _bad(b"", "empty")
     return _skip_and_refuse(tmp, "empty.jpg", b"", "empty")
 
 
-@case("truncated JPEG", "image", "skip/refuse", "`BadImage: corrupt or truncated image`; refused naming the file / skipped with `skip_bad`")
+@case(
+    "truncated JPEG",
+    "image",
+    "skip/refuse",
+    "`BadImage: corrupt or truncated image`; refused naming the file / skipped with `skip_bad`",
+)
 def _truncated_jpeg(tmp: Path) -> str:
     from PIL import Image
 
@@ -180,7 +194,12 @@ def _truncated_jpeg(tmp: Path) -> str:
     return _skip_and_refuse(tmp, "cut.jpg", data[: len(data) // 2], "truncated")
 
 
-@case("truncated PNG", "image", "skip/refuse", "`BadImage: corrupt or truncated image`; refused naming the file / skipped with `skip_bad`")
+@case(
+    "truncated PNG",
+    "image",
+    "skip/refuse",
+    "`BadImage: corrupt or truncated image`; refused naming the file / skipped with `skip_bad`",
+)
 def _truncated_png(tmp: Path) -> str:
     from PIL import Image
 
@@ -189,7 +208,12 @@ def _truncated_png(tmp: Path) -> str:
     return _skip_and_refuse(tmp, "cut.png", data[: len(data) // 2])
 
 
-@case("text file renamed .jpg", "image", "skip/refuse", "`BadImage: not a readable image`; refused naming the file / skipped with `skip_bad`")
+@case(
+    "text file renamed .jpg",
+    "image",
+    "skip/refuse",
+    "`BadImage: not a readable image`; refused naming the file / skipped with `skip_bad`",
+)
 def _text_as_jpg(tmp: Path) -> str:
     data = b"Patient notes, definitely not a JPEG.\n" * 20
     _bad(data, "not a readable image")
@@ -220,7 +244,12 @@ def _grayscale(tmp: Path) -> str:
     return "RGB with equal channels"
 
 
-@case("RGBA PNG (transparency)", "image", "convert", "converted to RGB; transparent pixels composited on white (bright microscope background)")
+@case(
+    "RGBA PNG (transparency)",
+    "image",
+    "convert",
+    "converted to RGB; transparent pixels composited on white (bright microscope background)",
+)
 def _rgba(tmp: Path) -> str:
     from PIL import Image
 
@@ -280,7 +309,12 @@ def _cmyk(tmp: Path) -> str:
     return f"RGB, mean abs error {err:.1f}"
 
 
-@case("palette PNG (with and without transparency)", "image", "convert", "converted to RGB; transparent palette entries on white")
+@case(
+    "palette PNG (with and without transparency)",
+    "image",
+    "convert",
+    "converted to RGB; transparent palette entries on white",
+)
 def _palette(tmp: Path) -> str:
     from PIL import Image
 
@@ -313,7 +347,12 @@ def _tiny(tmp: Path) -> str:
     return _skip_and_refuse(tmp, "dot.png", image_bytes(Image.new("RGB", (1, 1))), "too small")
 
 
-@case("10,000×10,000 PNG (decompression bomb)", "image", "skip/refuse", "refused from the header, before decoding: `above the 50,000,000-pixel limit`")
+@case(
+    "10,000×10,000 PNG (decompression bomb)",
+    "image",
+    "skip/refuse",
+    "refused from the header, before decoding: `above the 50,000,000-pixel limit`",
+)
 def _bomb(tmp: Path) -> str:
     data = crafted_png(10_000, 10_000, 1, 0, row_bytes=1250)  # valid 1-bit PNG, ~12 kB on disk
     assert len(data) < 100_000
@@ -323,7 +362,12 @@ def _bomb(tmp: Path) -> str:
     return msg + " | " + _skip_and_refuse(tmp, "bomb.png", data, "pixel limit")
 
 
-@case("EXIF-rotated JPEG", "image", "convert", "EXIF orientation applied (a 16×8 photo tagged 'rotate 90°' decodes as 8 wide × 16 tall)")
+@case(
+    "EXIF-rotated JPEG",
+    "image",
+    "convert",
+    "EXIF orientation applied (a 16×8 photo tagged 'rotate 90°' decodes as 8 wide × 16 tall)",
+)
 def _exif(tmp: Path) -> str:
     from PIL import Image
 
@@ -352,7 +396,12 @@ def _bad_exif(tmp: Path) -> str:
 
 
 # ============================================================================= folders
-@case("non-UTF-8 file name", "folder", "accept", "loaded; the name is kept byte-exact (surrogate escapes) in file lists, reports and cards")
+@case(
+    "non-UTF-8 file name",
+    "folder",
+    "accept",
+    "loaded; the name is kept byte-exact (surrogate escapes) in file lists, reports and cards",
+)
 def _non_utf8_name(tmp: Path) -> str:
     from PIL import Image
 
@@ -373,25 +422,45 @@ def _non_utf8_name(tmp: Path) -> str:
     return "loaded (13 images) | " + msg
 
 
-@case("non-UTF-8 class folder name", "folder", "refuse", "refused naming the folder: class names go into cards, plots and ONNX metadata, which need text")
+@case(
+    "non-UTF-8 class folder name",
+    "folder",
+    "refuse",
+    "refused naming the folder: class names go into cards, plots and ONNX metadata, which need text",
+)
 def _non_utf8_class(tmp: Path) -> str:
     root = write_tree(tmp / "tree", n=2)
     os.rename(root / "basophil", os.path.join(os.fsencode(root), b"baso\xffphil"))
     return refused(lambda: _load(root), "UTF-8", "baso")
 
 
-@case("symlink to itself (x.jpg -> x.jpg)", "folder", "skip/refuse", "`cannot read file (Too many levels of symbolic links)`: refused naming it / skipped")
+@case(
+    "symlink to itself (x.jpg -> x.jpg)",
+    "folder",
+    "skip/refuse",
+    "`cannot read file (Too many levels of symbolic links)`: refused naming it / skipped",
+)
 def _self_link(tmp: Path) -> str:
     root = tmp / "tree" / "basophil"
     return _skip_and_refuse(tmp, "loop.jpg", None, "symbolic", link_to=str(root / "loop.jpg"))
 
 
-@case("dangling symlink", "folder", "skip/refuse", "`cannot read file (No such file or directory)`: refused naming it / skipped")
+@case(
+    "dangling symlink",
+    "folder",
+    "skip/refuse",
+    "`cannot read file (No such file or directory)`: refused naming it / skipped",
+)
 def _dangling(tmp: Path) -> str:
     return _skip_and_refuse(tmp, "gone.png", None, "cannot read", link_to=str(tmp / "does-not-exist.png"))
 
 
-@case("directory symlink loop (sub -> ..)", "folder", "accept", "not followed (no infinite walk); the images around it load once")
+@case(
+    "directory symlink loop (sub -> ..)",
+    "folder",
+    "accept",
+    "not followed (no infinite walk); the images around it load once",
+)
 def _dir_loop(tmp: Path) -> str:
     root = write_tree(tmp / "tree", n=3)
     os.symlink(root / "basophil", root / "basophil" / "again")
@@ -409,7 +478,12 @@ def _empty_class(tmp: Path) -> str:
     return refused(lambda: _load(root), "monocyte", "no images")
 
 
-@case("class whose every file is unreadable (skip_bad)", "folder", "refuse", "refused naming the class: a class with no usable image is never kept silently")
+@case(
+    "class whose every file is unreadable (skip_bad)",
+    "folder",
+    "refuse",
+    "refused naming the class: a class with no usable image is never kept silently",
+)
 def _all_bad_class(tmp: Path) -> str:
     root = write_tree(tmp / "tree", n=2)
     (root / "monocyte").mkdir()
@@ -418,7 +492,12 @@ def _all_bad_class(tmp: Path) -> str:
     return refused(lambda: _load(root, skip_bad=True), "monocyte", "no usable")
 
 
-@case("class folder in train but not in val", "folder", "accept", "loaded with every class (val counts 0 for it); a warning names the split and class")
+@case(
+    "class folder in train but not in val",
+    "folder",
+    "accept",
+    "loaded with every class (val counts 0 for it); a warning names the split and class",
+)
 def _train_only_class(tmp: Path) -> str:
     import logging
 
@@ -448,7 +527,9 @@ def _train_only_class(tmp: Path) -> str:
     return "classes kept, val count 0, warning logged"
 
 
-@case("class folder in val but not in train", "folder", "refuse", "refused: `class(es) [...] have no folder in 'train'`")
+@case(
+    "class folder in val but not in train", "folder", "refuse", "refused: `class(es) [...] have no folder in 'train'`"
+)
 def _val_only_class(tmp: Path) -> str:
     root = write_tree(tmp / "tree", splits=("train", "val"), n=2)
     write_tree(root / "val", classes=("platelet",), n=2)
@@ -467,7 +548,12 @@ def _hidden(tmp: Path) -> str:
     return "6 images, extras ignored"
 
 
-@case("unreadable file (no permission)", "folder", "skip/refuse", "`cannot read file (Permission denied)`: refused naming it / skipped")
+@case(
+    "unreadable file (no permission)",
+    "folder",
+    "skip/refuse",
+    "`cannot read file (Permission denied)`: refused naming it / skipped",
+)
 def _no_permission(tmp: Path) -> str:
     if os.geteuid() == 0:
         return "not applicable as root (root reads every file)"
@@ -514,7 +600,12 @@ def _npz_lengths(tmp: Path) -> str:
     return refused(lambda: _load_npz(_npz(tmp, images=_imgs(), labels=np.arange(11) % 3)), "12 images but 11 labels")
 
 
-@case("npz with NaN pixels or NaN labels", "npz", "refuse", "refused: `images contain NaN or infinite values` / `labels must be whole numbers`")
+@case(
+    "npz with NaN pixels or NaN labels",
+    "npz",
+    "refuse",
+    "refused: `images contain NaN or infinite values` / `labels must be whole numbers`",
+)
 def _npz_nan(tmp: Path) -> str:
     x = _imgs(dtype=np.float32)
     x[0, 0, 0, 0] = np.nan
@@ -524,18 +615,33 @@ def _npz_nan(tmp: Path) -> str:
     return refused(lambda: _load_npz(_npz(tmp, "b.npz", images=_imgs(), labels=y)), "NaN")
 
 
-@case("npz with wrong dtypes (complex, strings as pixels, float labels with fractions)", "npz", "refuse", "refused naming the array and its dtype")
+@case(
+    "npz with wrong dtypes (complex, strings as pixels, float labels with fractions)",
+    "npz",
+    "refuse",
+    "refused naming the array and its dtype",
+)
 def _npz_dtype(tmp: Path) -> str:
-    refused(lambda: _load_npz(_npz(tmp, "a.npz", images=_imgs().astype(np.complex64), labels=np.arange(12) % 3)), "dtype")
+    refused(
+        lambda: _load_npz(_npz(tmp, "a.npz", images=_imgs().astype(np.complex64), labels=np.arange(12) % 3)), "dtype"
+    )
     refused(lambda: _load_npz(_npz(tmp, "b.npz", images=np.array(["x"] * 12), labels=np.arange(12) % 3)), "dtype")
     return refused(lambda: _load_npz(_npz(tmp, "c.npz", images=_imgs(), labels=np.arange(12) / 2)), "whole numbers")
 
 
-@case("npz with labels out of range", "npz", "refuse", "refused: negative labels, labels ≥ the number of `class_names`, or more than 1000 implied classes")
+@case(
+    "npz with labels out of range",
+    "npz",
+    "refuse",
+    "refused: negative labels, labels ≥ the number of `class_names`, or more than 1000 implied classes",
+)
 def _npz_range(tmp: Path) -> str:
     refused(lambda: _load_npz(_npz(tmp, "a.npz", images=_imgs(), labels=np.arange(12) % 3 - 1)), "negative")
     names = np.array(["a", "b"])
-    refused(lambda: _load_npz(_npz(tmp, "b.npz", images=_imgs(), labels=np.arange(12) % 3, class_names=names)), "out of range")
+    refused(
+        lambda: _load_npz(_npz(tmp, "b.npz", images=_imgs(), labels=np.arange(12) % 3, class_names=names)),
+        "out of range",
+    )
     big = np.arange(12) % 3
     big[5] = 10**12
     return refused(lambda: _load_npz(_npz(tmp, "c.npz", images=_imgs(), labels=big)), "class_names")
@@ -557,14 +663,31 @@ def _npz_garbage(tmp: Path) -> str:
     return refused(lambda: _load_npz(tmp / "empty.npz"), "empty.npz")
 
 
-@case("npz with wrong image shapes (N×H, zero images)", "npz", "refuse", "refused naming the shape or channel count / `'images' holds no images`")
+@case(
+    "npz with wrong image shapes (N×H, zero images)",
+    "npz",
+    "refuse",
+    "refused naming the shape or channel count / `'images' holds no images`",
+)
 def _npz_shape(tmp: Path) -> str:
-    refused(lambda: _load_npz(_npz(tmp, "a.npz", images=np.zeros((12, 8), np.uint8), labels=np.arange(12) % 3)), "shape")
-    refused(lambda: _load_npz(_npz(tmp, "b.npz", images=np.zeros((12, 8, 8, 5), np.uint8), labels=np.arange(12) % 3)), "channels")
-    return refused(lambda: _load_npz(_npz(tmp, "c.npz", images=np.zeros((0, 8, 8, 3), np.uint8), labels=np.zeros(0, int))), "no")
+    refused(
+        lambda: _load_npz(_npz(tmp, "a.npz", images=np.zeros((12, 8), np.uint8), labels=np.arange(12) % 3)), "shape"
+    )
+    refused(
+        lambda: _load_npz(_npz(tmp, "b.npz", images=np.zeros((12, 8, 8, 5), np.uint8), labels=np.arange(12) % 3)),
+        "channels",
+    )
+    return refused(
+        lambda: _load_npz(_npz(tmp, "c.npz", images=np.zeros((0, 8, 8, 3), np.uint8), labels=np.zeros(0, int))), "no"
+    )
 
 
-@case("npz one-hot labels and channels-first images", "npz", "convert", "converted: one-hot → class index, (N,3,H,W) → (N,H,W,3), 1 channel → RGB")
+@case(
+    "npz one-hot labels and channels-first images",
+    "npz",
+    "convert",
+    "converted: one-hot → class index, (N,3,H,W) → (N,H,W,3), 1 channel → RGB",
+)
 def _npz_convert(tmp: Path) -> str:
     x = _imgs(12, 8).transpose(0, 3, 1, 2)
     y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
@@ -583,13 +706,23 @@ def _config(tmp: Path, text: str | bytes):
     return config.load(p)
 
 
-@case("TOML config with unknown keys", "config", "refuse", "refused naming the key and the allowed ones: `unknown key(s) ['epoch'] in [train]`")
+@case(
+    "TOML config with unknown keys",
+    "config",
+    "refuse",
+    "refused naming the key and the allowed ones: `unknown key(s) ['epoch'] in [train]`",
+)
 def _cfg_unknown(tmp: Path) -> str:
     refused(lambda: _config(tmp, "[train]\nepoch = 3\n"), "epoch", "train")
     return refused(lambda: _config(tmp, "[[members]]\nmember = 'custom_cnn'\ncolour = 'red'\n"), "colour")
 
 
-@case("TOML config with wrong types or out-of-range values", "config", "refuse", "refused naming the key: `train.epochs must be an integer`, `data.val_fraction must be in 0..1`")
+@case(
+    "TOML config with wrong types or out-of-range values",
+    "config",
+    "refuse",
+    "refused naming the key: `train.epochs must be an integer`, `data.val_fraction must be in 0..1`",
+)
 def _cfg_types(tmp: Path) -> str:
     refused(lambda: _config(tmp, "[train]\nepochs = 'ten'\n"), "train.epochs")
     refused(lambda: _config(tmp, "[data]\nimage_size = 4.5\n"), "image_size")
@@ -617,8 +750,13 @@ def tiny_onnx(path: Path, classes=CLASSES, size: int = 8) -> Path:
         helper.make_node("MatMul", ["m", "w"], ["z"]),
         helper.make_node("Softmax", ["z"], ["probs"], axis=-1),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", size, size, 3])],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(classes)])], [w])
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(classes)])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -627,7 +765,12 @@ def tiny_onnx(path: Path, classes=CLASSES, size: int = 8) -> Path:
     return path
 
 
-@case("ONNX file truncated / empty / not ONNX", "onnx", "refuse", "refused: `not a valid ONNX model (corrupt or truncated?)`, `empty file`")
+@case(
+    "ONNX file truncated / empty / not ONNX",
+    "onnx",
+    "refuse",
+    "refused: `not a valid ONNX model (corrupt or truncated?)`, `empty file`",
+)
 def _onnx_truncated(tmp: Path) -> str:
     from export.predictor import load
 
@@ -640,7 +783,12 @@ def _onnx_truncated(tmp: Path) -> str:
     return refused(lambda: load(tmp / "cut.onnx", "cpu"), "cut.onnx", "not a valid ONNX")
 
 
-@case("ONNX file in an export folder changed after export", "onnx", "refuse", "refused: `file 'model.onnx' was modified after the card was written` (folder or file path)")
+@case(
+    "ONNX file in an export folder changed after export",
+    "onnx",
+    "refuse",
+    "refused: `file 'model.onnx' was modified after the card was written` (folder or file path)",
+)
 def _onnx_tampered(tmp: Path) -> str:
     from export.predictor import load
     from zoo.artifacts import write_card
@@ -655,7 +803,9 @@ def _onnx_tampered(tmp: Path) -> str:
 
 
 # ============================================================================= run folders
-def fake_member(folder: Path, name: str = "m", size: int = 16, classes=CLASSES, seed: int = 0, model: bool = True) -> Path:
+def fake_member(
+    folder: Path, name: str = "m", size: int = 16, classes=CLASSES, seed: int = 0, model: bool = True
+) -> Path:
     """A complete member run folder without training (tiny custom_cnn unless ``model=False``, stored probabilities)."""
     from zoo.artifacts import write_card, write_npy
 
@@ -663,7 +813,9 @@ def fake_member(folder: Path, name: str = "m", size: int = 16, classes=CLASSES, 
     if model:
         from zoo.registry import create_model
 
-        create_model("custom_cnn", len(classes), size, widths=(8, 16), depths=(1, 1), stem_width=8).save(folder / "model.keras")
+        create_model("custom_cnn", len(classes), size, widths=(8, 16), depths=(1, 1), stem_width=8).save(
+            folder / "model.keras"
+        )
     rng = np.random.default_rng(seed)
     for split, n in (("val", 24), ("test", 24)):
         y = (np.arange(n) % len(classes)).astype(np.int64)
@@ -672,16 +824,36 @@ def fake_member(folder: Path, name: str = "m", size: int = 16, classes=CLASSES, 
         p = (p / p.sum(1, keepdims=True)).astype(np.float32)
         write_npy(folder / "probs" / f"{split}.npy", p)
         write_npy(folder / "probs" / f"{split}_labels.npy", y)
-    write_card(folder, {
-        "kind": "member", "name": name, "member": "custom_cnn", "params": {"widths": [8, 16], "depths": [1, 1], "stem_width": 8},
-        "classes": list(classes), **({"model_file": "model.keras"} if model else {}),
-        "input": {"image_size": size, "channels": 3, "range": [0, 255], "color": "RGB", "preprocessing": "inside model"},
-        "data": {"source": "synthetic:64", "fingerprint": "abc"}, "metrics": {},
-    })
+    write_card(
+        folder,
+        {
+            "kind": "member",
+            "name": name,
+            "member": "custom_cnn",
+            "params": {"widths": [8, 16], "depths": [1, 1], "stem_width": 8},
+            "classes": list(classes),
+            **({"model_file": "model.keras"} if model else {}),
+            "input": {
+                "image_size": size,
+                "channels": 3,
+                "range": [0, 255],
+                "color": "RGB",
+                "preprocessing": "inside model",
+            },
+            "data": {"source": "synthetic:64", "fingerprint": "abc"},
+            "metrics": {},
+        },
+    )
     return folder
 
 
-@case("run folder half-written (no card.json)", "run", "refuse", "refused by every later stage: `incomplete artifact folder (no card.json; the stage that writes it did not finish)`", needs_tf=True)
+@case(
+    "run folder half-written (no card.json)",
+    "run",
+    "refuse",
+    "refused by every later stage: `incomplete artifact folder (no card.json; the stage that writes it did not finish)`",
+    needs_tf=True,
+)
 def _half_written(tmp: Path) -> str:
     from zoo.runs import load_model, load_probs
 
@@ -708,7 +880,13 @@ def _bad_card(tmp: Path) -> str:
     return refused(lambda: read_card(tmp / "run"), "not valid JSON")
 
 
-@case("model.keras truncated (card re-sealed to match)", "run", "refuse", "refused: `cannot load Keras model`", needs_tf=True)
+@case(
+    "model.keras truncated (card re-sealed to match)",
+    "run",
+    "refuse",
+    "refused: `cannot load Keras model`",
+    needs_tf=True,
+)
 def _keras_truncated(tmp: Path) -> str:
     from zoo.artifacts import read_card, write_card
     from zoo.runs import load_model
@@ -721,7 +899,13 @@ def _keras_truncated(tmp: Path) -> str:
     return refused(lambda: load_model(run), "cannot load Keras model")
 
 
-@case("card 'model_file' / 'files' pointing outside the folder", "run", "refuse", "refused: `path '../…' escapes its folder` (absolute paths: `must be relative`)", needs_tf=True)
+@case(
+    "card 'model_file' / 'files' pointing outside the folder",
+    "run",
+    "refuse",
+    "refused: `path '../…' escapes its folder` (absolute paths: `must be relative`)",
+    needs_tf=True,
+)
 def _escape(tmp: Path) -> str:
     from zoo.artifacts import read_card, write_json
     from zoo.runs import load_model
@@ -737,7 +921,13 @@ def _escape(tmp: Path) -> str:
     return refused(lambda: read_card(run), "escapes")
 
 
-@case("model.keras with a Lambda layer (arbitrary Python)", "run", "refuse", "refused: loaded with `safe_mode=True`, so `cannot load Keras model … Lambda … safe_mode`", needs_tf=True)
+@case(
+    "model.keras with a Lambda layer (arbitrary Python)",
+    "run",
+    "refuse",
+    "refused: loaded with `safe_mode=True`, so `cannot load Keras model … Lambda … safe_mode`",
+    needs_tf=True,
+)
 def _lambda_model(tmp: Path) -> str:
     import keras
 
@@ -746,8 +936,14 @@ def _lambda_model(tmp: Path) -> str:
 
     run = fake_member(tmp / "run")
     card = read_card(run)
-    evil = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Lambda(lambda x: x * 1.0), keras.layers.GlobalAveragePooling2D(),
-                             keras.layers.Dense(len(CLASSES), activation="softmax")])
+    evil = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Lambda(lambda x: x * 1.0),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(CLASSES), activation="softmax"),
+        ]
+    )
     evil.save(run / "model.keras")
     write_card(run, card)  # a consistent card: only safe_mode stands between the file and code execution
     return refused(lambda: load_model(run), "cannot load Keras model", "safe_mode")
@@ -761,7 +957,13 @@ def _ensemble(tmp: Path, members: int = 2) -> tuple[Path, list[Path]]:
     return build_ensemble(runs, tmp / "ensembles" / "vote", config=EnsembleConfig(folds=3)), runs
 
 
-@case("member model.keras changed after training", "tamper", "refuse", "refused by `zoo.runs.load_model`: `file 'model.keras' was modified after the card was written`", needs_tf=True)
+@case(
+    "member model.keras changed after training",
+    "tamper",
+    "refuse",
+    "refused by `zoo.runs.load_model`: `file 'model.keras' was modified after the card was written`",
+    needs_tf=True,
+)
 def _tamper_member_model(tmp: Path) -> str:
     from zoo.runs import load_model
 
@@ -771,7 +973,13 @@ def _tamper_member_model(tmp: Path) -> str:
     return refused(lambda: load_model(run), "model.keras", "modified")
 
 
-@case("ensemble member's stored probabilities changed", "tamper", "refuse", "refused by `ensemble.load`: the member's file hash", covered_by="tests/test_ensemble.py::test_tampered_member_file_is_refused")
+@case(
+    "ensemble member's stored probabilities changed",
+    "tamper",
+    "refuse",
+    "refused by `ensemble.load`: the member's file hash",
+    covered_by="tests/test_ensemble.py::test_tampered_member_file_is_refused",
+)
 def _tamper_member_probs(tmp: Path) -> str:
     from ensemble import load
     from zoo.artifacts import write_npy
@@ -782,7 +990,13 @@ def _tamper_member_probs(tmp: Path) -> str:
     return refused(lambda: load(ens), "modified")
 
 
-@case("ensemble member re-carded after a change", "tamper", "refuse", "refused: `member '…' changed since the ensemble was built` (card sha256 pinned in ensemble.json)", covered_by="tests/test_ensemble.py::test_member_recarded_after_change_is_refused")
+@case(
+    "ensemble member re-carded after a change",
+    "tamper",
+    "refuse",
+    "refused: `member '…' changed since the ensemble was built` (card sha256 pinned in ensemble.json)",
+    covered_by="tests/test_ensemble.py::test_member_recarded_after_change_is_refused",
+)
 def _tamper_member_recarded(tmp: Path) -> str:
     from ensemble import load
     from zoo.artifacts import read_card, write_card, write_npy
@@ -794,7 +1008,12 @@ def _tamper_member_recarded(tmp: Path) -> str:
     return refused(lambda: load(ens), "changed since the ensemble was built")
 
 
-@case("ensemble.json edited (weights)", "tamper", "refuse", "refused: `file 'ensemble.json' was modified after the card was written`")
+@case(
+    "ensemble.json edited (weights)",
+    "tamper",
+    "refuse",
+    "refused: `file 'ensemble.json' was modified after the card was written`",
+)
 def _tamper_ensemble_json(tmp: Path) -> str:
     from ensemble import load
     from zoo.artifacts import write_json
@@ -806,7 +1025,12 @@ def _tamper_ensemble_json(tmp: Path) -> str:
     return refused(lambda: load(ens), "ensemble.json", "modified")
 
 
-@case("ensemble.json member path redirected to another run", "tamper", "refuse", "refused even after re-sealing the ensemble card: the member's card sha256 no longer matches")
+@case(
+    "ensemble.json member path redirected to another run",
+    "tamper",
+    "refuse",
+    "refused even after re-sealing the ensemble card: the member's card sha256 no longer matches",
+)
 def _tamper_member_path(tmp: Path) -> str:
     from ensemble import load
     from export.sources import open_source
@@ -825,7 +1049,12 @@ def _tamper_member_path(tmp: Path) -> str:
     return refused(lambda: load(ens), "changed since the ensemble was built")
 
 
-@case("ensemble.json member path escaping to a non-run folder", "tamper", "refuse", "refused: `member '…' not found` (only folders holding a verified run card are members)")
+@case(
+    "ensemble.json member path escaping to a non-run folder",
+    "tamper",
+    "refuse",
+    "refused: `member '…' not found` (only folders holding a verified run card are members)",
+)
 def _tamper_member_escape(tmp: Path) -> str:
     from ensemble import load
     from zoo.artifacts import read_card, write_card, write_json
@@ -840,7 +1069,13 @@ def _tamper_member_escape(tmp: Path) -> str:
     return refused(lambda: load(ens), "not found")
 
 
-@case("export folder: model.onnx replaced", "tamper", "refuse", "refused by the predictor: `file 'model.onnx' was modified after the card was written`", covered_by="tests/test_predict.py::test_export_folder_resolution")
+@case(
+    "export folder: model.onnx replaced",
+    "tamper",
+    "refuse",
+    "refused by the predictor: `file 'model.onnx' was modified after the card was written`",
+    covered_by="tests/test_predict.py::test_export_folder_resolution",
+)
 def _tamper_onnx_folder(tmp: Path) -> str:
     from export.predictor import load
     from zoo.artifacts import write_card
@@ -857,10 +1092,30 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_JSON = '{"widths":[8,16],"depths":[1,1],"stem_width":8}'
 
 
-def train_cmd(out: Path, resume: bool = False, epochs: int = 4, data: str = "synthetic:96", image_size: int = 20) -> list[str]:
+def train_cmd(
+    out: Path, resume: bool = False, epochs: int = 4, data: str = "synthetic:96", image_size: int = 20
+) -> list[str]:
     """The issue's tiny training command (custom_cnn on synthetic:96 at 20 px by default)."""
-    cmd = [sys.executable, "-m", "zoo.cli", "-q", "train", "custom_cnn", "--data", data, "--image-size", str(image_size),
-           "--params", TINY_JSON, "--epochs", str(epochs), "--batch-size", "32", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo.cli",
+        "-q",
+        "train",
+        "custom_cnn",
+        "--data",
+        data,
+        "--image-size",
+        str(image_size),
+        "--params",
+        TINY_JSON,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+    ]
     return cmd + (["--resume"] if resume else [])
 
 
@@ -871,16 +1126,22 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def kill_during_training(out: Path, after_epoch: int, timeout: float = 300, cmd: list[str] | None = None, state_file: Path | None = None) -> dict:
+def kill_during_training(
+    out: Path, after_epoch: int, timeout: float = 300, cmd: list[str] | None = None, state_file: Path | None = None
+) -> dict:
     """Start ``zoo train`` (or ``cmd``) in a subprocess; SIGKILL it once ``after_epoch`` epochs are checkpointed."""
     state_file = state_file or out / "checkpoint" / "state.json"
-    proc = subprocess.Popen(cmd or train_cmd(out), cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd or train_cmd(out), cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     t0 = time.time()
     state = None
     try:
         while time.time() - t0 < timeout:
             if proc.poll() is not None:
-                raise AssertionError(f"training ended (rc {proc.returncode}) before it was killed: {proc.stderr.read().decode()[-2000:]}")
+                raise AssertionError(
+                    f"training ended (rc {proc.returncode}) before it was killed: {proc.stderr.read().decode()[-2000:]}"
+                )
             try:
                 state = json.loads(state_file.read_text())
             except (FileNotFoundError, json.JSONDecodeError):  # not written yet (atomic: never half-written)
@@ -918,7 +1179,12 @@ def _intact(*files: Path) -> None:
         assert f.is_file(), f"{f} was deleted"
 
 
-@case("export --out: a user's non-empty folder", "ownership", "refuse", "refused before any work: `exists, is not empty and holds files no zoo command finished (no card.json); refusing to write into it`; nothing deleted")
+@case(
+    "export --out: a user's non-empty folder",
+    "ownership",
+    "refuse",
+    "refused before any work: `exists, is not empty and holds files no zoo command finished (no card.json); refusing to write into it`; nothing deleted",
+)
 def _own_export_user_folder(tmp: Path) -> str:
     from export.convert import export_model
 
@@ -930,7 +1196,12 @@ def _own_export_user_folder(tmp: Path) -> str:
     return msg
 
 
-@case("export --out: a parent of the source run (or the run itself)", "ownership", "refuse", "refused: `contains the source …; writing there would replace it`; the run is intact")
+@case(
+    "export --out: a parent of the source run (or the run itself)",
+    "ownership",
+    "refuse",
+    "refused: `contains the source …; writing there would replace it`; the run is intact",
+)
 def _own_export_contains_source(tmp: Path) -> str:
     from export.convert import export_model
     from zoo.artifacts import read_card
@@ -943,7 +1214,12 @@ def _own_export_contains_source(tmp: Path) -> str:
     return msg
 
 
-@case("--force over a complete artifact of another kind", "ownership", "refuse", "refused: `holds a complete 'member' artifact, not a 'export'`; --force replaces only the command's own kind")
+@case(
+    "--force over a complete artifact of another kind",
+    "ownership",
+    "refuse",
+    "refused: `holds a complete 'member' artifact, not a 'export'`; --force replaces only the command's own kind",
+)
 def _own_force_other_kind(tmp: Path) -> str:
     from ensemble import EnsembleConfig, build_ensemble
     from export.convert import export_model
@@ -957,7 +1233,12 @@ def _own_force_other_kind(tmp: Path) -> str:
     return msg
 
 
-@case("--force over an artifact holding files its card does not list", "ownership", "refuse", "refused: `holds file(s) its card does not list (notes.txt); refusing to delete them`")
+@case(
+    "--force over an artifact holding files its card does not list",
+    "ownership",
+    "refuse",
+    "refused: `holds file(s) its card does not list (notes.txt); refusing to delete them`",
+)
 def _own_force_unlisted(tmp: Path) -> str:
     from ensemble import EnsembleConfig, build_ensemble
 
@@ -965,14 +1246,21 @@ def _own_force_unlisted(tmp: Path) -> str:
     ens = build_ensemble(runs, tmp / "ens", config=EnsembleConfig(folds=3))
     refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3)), "already exists", "--force")
     (ens / "notes.txt").write_text("mine")
-    msg = refused(lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3), force=True), "notes.txt", "does not list")
+    msg = refused(
+        lambda: build_ensemble(runs, ens, config=EnsembleConfig(folds=3), force=True), "notes.txt", "does not list"
+    )
     _intact(ens / "notes.txt")
     (ens / "notes.txt").unlink()
     build_ensemble(runs, ens, config=EnsembleConfig(folds=3), force=True)  # its own kind, nothing else inside: replaced
     return msg
 
 
-@case("train/ensemble/export/clean --out naming a file, or a path under a file", "ownership", "refuse", "refused: `is a file, not a folder` / `'…' is a file, so nothing can be created under it`")
+@case(
+    "train/ensemble/export/clean --out naming a file, or a path under a file",
+    "ownership",
+    "refuse",
+    "refused: `is a file, not a folder` / `'…' is a file, so nothing can be created under it`",
+)
 def _own_out_is_file(tmp: Path) -> str:
     from ensemble import EnsembleConfig, build_ensemble
     from zoo.curate.clean import clean
@@ -991,7 +1279,12 @@ def _own_out_is_file(tmp: Path) -> str:
     return msg
 
 
-@case("zoo predict --out naming a folder, a path under a file, or an existing file", "ownership", "refuse", "refused before predicting: `is a folder; give a file name`, `is a file, so nothing can be created under it`, `file exists; pass --force`")
+@case(
+    "zoo predict --out naming a folder, a path under a file, or an existing file",
+    "ownership",
+    "refuse",
+    "refused before predicting: `is a folder; give a file name`, `is a file, so nothing can be created under it`, `file exists; pass --force`",
+)
 def _own_predict_out(tmp: Path) -> str:
     from zoo.ownership import check_file_target
 
@@ -1004,7 +1297,12 @@ def _own_predict_out(tmp: Path) -> str:
     return msg
 
 
-@case("zoo run output: a user's non-empty folder", "ownership", "refuse", "refused: `output …: exists, is not empty and holds files no zoo command finished`; an earlier pipeline output (marker or its config.json) is resumed")
+@case(
+    "zoo run output: a user's non-empty folder",
+    "ownership",
+    "refuse",
+    "refused: `output …: exists, is not empty and holds files no zoo command finished`; an earlier pipeline output (marker or its config.json) is resumed",
+)
 def _own_pipeline_root(tmp: Path) -> str:
     from zoo import config, pipeline
 
@@ -1015,7 +1313,12 @@ def _own_pipeline_root(tmp: Path) -> str:
     return msg
 
 
-@case("partial folder left by a killed command", "ownership", "accept", "`.NAME.partial-<pid>` holding the zoo's marker (process gone) is removed by the next writer of NAME; look-alikes without the marker are kept")
+@case(
+    "partial folder left by a killed command",
+    "ownership",
+    "accept",
+    "`.NAME.partial-<pid>` holding the zoo's marker (process gone) is removed by the next writer of NAME; look-alikes without the marker are kept",
+)
 def _own_stale_partial(tmp: Path) -> str:
     from zoo import ownership
 
@@ -1044,7 +1347,12 @@ def _umask() -> int:
     return mask
 
 
-@case("second writer to the same --out while the first runs", "ownership", "refuse", "refused: `another zoo command is writing this folder right now (lock .NAME.lock)` (filelock beside the folder)")
+@case(
+    "second writer to the same --out while the first runs",
+    "ownership",
+    "refuse",
+    "refused: `another zoo command is writing this folder right now (lock .NAME.lock)` (filelock beside the folder)",
+)
 def _own_second_writer(tmp: Path) -> str:
     from ensemble import EnsembleConfig, build_ensemble
     from zoo import ownership
@@ -1082,7 +1390,9 @@ class fifo_watchdog:
 
     def __exit__(self, *exc):
         self.stop.set()
-        assert time.time() - self.t0 < self.after, f"blocked on a FIFO for {self.after:.0f} s (a hang without the watchdog)"
+        assert time.time() - self.t0 < self.after, (
+            f"blocked on a FIFO for {self.after:.0f} s (a hang without the watchdog)"
+        )
 
 
 def _fifo(path: Path) -> Path:
@@ -1091,7 +1401,12 @@ def _fifo(path: Path) -> Path:
     return path
 
 
-@case("FIFO (named pipe) named .jpg among the images", "special", "skip/refuse", "never opened for reading: `is a FIFO (named pipe), not a regular file; not read` — refused naming it, or skipped and reported with `skip_bad`; `zoo data inspect` lists it as unreadable")
+@case(
+    "FIFO (named pipe) named .jpg among the images",
+    "special",
+    "skip/refuse",
+    "never opened for reading: `is a FIFO (named pipe), not a regular file; not read` — refused naming it, or skipped and reported with `skip_bad`; `zoo data inspect` lists it as unreadable",
+)
 def _fifo_image(tmp: Path) -> str:
     from zoo.curate.inspection import run_inspection
 
@@ -1106,7 +1421,12 @@ def _fifo_image(tmp: Path) -> str:
     return msg
 
 
-@case("character device (/dev/zero) linked in as an image", "special", "skip/refuse", "never read: `is a character device, not a regular file; not read` (refused / skipped)")
+@case(
+    "character device (/dev/zero) linked in as an image",
+    "special",
+    "skip/refuse",
+    "never read: `is a character device, not a regular file; not read` (refused / skipped)",
+)
 def _device_image(tmp: Path) -> str:
     tree = write_tree(tmp / "tree")
     os.symlink("/dev/zero", tree / "basophil" / "zero.png")
@@ -1115,7 +1435,12 @@ def _device_image(tmp: Path) -> str:
     return msg
 
 
-@case("image file above the size limit (sparse 300 MB .jpg)", "special", "skip/refuse", "refused from `os.stat` before reading: `file is … bytes, above the 268,435,456-byte limit`")
+@case(
+    "image file above the size limit (sparse 300 MB .jpg)",
+    "special",
+    "skip/refuse",
+    "refused from `os.stat` before reading: `file is … bytes, above the 268,435,456-byte limit`",
+)
 def _huge_file(tmp: Path) -> str:
     tree = write_tree(tmp / "tree")
     with open(tree / "basophil" / "huge.jpg", "wb") as fh:
@@ -1124,7 +1449,12 @@ def _huge_file(tmp: Path) -> str:
     return msg
 
 
-@case("FIFO given to zoo predict (as an image, in a folder, as the model)", "special", "skip/refuse", "images: reported per file with status 'error' (`is a FIFO …; not read`); model: refused `is a FIFO (named pipe), not a regular file`")
+@case(
+    "FIFO given to zoo predict (as an image, in a folder, as the model)",
+    "special",
+    "skip/refuse",
+    "images: reported per file with status 'error' (`is a FIFO …; not read`); model: refused `is a FIFO (named pipe), not a regular file`",
+)
 def _fifo_predict(tmp: Path) -> str:
     from export.predictor import load, predict_files
 
@@ -1141,7 +1471,12 @@ def _fifo_predict(tmp: Path) -> str:
     return msg
 
 
-@case("FIFO as card.json, ensemble.json, .npz, .npy or config", "special", "refuse", "refused, never read: `is a FIFO (named pipe), not a regular file` / `no such file (not a regular file; not read)`")
+@case(
+    "FIFO as card.json, ensemble.json, .npz, .npy or config",
+    "special",
+    "refuse",
+    "refused, never read: `is a FIFO (named pipe), not a regular file` / `no such file (not a regular file; not read)`",
+)
 def _fifo_artifacts(tmp: Path) -> str:
     from zoo import config
     from zoo.artifacts import load_npy, read_card
@@ -1164,24 +1499,38 @@ def _reseal(folder: Path, card: dict) -> None:
     write_json(folder / "card.json", {**card, "files": folder_files(folder)})
 
 
-@case("card hand-edited and re-sealed: duplicate/empty class names, bad image_size, NaN metric", "tamper", "refuse", "refused by every reader: `duplicate class names`, `image_size must be an integer in 2..4096`, `must be a finite number` (NaN literals are not JSON the zoo reads)")
+@case(
+    "card hand-edited and re-sealed: duplicate/empty class names, bad image_size, NaN metric",
+    "tamper",
+    "refuse",
+    "refused by every reader: `duplicate class names`, `image_size must be an integer in 2..4096`, `must be a finite number` (NaN literals are not JSON the zoo reads)",
+)
 def _tamper_card_fields(tmp: Path) -> str:
     from zoo.artifacts import read_card
 
     run = fake_member(tmp / "run", model=False)
     card = read_card(run)
-    for bad, needle in ((dict(classes=["a", "a", "b"]), "duplicate class names"), (dict(classes=["a", "", "b"]), "class name"),
-                        (dict(input={**card["input"], "image_size": 0}), "image_size"),
-                        (dict(input={**card["input"], "image_size": 10**9}), "image_size"),
-                        (dict(input={**card["input"], "image_size": 16.5}), "image_size"),
-                        (dict(metrics={"val": {"accuracy": float("nan")}}), "not valid JSON"),
-                        (dict(metrics={"val": {"accuracy": 7}}), "metrics.val.accuracy"), (dict(name=""), "name")):
+    for bad, needle in (
+        (dict(classes=["a", "a", "b"]), "duplicate class names"),
+        (dict(classes=["a", "", "b"]), "class name"),
+        (dict(input={**card["input"], "image_size": 0}), "image_size"),
+        (dict(input={**card["input"], "image_size": 10**9}), "image_size"),
+        (dict(input={**card["input"], "image_size": 16.5}), "image_size"),
+        (dict(metrics={"val": {"accuracy": float("nan")}}), "not valid JSON"),
+        (dict(metrics={"val": {"accuracy": 7}}), "metrics.val.accuracy"),
+        (dict(name=""), "name"),
+    ):
         _reseal(run, {**card, **bad})
         msg = refused(lambda: read_card(run), needle)
     return msg
 
 
-@case("ensemble.json re-sealed with negative/NaN weights, a wrong-shaped coef or no member hash", "tamper", "refuse", "refused by `ensemble.load` and the exporter: `'weights': holds negative values`, `shape …`, `members[0].card_sha256: must be a sha256`")
+@case(
+    "ensemble.json re-sealed with negative/NaN weights, a wrong-shaped coef or no member hash",
+    "tamper",
+    "refuse",
+    "refused by `ensemble.load` and the exporter: `'weights': holds negative values`, `shape …`, `members[0].card_sha256: must be a sha256`",
+)
 def _tamper_ensemble_fields(tmp: Path) -> str:
     from ensemble import load
     from export.sources import open_source
@@ -1190,9 +1539,14 @@ def _tamper_ensemble_fields(tmp: Path) -> str:
     ens, _ = _ensemble(tmp)
     spec, card = json.loads((ens / "ensemble.json").read_text()), read_card(ens)
     members = [{k: v for k, v in m.items() if k != "card_sha256"} for m in spec["members"]]
-    for bad, needle in (({"weights": [-1.0, 2.0]}, "negative"), ({"weights": [1.0]}, "shape"), ({"temperature": 0}, "temperature"),
-                        ({"weights": [float("nan"), 1.0]}, "valid JSON"), ({"members": members}, "card_sha256"),
-                        ({"method": "stack", "features": "log", "coef": [[1.0]], "intercept": [0.0] * 3}, "coef")):
+    for bad, needle in (
+        ({"weights": [-1.0, 2.0]}, "negative"),
+        ({"weights": [1.0]}, "shape"),
+        ({"temperature": 0}, "temperature"),
+        ({"weights": [float("nan"), 1.0]}, "valid JSON"),
+        ({"members": members}, "card_sha256"),
+        ({"method": "stack", "features": "log", "coef": [[1.0]], "intercept": [0.0] * 3}, "coef"),
+    ):
         write_json(ens / "ensemble.json", {**spec, **bad})
         _reseal(ens, card)
         refused(lambda: load(ens), needle)
@@ -1212,7 +1566,12 @@ def _set_props(path: Path, props: dict[str, str]) -> Path:
     return path
 
 
-@case("extra model.fp16.onnx dropped into a verified export folder", "tamper", "refuse", "refused: `model.fp16.onnx is not one of the files its card lists` (folder or file path); only listed files are loaded")
+@case(
+    "extra model.fp16.onnx dropped into a verified export folder",
+    "tamper",
+    "refuse",
+    "refused: `model.fp16.onnx is not one of the files its card lists` (folder or file path); only listed files are loaded",
+)
 def _tamper_extra_variant(tmp: Path) -> str:
     from export.predictor import load
     from zoo.artifacts import write_card
@@ -1220,7 +1579,9 @@ def _tamper_extra_variant(tmp: Path) -> str:
     folder = tmp / "export"
     _set_props(tiny_onnx(folder / "model.onnx"), {"zoo.parity": json.dumps({"passed": True})})
     write_card(folder, {"kind": "export", "name": "tiny", "classes": list(CLASSES), "input": {"image_size": 8}})
-    _set_props(tiny_onnx(folder / "model.fp16.onnx"), {"zoo.parity": json.dumps({"passed": True}), "zoo.variant": "fp16"})
+    _set_props(
+        tiny_onnx(folder / "model.fp16.onnx"), {"zoo.parity": json.dumps({"passed": True}), "zoo.variant": "fp16"}
+    )
     refused(lambda: load(folder / "model.fp16.onnx", "cpu"), "not one of the files")
     return refused(lambda: load(folder, "cpu", variant="fp16"), "model.fp16.onnx", "not one of the files")
 
@@ -1230,49 +1591,83 @@ def _onnx_graph(path: Path, *, softmax: bool = True, dtype: int | None = None, s
 
     dtype = dtype or TensorProto.FLOAT
     w = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], (scale * np.linspace(-1, 1, 9)).tolist())
-    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("ReduceMean", ["xf"], ["m"], axes=[1, 2], keepdims=0),
-             helper.make_node("MatMul", ["m", "w"], ["z" if softmax else "probs"])]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["xf"], ["m"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["z" if softmax else "probs"]),
+    ]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["z"], ["probs"], axis=-1))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, ["N", 8, 8, 3])],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])], [w])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", dtype, ["N", 8, 8, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())
     return _set_props(path, {"zoo.parity": json.dumps({"passed": True})})
 
 
-@case("ONNX model whose outputs are not probabilities (no softmax: −378 …)", "onnx", "refuse", "refused at load from a probe image: `outputs range …, not probabilities in [0, 1]; refused`")
+@case(
+    "ONNX model whose outputs are not probabilities (no softmax: −378 …)",
+    "onnx",
+    "refuse",
+    "refused at load from a probe image: `outputs range …, not probabilities in [0, 1]; refused`",
+)
 def _onnx_not_probs(tmp: Path) -> str:
     from export.predictor import load
 
-    return refused(lambda: load(_onnx_graph(tmp / "logits.onnx", softmax=False, scale=500.0), "cpu"), "not probabilities")
+    return refused(
+        lambda: load(_onnx_graph(tmp / "logits.onnx", softmax=False, scale=500.0), "cpu"), "not probabilities"
+    )
 
 
-@case("ONNX model whose input is not float32 (uint8, float16)", "onnx", "refuse", "refused: `model input 'x' is tensor(uint8); the zoo feeds float32 pixels`")
+@case(
+    "ONNX model whose input is not float32 (uint8, float16)",
+    "onnx",
+    "refuse",
+    "refused: `model input 'x' is tensor(uint8); the zoo feeds float32 pixels`",
+)
 def _onnx_input_dtype(tmp: Path) -> str:
     from onnx import TensorProto
 
     from export.predictor import load
 
     refused(lambda: load(_onnx_graph(tmp / "f16.onnx", dtype=TensorProto.FLOAT16), "cpu"), "tensor(float16)")
-    return refused(lambda: load(_onnx_graph(tmp / "u8.onnx", dtype=TensorProto.UINT8), "cpu"), "tensor(uint8)", "float32")
+    return refused(
+        lambda: load(_onnx_graph(tmp / "u8.onnx", dtype=TensorProto.UINT8), "cpu"), "tensor(uint8)", "float32"
+    )
 
 
-@case("ONNX metadata hand-edited: duplicate classes, huge image_size, uint8 range", "onnx", "refuse", "refused: `metadata 'zoo.classes': duplicate class names`, `image_size must be an integer in 2..4096`, `this zoo feeds [0, 255]`")
+@case(
+    "ONNX metadata hand-edited: duplicate classes, huge image_size, uint8 range",
+    "onnx",
+    "refuse",
+    "refused: `metadata 'zoo.classes': duplicate class names`, `image_size must be an integer in 2..4096`, `this zoo feeds [0, 255]`",
+)
 def _onnx_metadata_fields(tmp: Path) -> str:
     from export.predictor import load
 
     model = tiny_onnx(tmp / "m.onnx")
-    for props, needle in (({"zoo.classes": json.dumps(["a", "a", "b"])}, "duplicate class names"),
-                          ({"zoo.input": json.dumps({"image_size": 100000})}, "image_size"),
-                          ({"zoo.input": json.dumps({"image_size": 8, "range": [0, 1]})}, "range")):
+    for props, needle in (
+        ({"zoo.classes": json.dumps(["a", "a", "b"])}, "duplicate class names"),
+        ({"zoo.input": json.dumps({"image_size": 100000})}, "image_size"),
+        ({"zoo.input": json.dumps({"image_size": 8, "range": [0, 1]})}, "range"),
+    ):
         _set_props(model, {**props, "zoo.parity": json.dumps({"passed": True})})
         msg = refused(lambda: load(model, "cpu"), needle)
     return msg
 
 
-@case("stored probabilities re-sealed with values outside [0, 1]", "tamper", "refuse", "refused by `zoo.runs.load_probs` (ensembles, reports): `not probabilities in [0, 1]`")
+@case(
+    "stored probabilities re-sealed with values outside [0, 1]",
+    "tamper",
+    "refuse",
+    "refused by `zoo.runs.load_probs` (ensembles, reports): `not probabilities in [0, 1]`",
+)
 def _tamper_probs_values(tmp: Path) -> str:
     from zoo.artifacts import read_card, write_npy
     from zoo.runs import load_probs
@@ -1285,7 +1680,13 @@ def _tamper_probs_values(tmp: Path) -> str:
     return refused(lambda: load_probs(run, "val"), "not probabilities")
 
 
-@case("member model.keras re-sealed whose outputs are not probabilities", "tamper", "refuse", "refused by `zoo.runs.load_model` from a probe image: `outputs range …, not probabilities`", needs_tf=True)
+@case(
+    "member model.keras re-sealed whose outputs are not probabilities",
+    "tamper",
+    "refuse",
+    "refused by `zoo.runs.load_model` from a probe image: `outputs range …, not probabilities`",
+    needs_tf=True,
+)
 def _tamper_keras_logits(tmp: Path) -> str:
     import keras
 
@@ -1294,14 +1695,22 @@ def _tamper_keras_logits(tmp: Path) -> str:
 
     run = fake_member(tmp / "run")
     card = read_card(run)
-    logits = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(CLASSES))])
+    logits = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(CLASSES))]
+    )
     logits.set_weights([np.full((3, 3), 5.0, np.float32), np.zeros(3, np.float32)])
     logits.save(run / "model.keras")
     _reseal(run, card)
     return refused(lambda: load_model(run), "not probabilities")
 
 
-@case("training diverges (NaN loss)", "run", "refuse", "stops at the first non-finite batch: `training diverged (non-finite loss at epoch N, batch B …); the folder keeps its last good epoch` — its checkpoint is never overwritten, `--resume` continues from it", needs_tf=True)
+@case(
+    "training diverges (NaN loss)",
+    "run",
+    "refuse",
+    "stops at the first non-finite batch: `training diverged (non-finite loss at epoch N, batch B …); the folder keeps its last good epoch` — its checkpoint is never overwritten, `--resume` continues from it",
+    needs_tf=True,
+)
 def _nan_training(tmp: Path) -> str:
     import keras
 
@@ -1317,9 +1726,17 @@ def _nan_training(tmp: Path) -> str:
             return keras.ops.where(step < self.steps, 1e-3, float("nan"))
 
     out = tmp / "run"
-    kw = dict(image_size=16, params={"widths": [8, 16], "depths": [1, 1], "stem_width": 8}, epochs=3, batch_size=32, tensorboard=False)
+    kw = dict(
+        image_size=16,
+        params={"widths": [8, 16], "depths": [1, 1], "stem_width": 8},
+        epochs=3,
+        batch_size=32,
+        tensorboard=False,
+    )
     # The learning rate turns NaN after the first epoch (steps = steps per epoch × 3 epochs): epoch 2 diverges.
-    zt.make_optimizer = lambda cfg, scale, steps: keras.optimizers.AdamW(NaNAfter(steps // 3), weight_decay=cfg.weight_decay)
+    zt.make_optimizer = lambda cfg, scale, steps: keras.optimizers.AdamW(
+        NaNAfter(steps // 3), weight_decay=cfg.weight_decay
+    )
     try:
         msg = refused(lambda: zt.train("custom_cnn", "synthetic:96", out, **kw), "diverged", "last good epoch")
     finally:
@@ -1327,7 +1744,9 @@ def _nan_training(tmp: Path) -> str:
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 1 and len(state["history"]) == 1, state
     # (learning_rate is the schedule's value for the next step: this test's schedule is NaN from epoch 2 on)
-    assert all(np.isfinite(v) for r in state["history"] for k, v in r.items() if isinstance(v, float) and k != "learning_rate"), state["history"]
+    assert all(
+        np.isfinite(v) for r in state["history"] for k, v in r.items() if isinstance(v, float) and k != "learning_rate"
+    ), state["history"]
     assert not (out / "card.json").exists()
     zt.train("custom_cnn", "synthetic:96", out, resume=True, **kw)  # resumes from the good epoch and completes
     history = (out / "history.csv").read_text().splitlines()

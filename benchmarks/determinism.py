@@ -31,24 +31,64 @@ from machine import describe, one_line
 RESULTS = HERE / "results"
 TINY = '{"widths":[8,16],"depths":[1,1],"stem_width":8}'
 SETUPS = [
-    {"name": "tiny custom_cnn, 24 px, synthetic:96, 3 epochs", "data": "synthetic:96", "size": 24, "epochs": 3, "params": TINY, "batch": 32},
-    {"name": "custom_cnn (default), 64 px, synthetic:600, 2 epochs", "data": "synthetic:600", "size": 64, "epochs": 2, "params": None, "batch": 64},
+    {
+        "name": "tiny custom_cnn, 24 px, synthetic:96, 3 epochs",
+        "data": "synthetic:96",
+        "size": 24,
+        "epochs": 3,
+        "params": TINY,
+        "batch": 32,
+    },
+    {
+        "name": "custom_cnn (default), 64 px, synthetic:600, 2 epochs",
+        "data": "synthetic:600",
+        "size": 64,
+        "epochs": 2,
+        "params": None,
+        "batch": 64,
+    },
 ]
 
 
 def train(setup: dict, out: Path, deterministic: bool) -> dict:
-    cmd = [sys.executable, "-m", "zoo.cli", "-q", "train", "custom_cnn", "--data", setup["data"], "--image-size", str(setup["size"]),
-           "--epochs", str(setup["epochs"]), "--batch-size", str(setup["batch"]), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo.cli",
+        "-q",
+        "train",
+        "custom_cnn",
+        "--data",
+        setup["data"],
+        "--image-size",
+        str(setup["size"]),
+        "--epochs",
+        str(setup["epochs"]),
+        "--batch-size",
+        str(setup["batch"]),
+        "--out",
+        str(out),
+    ]
     cmd += ["--params", setup["params"]] if setup["params"] else []
     cmd += [] if deterministic else ["--nondeterministic"]
-    env = dict(os.environ, ZOO_PROGRESS="0", CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        ZOO_PROGRESS="0",
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     card = json.loads((out / "card.json").read_text())
     history = card["training"]["epochs_run"]
-    return {"seconds_total": round(time.time() - t0, 1), "seconds_training": card["training"]["seconds"],
-            "seconds_per_epoch": round(card["training"]["seconds"] / history, 2), "weights_sha256": weights_hash(out),
-            "val_accuracy": card["metrics"]["val"]["accuracy"], "deterministic_recorded": card["training"]["config"]["deterministic"]}
+    return {
+        "seconds_total": round(time.time() - t0, 1),
+        "seconds_training": card["training"]["seconds"],
+        "seconds_per_epoch": round(card["training"]["seconds"] / history, 2),
+        "weights_sha256": weights_hash(out),
+        "val_accuracy": card["metrics"]["val"]["accuracy"],
+        "deterministic_recorded": card["training"]["config"]["deterministic"],
+    }
 
 
 def weights_hash(run: Path) -> str:
@@ -64,7 +104,7 @@ def weights_hash(run: Path) -> str:
 
 
 def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main() -> int:
@@ -74,31 +114,60 @@ def main() -> int:
         for s_i, setup in enumerate(SETUPS):
             for deterministic in (True, False):
                 runs = [train(setup, Path(tmp) / f"s{s_i}-{deterministic}-{r}", deterministic) for r in range(2)]
-                rows.append({"setup": setup["name"], "deterministic": deterministic, "runs": runs,
-                             "bitwise_identical": runs[0]["weights_sha256"] == runs[1]["weights_sha256"]})
+                rows.append(
+                    {
+                        "setup": setup["name"],
+                        "deterministic": deterministic,
+                        "runs": runs,
+                        "bitwise_identical": runs[0]["weights_sha256"] == runs[1]["weights_sha256"],
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     for setup in SETUPS:
         on = [r for r in rows if r["setup"] == setup["name"] and r["deterministic"]][0]
         off = [r for r in rows if r["setup"] == setup["name"] and not r["deterministic"]][0]
-        mean = lambda row: sum(x["seconds_per_epoch"] for x in row["runs"]) / len(row["runs"])
-        setup["cost"] = {"seconds_per_epoch_on": round(mean(on), 2), "seconds_per_epoch_off": round(mean(off), 2),
-                         "overhead_percent": round(100 * (mean(on) / mean(off) - 1), 1)}
-    result = {"machine": describe(), "machine_line": one_line(), "load_before": load_before, "load_after": load(), "setups": SETUPS, "rows": rows}
+
+        def mean(row):
+            return sum(x["seconds_per_epoch"] for x in row["runs"]) / len(row["runs"])
+
+        setup["cost"] = {
+            "seconds_per_epoch_on": round(mean(on), 2),
+            "seconds_per_epoch_off": round(mean(off), 2),
+            "overhead_percent": round(100 * (mean(on) / mean(off) - 1), 1),
+        }
+    result = {
+        "machine": describe(),
+        "machine_line": one_line(),
+        "load_before": load_before,
+        "load_after": load(),
+        "setups": SETUPS,
+        "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "determinism.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# Deterministic training: cost and effect", "",
-             f"Machine: {result['machine_line']}. "
-             f"Load: before `{load_before}`, after `{result['load_after']}` (a shared machine: timings are noisy).", "",
-             "Each row: two `zoo train` runs in fresh processes with the same seed.", "",
-             "| setup | deterministic | s/epoch (run 1, run 2) | weights bitwise identical | val accuracy (run 1, run 2) |", "|---|---|---|---|---|"]
+    lines = [
+        "# Deterministic training: cost and effect",
+        "",
+        f"Machine: {result['machine_line']}. "
+        f"Load: before `{load_before}`, after `{result['load_after']}` (a shared machine: timings are noisy).",
+        "",
+        "Each row: two `zoo train` runs in fresh processes with the same seed.",
+        "",
+        "| setup | deterministic | s/epoch (run 1, run 2) | weights bitwise identical | val accuracy (run 1, run 2) |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         a, b = r["runs"]
-        lines.append(f"| {r['setup']} | {'on' if r['deterministic'] else 'off'} | {a['seconds_per_epoch']}, {b['seconds_per_epoch']} | "
-                     f"{'yes' if r['bitwise_identical'] else 'no'} | {a['val_accuracy']:.4f}, {b['val_accuracy']:.4f} |")
+        lines.append(
+            f"| {r['setup']} | {'on' if r['deterministic'] else 'off'} | {a['seconds_per_epoch']}, {b['seconds_per_epoch']} | "
+            f"{'yes' if r['bitwise_identical'] else 'no'} | {a['val_accuracy']:.4f}, {b['val_accuracy']:.4f} |"
+        )
     lines += ["", "| setup | s/epoch on | s/epoch off | overhead |", "|---|---|---|---|"]
     for s in SETUPS:
         c = s["cost"]
-        lines.append(f"| {s['name']} | {c['seconds_per_epoch_on']} | {c['seconds_per_epoch_off']} | {c['overhead_percent']:+.1f}% |")
+        lines.append(
+            f"| {s['name']} | {c['seconds_per_epoch_on']} | {c['seconds_per_epoch_off']} | {c['overhead_percent']:+.1f}% |"
+        )
     (RESULTS / "determinism.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

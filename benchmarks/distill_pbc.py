@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--teacher", required=True, help="ensemble folder that teaches")
     ap.add_argument("--members", nargs="+", required=True, help="member run folders (rows of the comparison)")
-    ap.add_argument("--student", action="append", required=True, metavar="NAME[=JSON]", help="student architecture; repeatable")
+    ap.add_argument(
+        "--student", action="append", required=True, metavar="NAME[=JSON]", help="student architecture; repeatable"
+    )
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "pbc128"))
     ap.add_argument("--runs", required=True, help="folder for the student runs")
     ap.add_argument("--epochs", type=int, default=24)
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="distill_pbc", help="results file stem")
     ap.add_argument("--note", default="")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks"))
     import ensemble_pbc
@@ -65,14 +69,33 @@ def main(argv: list[str] | None = None) -> int:
             if not (out / "card.json").exists():
                 resume = (out / "checkpoint" / "state.json").exists()
                 if how == "distilled":
-                    cfg = DistillConfig(student=name, params=params, epochs=args.epochs, batch_size=args.batch_size,
-                                        learning_rate=args.lr, alpha=args.alpha, temperature=args.temperature,
-                                        patience=args.epochs, seed=args.seed)
+                    cfg = DistillConfig(
+                        student=name,
+                        params=params,
+                        epochs=args.epochs,
+                        batch_size=args.batch_size,
+                        learning_rate=args.lr,
+                        alpha=args.alpha,
+                        temperature=args.temperature,
+                        patience=args.epochs,
+                        seed=args.seed,
+                    )
                     distill(args.teacher, data, out, cfg, resume=resume)
                 else:
-                    train(name, data, out, image_size=size, params=params, resume=resume, epochs=args.epochs,
-                          batch_size=args.batch_size, learning_rate=args.lr, patience=args.epochs, seed=args.seed,
-                          tensorboard=False)
+                    train(
+                        name,
+                        data,
+                        out,
+                        image_size=size,
+                        params=params,
+                        resume=resume,
+                        epochs=args.epochs,
+                        batch_size=args.batch_size,
+                        learning_rate=args.lr,
+                        patience=args.epochs,
+                        seed=args.seed,
+                        tensorboard=False,
+                    )
             rows += ["--student", f"{label} {how}={out}"]
     return ensemble_pbc.main([*args.members, "--data", args.data, "--name", args.name, "--note", args.note, *rows])
 

@@ -70,8 +70,11 @@ def keras_flops(model) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="member run folders (≥ 2)")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "pbc128"),
-                    help="data the members were trained on (used only when probabilities must be computed)")
+    ap.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data" / "pbc128"),
+        help="data the members were trained on (used only when probabilities must be computed)",
+    )
     ap.add_argument("--tta", nargs="?", const="dihedral", default=None, help="recompute member probabilities with TTA")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
@@ -79,18 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
     ap.add_argument("--name", default="ensemble_pbc", help="results file stem")
     ap.add_argument("--note", default="", help="free text recorded with the results (e.g. which members)")
-    ap.add_argument("--student", action="append", default=[], metavar="LABEL=RUN",
-                    help="a student run (distilled or trained alone) to add as a row; repeatable")
+    ap.add_argument(
+        "--student",
+        action="append",
+        default=[],
+        metavar="LABEL=RUN",
+        help="a student run (distilled or trained alone) to add as a row; repeatable",
+    )
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "benchmarks"))
+    import numpy as np
     from machine import describe, one_line
 
-    import numpy as np
-
-    from ensemble import compare, tta as tta_mod
+    from ensemble import compare
+    from ensemble import tta as tta_mod
     from ensemble.cv import make_folds
     from ensemble.members import MemberProbs, open_members
 
@@ -115,18 +125,27 @@ def main(argv: list[str] | None = None) -> int:
     cost = {}
     for m in members:
         km = load_model(m.path, m.card, input_size=source.input_size)
-        cost[m.name] = {"parameters": int(km.count_params()), "flops": keras_flops(km),
-                        "own_size": int(m.card["input"]["image_size"]),
-                        "own_size_val_accuracy": (m.card.get("metrics", {}).get("val") or {}).get("accuracy")}
+        cost[m.name] = {
+            "parameters": int(km.count_params()),
+            "flops": keras_flops(km),
+            "own_size": int(m.card["input"]["image_size"]),
+            "own_size_val_accuracy": (m.card.get("metrics", {}).get("val") or {}).get("accuracy"),
+        }
     for r in rows:
         spec = outputs[r["model"]]["spec"]
-        used = [n for n, w in zip(names, spec.get("weights", [1.0] * len(names))) if w >= 1e-3] if r["group"] != "member" \
+        used = (
+            [n for n, w in zip(names, spec.get("weights", [1.0] * len(names))) if w >= 1e-3]
+            if r["group"] != "member"
             else [names[int(np.argmax(spec["weights"]))]]
+        )
         r["members_run"] = used
         r["parameters"] = sum(cost[n]["parameters"] for n in used)
         r["flops"] = sum(cost[n]["flops"] for n in used)
         if r["group"] == "member":
-            r["own_size"], r["own_size_val_accuracy"] = cost[used[0]]["own_size"], cost[used[0]]["own_size_val_accuracy"]
+            r["own_size"], r["own_size_val_accuracy"] = (
+                cost[used[0]]["own_size"],
+                cost[used[0]]["own_size_val_accuracy"],
+            )
     students = []
     for item in args.student:
         label, _, path = item.partition("=")
@@ -137,11 +156,24 @@ def main(argv: list[str] | None = None) -> int:
         if not np.array_equal(y, labels):
             raise SystemExit(f"student {label}: its val rows differ from the members'")
         km = load_model(sm.path, sm.card)
-        students.append({"label": label, "path": str(sm.path), "probs": p, "parameters": int(km.count_params()),
-                         "flops": keras_flops(km), "kind": sm.card["kind"], "member": sm.card.get("member"),
-                         "params": sm.card.get("params"), "image_size": sm.card["input"]["image_size"],
-                         "epochs": sm.card["training"].get("epochs_run"), "train_seconds": sm.card["training"].get("seconds"),
-                         "distillation": {k: sm.card.get("distillation", {}).get(k) for k in ("alpha", "temperature", "teacher")}})
+        students.append(
+            {
+                "label": label,
+                "path": str(sm.path),
+                "probs": p,
+                "parameters": int(km.count_params()),
+                "flops": keras_flops(km),
+                "kind": sm.card["kind"],
+                "member": sm.card.get("member"),
+                "params": sm.card.get("params"),
+                "image_size": sm.card["input"]["image_size"],
+                "epochs": sm.card["training"].get("epochs_run"),
+                "train_seconds": sm.card["training"].get("seconds"),
+                "distillation": {
+                    k: sm.card.get("distillation", {}).get(k) for k in ("alpha", "temperature", "teacher")
+                },
+            }
+        )
     plain = [r for r in rows if r["group"] == "member" and not r["calibrated"]]
     ref = max(plain, key=lambda r: r["accuracy"])["model"]
     all_preds = {r["model"]: outputs[r["model"]]["oof"] for r in rows}
@@ -149,9 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     evidence = compare_rows(all_preds, labels, reference=ref)
     for s_ in students:
         e = evidence[s_["label"]]
-        s_.update({"accuracy": e["accuracy"], "ci_low": e["ci_low"], "ci_high": e["ci_high"], "mcnemar_p": e["mcnemar_p_value"],
-                   "mcnemar_b": e["mcnemar_b_reference_only"], "mcnemar_c": e["mcnemar_c_other_only"],
-                   "diff_vs_reference": e["diff_vs_reference"]})
+        s_.update(
+            {
+                "accuracy": e["accuracy"],
+                "ci_low": e["ci_low"],
+                "ci_high": e["ci_high"],
+                "mcnemar_p": e["mcnemar_p_value"],
+                "mcnemar_b": e["mcnemar_b_reference_only"],
+                "mcnemar_c": e["mcnemar_c_other_only"],
+                "diff_vs_reference": e["diff_vs_reference"],
+            }
+        )
         s_.pop("probs")
 
     member_rows = [r for r in rows if r["group"] == "member"]
@@ -178,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["students"] = _student_summary(students, best_ens)
     result = {
         "benchmark": "ensemble_pbc",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine,
         "note": args.note,
         "data": args.data,
@@ -186,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         "rows_scored": int(len(labels)),
         "protocol": f"{args.folds}-fold stratified cross-fitting on val (seed {args.seed}); fitted variants scored out-of-fold",
         "tta": tta_mod.parse(args.tta),
-        "members": [{"name": m.name, "member": m.card.get("member"), "path": str(m.path), "card_sha256": m.sha256} for m in members],
+        "members": [
+            {"name": m.name, "member": m.card.get("member"), "path": str(m.path), "card_sha256": m.sha256}
+            for m in members
+        ],
         "probability_sources": dict(source.sources),
         "seconds": {"member_probabilities": round(t_probs, 2), "fit_and_score_all_variants": round(t_fit, 2)},
         "summary": summary,
@@ -201,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Ensembles on PBC val",
         "",
         f"- machine: {one_line(machine)}",
-        f"- date: {result['date']}; {len(labels)} val images; members: {', '.join(names)}" + (f"; TTA {result['tta']}" if result["tta"] else ""),
+        f"- date: {result['date']}; {len(labels)} val images; members: {', '.join(names)}"
+        + (f"; TTA {result['tta']}" if result["tta"] else ""),
         f"- protocol: {result['protocol']}. PBC here has no test split, so val is both fit and score split.",
         f"- best member {best_member['model']}: {100 * best_member['accuracy']:.2f}%; best ensemble {best_ens['model']}: "
         f"{100 * best_ens['accuracy']:.2f}% ({summary['gain_points']:+.2f} points, exact McNemar p = "
@@ -217,10 +261,16 @@ def main(argv: list[str] | None = None) -> int:
         md.insert(2, f"- note: {args.note}")
     body = compare.markdown(rows, "Members vs ensembles").split("\n", 2)[2]
     body += "\n" + _cost_table(rows, students, ref)
-    body += "\nMembers smaller than the ensemble's input see it resized (bilinear) in their graph; their accuracy on " \
-        "their own-size images (as trained, from their cards): " + ", ".join(
-            f"{n} {c['own_size']} px {100 * c['own_size_val_accuracy']:.2f}%" for n, c in cost.items()
-            if c["own_size_val_accuracy"] is not None) + ".\n"
+    body += (
+        "\nMembers smaller than the ensemble's input see it resized (bilinear) in their graph; their accuracy on "
+        "their own-size images (as trained, from their cards): "
+        + ", ".join(
+            f"{n} {c['own_size']} px {100 * c['own_size_val_accuracy']:.2f}%"
+            for n, c in cost.items()
+            if c["own_size_val_accuracy"] is not None
+        )
+        + ".\n"
+    )
     (out / f"{args.name}.md").write_text("\n".join(md) + "\n" + body)
     compare.plot(rows, "val", out / f"{args.name}.png")
     print((out / f"{args.name}.md").read_text())
@@ -235,8 +285,12 @@ def _student_summary(students: list[dict], best_ens: dict) -> list[dict]:
         if s["kind"] != "student":
             continue
         twin = alone.get((s["member"], json.dumps(s["params"], sort_keys=True)))
-        t = {"label": s["label"], "parameters": s["parameters"], "params_target_met": s["parameters"] <= STUDENT_MAX_PARAMS,
-             "gap_to_best_ensemble_points": round(100 * (s["accuracy"] - best_ens["accuracy"]), 3)}
+        t = {
+            "label": s["label"],
+            "parameters": s["parameters"],
+            "params_target_met": s["parameters"] <= STUDENT_MAX_PARAMS,
+            "gap_to_best_ensemble_points": round(100 * (s["accuracy"] - best_ens["accuracy"]), 3),
+        }
         if twin is not None:
             t["gain_over_alone_points"] = round(100 * (s["accuracy"] - twin["accuracy"]), 3)
             t["gain_target_met"] = t["gain_over_alone_points"] >= 1.0
@@ -246,20 +300,29 @@ def _student_summary(students: list[dict], best_ens: dict) -> list[dict]:
 
 
 def _cost_table(rows: list[dict], students: list[dict], ref: str) -> str:
-    lines = ["## Accuracy with evidence and cost (val)", "",
-             f"Reference for McNemar: the best plain member, **{ref}**. Parameters/FLOPs: what inference runs "
-             "(FLOPs = 2 × multiply-adds of conv/dense layers per image, at the ensemble's input size).", "",
-             "| model | accuracy | 95% CI | Δ vs ref (points) | McNemar p (b/c) | params | MFLOPs |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## Accuracy with evidence and cost (val)",
+        "",
+        f"Reference for McNemar: the best plain member, **{ref}**. Parameters/FLOPs: what inference runs "
+        "(FLOPs = 2 × multiply-adds of conv/dense layers per image, at the ensemble's input size).",
+        "",
+        "| model | accuracy | 95% CI | Δ vs ref (points) | McNemar p (b/c) | params | MFLOPs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r["split"] != "val":
             continue
-        lines.append(f"| {r['model']} | {100 * r['accuracy']:.2f}% | {100 * r['ci_low']:.2f}–{100 * r['ci_high']:.2f} | "
-                     f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p']:.3g} ({r['mcnemar_b']}/{r['mcnemar_c']}) | "
-                     f"{r['parameters']:,} | {r['flops'] / 1e6:.1f} |")
+        lines.append(
+            f"| {r['model']} | {100 * r['accuracy']:.2f}% | {100 * r['ci_low']:.2f}–{100 * r['ci_high']:.2f} | "
+            f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p']:.3g} ({r['mcnemar_b']}/{r['mcnemar_c']}) | "
+            f"{r['parameters']:,} | {r['flops'] / 1e6:.1f} |"
+        )
     for s in students:
-        lines.append(f"| {s['label']} ({s['kind']}, {s['image_size']} px) | {100 * s['accuracy']:.2f}% | "
-                     f"{100 * s['ci_low']:.2f}–{100 * s['ci_high']:.2f} | {100 * s['diff_vs_reference']:+.2f} | "
-                     f"{s['mcnemar_p']:.3g} ({s['mcnemar_b']}/{s['mcnemar_c']}) | {s['parameters']:,} | {s['flops'] / 1e6:.1f} |")
+        lines.append(
+            f"| {s['label']} ({s['kind']}, {s['image_size']} px) | {100 * s['accuracy']:.2f}% | "
+            f"{100 * s['ci_low']:.2f}–{100 * s['ci_high']:.2f} | {100 * s['diff_vs_reference']:+.2f} | "
+            f"{s['mcnemar_p']:.3g} ({s['mcnemar_b']}/{s['mcnemar_c']}) | {s['parameters']:,} | {s['flops'] / 1e6:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

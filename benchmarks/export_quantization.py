@@ -42,7 +42,6 @@ log = logging.getLogger("export_quantization")
 
 def machine() -> dict:
     import onnxruntime as ort
-
     from machine import describe
 
     return {**describe(), "onnxruntime": ort.__version__}
@@ -71,8 +70,11 @@ def latency(path: Path, image_size: int, batch: int, repeats: int, warmup: int, 
         sess.run(None, {name: x})
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
-    return {"median_ms": round(statistics.median(times), 3), "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
-            "per_image_ms": round(statistics.median(times) / batch, 4)}
+    return {
+        "median_ms": round(statistics.median(times), 3),
+        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
+        "per_image_ms": round(statistics.median(times) / batch, 4),
+    }
 
 
 def measure(source: Path, args, export_root: Path) -> dict:
@@ -81,9 +83,19 @@ def measure(source: Path, args, export_root: Path) -> dict:
 
     out = export_root / source.name
     t = time.time()
-    export_model(source, out, opset=args.opset, dtype="fp16", quantize="int8", data=args.data_source, split=args.split,
-                 limit=args.limit or None, calibration_size=args.calibration_size, calibration_method=args.calibration_method,
-                 force=True)
+    export_model(
+        source,
+        out,
+        opset=args.opset,
+        dtype="fp16",
+        quantize="int8",
+        data=args.data_source,
+        split=args.split,
+        limit=args.limit or None,
+        calibration_size=args.calibration_size,
+        calibration_method=args.calibration_method,
+        force=True,
+    )
     export_s = time.time() - t
     card = read_card(out)
     size = int(card["input"]["image_size"])
@@ -112,14 +124,23 @@ def measure(source: Path, args, export_root: Path) -> dict:
             "top1_agreement_vs_keras": rep["top1_agreement"],
         }
         if name != "fp32" and "vs_fp32" in rep:
-            entry["accuracy_change_vs_fp32_points"] = None if rep["vs_fp32"].get("accuracy_change") is None else round(100 * rep["vs_fp32"]["accuracy_change"], 3)
+            entry["accuracy_change_vs_fp32_points"] = (
+                None
+                if rep["vs_fp32"].get("accuracy_change") is None
+                else round(100 * rep["vs_fp32"]["accuracy_change"], 3)
+            )
         for b in args.batches:
             entry[f"latency_b{b}"] = latency(out / v["file"], size, b, args.repeats, args.warmup, args.threads)
         row["variants"][name] = entry
     drop = row["variants"].get("int8", {}).get("accuracy_change_vs_fp32_points")
     row["int8_meets_target"] = None if drop is None else bool(drop >= -TARGET_INT8_DROP_POINTS)
-    log.info("%s: keras %.4f, fp32 %.4f, int8 %s", row["name"], row["keras_accuracy"] or float("nan"),
-             row["variants"]["fp32"]["accuracy"] or float("nan"), row["variants"].get("int8", {}).get("accuracy"))
+    log.info(
+        "%s: keras %.4f, fp32 %.4f, int8 %s",
+        row["name"],
+        row["keras_accuracy"] or float("nan"),
+        row["variants"]["fp32"]["accuracy"] or float("nan"),
+        row["variants"].get("int8", {}).get("accuracy"),
+    )
     return row
 
 
@@ -137,22 +158,34 @@ def render_markdown(doc: dict) -> str:
     if doc.get("note"):
         lines += [f"Note: {doc['note']}", ""]
     batches = doc["settings"]["batches"]
-    head = "| model | kind | px | images | variant | accuracy | Δ vs fp32 (pts) | max \\|Δp\\| vs Keras | " + " | ".join(
-        f"ms @ b{b}" for b in batches) + " | MB |"
+    head = (
+        "| model | kind | px | images | variant | accuracy | Δ vs fp32 (pts) | max \\|Δp\\| vs Keras | "
+        + " | ".join(f"ms @ b{b}" for b in batches)
+        + " | MB |"
+    )
     lines += [head, "|" + "---|" * (9 + len(batches))]
     for r in doc["results"]:
         keras = r["keras_accuracy"]
-        lines.append(f"| {r['name']} | {r['kind']} | {r['image_size']} | {r['images']} | Keras | {keras:.4f} | | | "
-                     + " | ".join("" for _ in batches) + " | |")
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {r['image_size']} | {r['images']} | Keras | {keras:.4f} | | | "
+            + " | ".join("" for _ in batches)
+            + " | |"
+        )
         for name, v in r["variants"].items():
             acc = "" if v["accuracy"] is None else f"{v['accuracy']:.4f}"
             d = v.get("accuracy_change_vs_fp32_points")
             lines.append(
                 f"| {r['name']} | {r['kind']} | {r['image_size']} | {r['images']} | ONNX {name} | {acc} | "
                 f"{'' if d is None else f'{d:+.2f}'} | {v['max_abs_diff_vs_keras']:.1e} | "
-                + " | ".join(f"{v[f'latency_b{b}']['median_ms']:.2f}" for b in batches) + f" | {v['mb']:.2f} |"
+                + " | ".join(f"{v[f'latency_b{b}']['median_ms']:.2f}" for b in batches)
+                + f" | {v['mb']:.2f} |"
             )
-    lines += ["", "int8 target met: " + ", ".join(f"{r['name']} {'yes' if r['int8_meets_target'] else 'NO'}" for r in doc["results"]), ""]
+    lines += [
+        "",
+        "int8 target met: "
+        + ", ".join(f"{r['name']} {'yes' if r['int8_meets_target'] else 'NO'}" for r in doc["results"]),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -201,8 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "machine": machine(),
         "conditions": conditions(),
-        "settings": {k: getattr(args, k) for k in ("data", "image_size", "split", "limit", "calibration_size", "calibration_method",
-                                                    "opset", "batches", "repeats", "warmup", "threads")},
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "data",
+                "image_size",
+                "split",
+                "limit",
+                "calibration_size",
+                "calibration_method",
+                "opset",
+                "batches",
+                "repeats",
+                "warmup",
+                "threads",
+            )
+        },
         "note": args.note,
         "target_int8_drop_points": TARGET_INT8_DROP_POINTS,
         "results": results,

@@ -36,13 +36,21 @@ BATCH = {"convnext_tiny": 128, "convnext_small": 96, "convnext_base": 64, "convn
 
 
 def _py(*args: str, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
 
 
 def tf_gpus() -> list[str]:
-    code = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import json, tensorflow as tf; " \
-           "print(json.dumps([d.name for d in tf.config.list_physical_devices('GPU')]))"
+    code = (
+        "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import json, tensorflow as tf; "
+        "print(json.dumps([d.name for d in tf.config.list_physical_devices('GPU')]))"
+    )
     try:
         proc = _py("-c", code, timeout=300)
         return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else []
@@ -53,10 +61,46 @@ def tf_gpus() -> list[str]:
 def build_models(work: Path, data: str, epochs: int) -> list[Path]:
     """Train a custom_cnn member for a few epochs and export it with fp16 and int8 (what the bench needs)."""
     run, exp = work / "custom_cnn", work / "export-custom_cnn"
-    steps = [("train", ["-m", "zoo.cli", "train", "custom_cnn", "--data", data, "--image-size", "64", "--epochs", str(epochs),
-                        "--batch-size", "128", "--out", str(run)]),
-             ("export", ["-m", "zoo.cli", "export", str(run), "--out", str(exp), "--dtype", "fp16", "--quantize", "int8",
-                         "--limit", "256", "--calibration-size", "128"])]
+    steps = [
+        (
+            "train",
+            [
+                "-m",
+                "zoo.cli",
+                "train",
+                "custom_cnn",
+                "--data",
+                data,
+                "--image-size",
+                "64",
+                "--epochs",
+                str(epochs),
+                "--batch-size",
+                "128",
+                "--out",
+                str(run),
+            ],
+        ),
+        (
+            "export",
+            [
+                "-m",
+                "zoo.cli",
+                "export",
+                str(run),
+                "--out",
+                str(exp),
+                "--dtype",
+                "fp16",
+                "--quantize",
+                "int8",
+                "--limit",
+                "256",
+                "--calibration-size",
+                "128",
+            ],
+        ),
+    ]
     for what, args in steps:
         proc = _py(*args, timeout=900)
         if proc.returncode != 0:
@@ -95,16 +139,31 @@ def _child(job: dict) -> dict:
         times.append(time.perf_counter() - t)
     step = float(np.median(times))
     info = tf.config.experimental.get_memory_info("GPU:0")
-    return {"params": int(model.count_params()), "batch": batch, "image_size": size, "precision": "mixed_float16",
-            "jit_compile": bool(getattr(model, "jit_compile", False)), "warmup_s": round(warm, 1), "timed_steps": len(times),
-            "step_s_median": round(step, 4), "images_per_s": round(batch / step, 1),
-            "peak_gpu_mem_mb": round(info["peak"] / 2**20, 1)}
+    return {
+        "params": int(model.count_params()),
+        "batch": batch,
+        "image_size": size,
+        "precision": "mixed_float16",
+        "jit_compile": bool(getattr(model, "jit_compile", False)),
+        "warmup_s": round(warm, 1),
+        "timed_steps": len(times),
+        "step_s_median": round(step, 4),
+        "images_per_s": round(batch / step, 1),
+        "peak_gpu_mem_mb": round(info["peak"] / 2**20, 1),
+    }
 
 
 def convnext_throughput(size: int, steps: int, budget_s: float, timeout_s: float) -> list[dict]:
     rows = []
     for name in CONVNEXTS:
-        job = {"member": name, "image_size": size, "batch": BATCH[name], "warmup": 3, "steps": steps, "budget_s": budget_s}
+        job = {
+            "member": name,
+            "image_size": size,
+            "batch": BATCH[name],
+            "warmup": 3,
+            "steps": steps,
+            "budget_s": budget_s,
+        }
         try:
             proc = _py(str(Path(__file__).resolve()), "--child", json.dumps(job), timeout=timeout_s)
             if proc.returncode == 0:
@@ -121,27 +180,51 @@ def render(doc: dict) -> str:
     sys.path.insert(0, str(REPO))
     from export.bench.machine import one_line
 
-    lines = ["# GPU benchmark (`benchmarks/gpu.sh`)", "", f"**Machine:** {one_line(doc['machine'])}.",
-             f"Run {doc['conditions']['time']}, load average {doc['conditions']['loadavg_1_5_15']}; {doc['seconds']:.0f} s in all.", ""]
+    lines = [
+        "# GPU benchmark (`benchmarks/gpu.sh`)",
+        "",
+        f"**Machine:** {one_line(doc['machine'])}.",
+        f"Run {doc['conditions']['time']}, load average {doc['conditions']['loadavg_1_5_15']}; {doc['seconds']:.0f} s in all.",
+        "",
+    ]
     for step, info in doc["steps"].items():
         lines.append(f"- **{step}**: {info['status']}" + (f" — {info['reason']}" if info.get("reason") else ""))
-    lines += ["", "## ONNX Runtime (`zoo bench`)", "", "See `bench/bench.md` (rows per provider, variant and batch size).", ""]
+    lines += [
+        "",
+        "## ONNX Runtime (`zoo bench`)",
+        "",
+        "See `bench/bench.md` (rows per provider, variant and batch size).",
+        "",
+    ]
     rows = doc.get("convnext_training", [])
     if rows:
-        lines += ["## TF training throughput, ConvNeXt at 224 px, mixed_float16, synthetic tensors", "",
-                  "| member | params (M) | batch | images/s | s/step | peak GPU MB | XLA | status |", "|---|---:|---:|---:|---:|---:|---|---|"]
+        lines += [
+            "## TF training throughput, ConvNeXt at 224 px, mixed_float16, synthetic tensors",
+            "",
+            "| member | params (M) | batch | images/s | s/step | peak GPU MB | XLA | status |",
+            "|---|---:|---:|---:|---:|---:|---|---|",
+        ]
         for r in rows:
             ok = r["status"] == "ok"
-            lines.append(f"| {r['member']} | {r['params'] / 1e6:.1f} | {r['batch']} | {r['images_per_s']:.1f} | {r['step_s_median']:.3f} | "
-                         f"{r['peak_gpu_mem_mb']:.0f} | {'on' if r['jit_compile'] else 'off'} | ok |" if ok else
-                         f"| {r['member']} | | | | | | | {r['status']} |")
+            lines.append(
+                f"| {r['member']} | {r['params'] / 1e6:.1f} | {r['batch']} | {r['images_per_s']:.1f} | {r['step_s_median']:.3f} | "
+                f"{r['peak_gpu_mem_mb']:.0f} | {'on' if r['jit_compile'] else 'off'} | ok |"
+                if ok
+                else f"| {r['member']} | | | | | | | {r['status']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="*", default=[], help="run/ensemble/export folders to bench (default: build a small member)")
-    ap.add_argument("--data", default="synthetic:1200", help="data for the member it builds and for accuracy (default synthetic:1200)")
+    ap.add_argument(
+        "--models", nargs="*", default=[], help="run/ensemble/export folders to bench (default: build a small member)"
+    )
+    ap.add_argument(
+        "--data",
+        default="synthetic:1200",
+        help="data for the member it builds and for accuracy (default synthetic:1200)",
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--engines", default="ort,keras")
@@ -169,16 +252,29 @@ def main(argv: list[str] | None = None) -> int:
         steps["models"] = {"status": "given" if args.models else "built", "reason": ", ".join(str(m) for m in models)}
         providers = "cpu" if args.skip_gpu else "cuda,tensorrt,cpu"
         variants = "fp32,int8" if args.skip_gpu else "fp32,fp16,int8"
-        bench(models, args.out / "bench", engines=args.engines, providers=providers, variants=variants, batch_sizes=[1, 128],
-              iterations=args.iterations, max_seconds=10, data=args.data, limit=512, force=True,
-              note="benchmarks/gpu.sh" + (" --skip-gpu" if args.skip_gpu else ""))
+        bench(
+            models,
+            args.out / "bench",
+            engines=args.engines,
+            providers=providers,
+            variants=variants,
+            batch_sizes=[1, 128],
+            iterations=args.iterations,
+            max_seconds=10,
+            data=args.data,
+            limit=512,
+            force=True,
+            note="benchmarks/gpu.sh" + (" --skip-gpu" if args.skip_gpu else ""),
+        )
         steps["zoo bench"] = {"status": "ok", "reason": "GPU providers skipped (--skip-gpu)" if args.skip_gpu else ""}
     if gpus:
         doc["convnext_training"] = convnext_throughput(args.size, args.steps, args.budget_s, timeout_s=240)
         steps["ConvNeXt training throughput"] = {"status": "ok"}
     else:
-        steps["ConvNeXt training throughput"] = {"status": "skipped",
-                                                 "reason": "--skip-gpu" if args.skip_gpu else "no GPU visible to TensorFlow"}
+        steps["ConvNeXt training throughput"] = {
+            "status": "skipped",
+            "reason": "--skip-gpu" if args.skip_gpu else "no GPU visible to TensorFlow",
+        }
     doc["steps"] = steps
     doc["seconds"] = round(time.time() - t0, 1)
     write_json(args.out / "gpu.json", doc)

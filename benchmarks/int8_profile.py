@@ -83,21 +83,42 @@ def main(argv: list[str] | None = None) -> int:
             med = float(np.median(times[f]))
             macs = count_macs(f)["macs"]
             g = inspect_graph(f)
-            rows.append({"file": str(f), "images_per_s": round(args.batch / med, 1), "speedup_vs_first": round(base / med, 2),
-                         "macs_per_image": macs, "gmacs_per_s": round(macs * args.batch / med / 1e9, 2),
-                         "kernel_time_share": {k: round(v / total, 3) for k, v in by.most_common()},
-                         "quant_format": g["quant_format"], "nodes": g["nodes"], "ops": g["ops"]})
-    doc = {"machine": describe(), "conditions": {"before": before, "after": conditions()}, "gemm_peak": peak,
-           "settings": vars(args) | {"files": [str(f) for f in args.files]}, "rows": rows}
-    lines = [f"# int8 profile{(' — ' + args.tag) if args.tag else ''}", "",
-             f"**Machine:** {one_line(doc['machine'])}. **Load:** {before['time']}: load average {before['loadavg_1_5_15']} -> "
-             f"{doc['conditions']['after']['loadavg_1_5_15']}. GEMM peak now: fp32 {peak['fp32_gmacs']}, int8 {peak['int8_gmacs']} GMAC/s.",
-             f"Batch {args.batch}, {args.threads} threads, median of {args.rounds}×{args.runs} round-robin runs. {args.note}", "",
-             "| file | format | img/s | × first | MMAC/img | GMAC/s | kernel time by op (top 6) |", "|---|---|---:|---:|---:|---:|---|"]
+            rows.append(
+                {
+                    "file": str(f),
+                    "images_per_s": round(args.batch / med, 1),
+                    "speedup_vs_first": round(base / med, 2),
+                    "macs_per_image": macs,
+                    "gmacs_per_s": round(macs * args.batch / med / 1e9, 2),
+                    "kernel_time_share": {k: round(v / total, 3) for k, v in by.most_common()},
+                    "quant_format": g["quant_format"],
+                    "nodes": g["nodes"],
+                    "ops": g["ops"],
+                }
+            )
+    doc = {
+        "machine": describe(),
+        "conditions": {"before": before, "after": conditions()},
+        "gemm_peak": peak,
+        "settings": vars(args) | {"files": [str(f) for f in args.files]},
+        "rows": rows,
+    }
+    lines = [
+        f"# int8 profile{(' — ' + args.tag) if args.tag else ''}",
+        "",
+        f"**Machine:** {one_line(doc['machine'])}. **Load:** {before['time']}: load average {before['loadavg_1_5_15']} -> "
+        f"{doc['conditions']['after']['loadavg_1_5_15']}. GEMM peak now: fp32 {peak['fp32_gmacs']}, int8 {peak['int8_gmacs']} GMAC/s.",
+        f"Batch {args.batch}, {args.threads} threads, median of {args.rounds}×{args.runs} round-robin runs. {args.note}",
+        "",
+        "| file | format | img/s | × first | MMAC/img | GMAC/s | kernel time by op (top 6) |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(r["kernel_time_share"].items())[:6])
-        lines.append(f"| `{Path(r['file']).name}` | {r['quant_format'] or 'fp32'} | {r['images_per_s']:.0f} | {r['speedup_vs_first']:.2f} | "
-                     f"{r['macs_per_image'] / 1e6:.1f} | {r['gmacs_per_s']:.1f} | {top} |")
+        lines.append(
+            f"| `{Path(r['file']).name}` | {r['quant_format'] or 'fp32'} | {r['images_per_s']:.0f} | {r['speedup_vs_first']:.2f} | "
+            f"{r['macs_per_image'] / 1e6:.1f} | {r['gmacs_per_s']:.1f} | {top} |"
+        )
     stem = "int8_profile" + (f"-{args.tag}" if args.tag else "")
     write_json(RESULTS / f"{stem}.json", doc)
     write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")

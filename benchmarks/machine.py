@@ -66,11 +66,17 @@ def conditions() -> dict:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             if cpu > 20 and p.pid != os.getpid():
-                busy.append({"pid": p.pid, "cpu_percent": round(cpu), "cmd": " ".join(p.info["cmdline"] or [p.info["name"] or ""])[:120]})
+                busy.append(
+                    {
+                        "pid": p.pid,
+                        "cpu_percent": round(cpu),
+                        "cmd": " ".join(p.info["cmdline"] or [p.info["name"] or ""])[:120],
+                    }
+                )
     except ImportError:
         pass
     return {
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "other_busy_processes": busy,
     }

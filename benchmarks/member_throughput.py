@@ -43,9 +43,9 @@ def _child(job: dict) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if job["device"] == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    import keras
     import numpy as np
     import tensorflow as tf
-    import keras
 
     sys.path.insert(0, str(REPO))
     import zoo.models  # noqa: F401
@@ -89,7 +89,9 @@ def _child(job: dict) -> dict:
     if job["device"] == "gpu":
         info = tf.config.experimental.get_memory_info("GPU:0")
         out["peak_gpu_mem_mb"] = round(info["peak"] / 2**20, 1)
-        out["gpu"] = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get("device_name")
+        out["gpu"] = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get(
+            "device_name"
+        )
     return out
 
 
@@ -157,7 +159,7 @@ def render_markdown(doc: dict) -> str:
         f"`train_on_batch` on one fixed random batch, {NUM_CLASSES} classes, after warm-up steps (tracing / XLA",
         "compilation); images/s = batch / median step time. Peak RSS is the measuring process's",
         "maximum resident set (TensorFlow runtime included; `rss_before_build` in the JSON is the",
-        "part before the model existed). XLA: Keras' `jit_compile=\"auto\"` turns XLA off on CPU-only",
+        'part before the model existed). XLA: Keras\' `jit_compile="auto"` turns XLA off on CPU-only',
         "machines and on for GPUs; `--jit on|off` overrides it. On a shared CPU, compare rows of one run only.",
         "",
         f"**Machine:** {one_line(m)}; Python {m['python']}.",
@@ -176,7 +178,10 @@ def render_markdown(doc: dict) -> str:
     ]
     for r in sorted(doc["results"], key=lambda r: (r["device"], r["member"], r["image_size"])):
         ok = r["status"] == "ok"
-        f = lambda k, fmt="{}": fmt.format(r[k]) if ok and k in r else "-"  # noqa: E731
+
+        def f(k, fmt="{}", r=r, ok=ok):
+            return fmt.format(r[k]) if ok and k in r else "-"
+
         params = f"{r['params'] / 1e6:.2f}" if ok else "-"
         lines.append(
             f"| {r['member']} | {r['image_size']} | {r['device']} | {params} | {r['batch']} | {f('timed_steps')} | "
@@ -200,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     ap.add_argument("--budget-s", type=float, default=60.0, help="stop timing after this many seconds (min 1 step)")
     ap.add_argument("--timeout-s", type=float, default=900.0, help="kill a measurement after this long")
-    ap.add_argument("--max-rss-gb", type=float, default=None, help="kill a measurement above this RSS (default: 60%% of available)")
+    ap.add_argument(
+        "--max-rss-gb", type=float, default=None, help="kill a measurement above this RSS (default: 60%% of available)"
+    )
     ap.add_argument("--jit", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--no-gpu", action="store_true", help="do not look for a GPU")
     ap.add_argument("--note", default="", help="free text recorded with this run (e.g. machine contention)")
@@ -241,23 +248,47 @@ def main(argv: list[str] | None = None) -> int:
             doc["runs"], doc["results"] = old.get("runs", []), old.get("results", [])
 
     before = conditions()
-    settings = {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "budget_s": args.budget_s, "jit": args.jit}
+    settings = {
+        "batch": args.batch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "budget_s": args.budget_s,
+        "jit": args.jit,
+    }
     new = []
     for name in members:
         for device, size in jobs:
             job = {"member": name, "image_size": size, "device": device, **settings}
             t = time.monotonic()
             res = run_job(job, max_rss, args.timeout_s)
-            entry = {"member": name, "image_size": size, "device": device, "batch": args.batch, **res,
-                     "wall_s": round(time.monotonic() - t, 1), "run": before["time"]}
+            entry = {
+                "member": name,
+                "image_size": size,
+                "device": device,
+                "batch": args.batch,
+                **res,
+                "wall_s": round(time.monotonic() - t, 1),
+                "run": before["time"],
+            }
             new.append(entry)
-            print(f"{name:16s} {size:4d}px {device}: {res.get('images_per_s', '-')} img/s, "
-                  f"peak RSS {res.get('peak_rss_mb', res.get('observed_peak_rss_mb', '-'))} MB [{res['status']}]", flush=True)
+            print(
+                f"{name:16s} {size:4d}px {device}: {res.get('images_per_s', '-')} img/s, "
+                f"peak RSS {res.get('peak_rss_mb', res.get('observed_peak_rss_mb', '-'))} MB [{res['status']}]",
+                flush=True,
+            )
     after = conditions()
     keys = {(e["member"], e["image_size"], e["device"]) for e in new}
     doc["results"] = [r for r in doc["results"] if (r["member"], r["image_size"], r["device"]) not in keys] + new
-    doc["runs"].append({"conditions_before": before, "conditions_after": after, "settings": settings,
-                        "max_rss_gb": max_rss, "members": members, "note": args.note})
+    doc["runs"].append(
+        {
+            "conditions_before": before,
+            "conditions_after": after,
+            "settings": settings,
+            "max_rss_gb": max_rss,
+            "members": members,
+            "note": args.note,
+        }
+    )
     doc["skipped"] = skipped
     write_json(out_json, doc)
     write_text(args.out.with_suffix(".md"), render_markdown(doc))

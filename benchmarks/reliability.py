@@ -36,8 +36,8 @@ sys.path.insert(0, str(HERE))  # corpus.py and machine.py live here; benchmarks 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("ZOO_PROGRESS", "0")
 
-import corpus  # noqa: E402
-from machine import describe, one_line  # noqa: E402
+import corpus
+from machine import describe, one_line
 
 RESULTS = HERE / "results"
 # Integrity cases outside the "tamper" area: modified/escaping/unsafe files the loaders must refuse.
@@ -75,9 +75,18 @@ def run_corpus() -> list[dict]:
                 detail, outcome = f"not as documented: {exc}", "not as documented"
             except Exception as exc:  # noqa: BLE001 - exactly what we count
                 detail, outcome = f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=-2)}", "crash"
-        rows.append({"case": case.name, "area": case.area, "behaviour": case.behaviour, "documented": case.documented,
-                     "outcome": outcome, "detail": " ".join(str(detail).split())[:400], "seconds": round(time.perf_counter() - t0, 2),
-                     "integrity": case.area == "tamper" or case.name in INTEGRITY})
+        rows.append(
+            {
+                "case": case.name,
+                "area": case.area,
+                "behaviour": case.behaviour,
+                "documented": case.documented,
+                "outcome": outcome,
+                "detail": " ".join(str(detail).split())[:400],
+                "seconds": round(time.perf_counter() - t0, 2),
+                "integrity": case.area == "tamper" or case.name in INTEGRITY,
+            }
+        )
         logging.info("%-18s %s", outcome, case.name)
     return rows
 
@@ -90,17 +99,25 @@ def _history(run: Path) -> list[dict]:
 
 def _schema(card: dict) -> dict:
     """The card's shape: top-level keys and the keys of its nested sections (values differ run to run)."""
-    return {k: sorted(v) if isinstance(v, dict) else type(v).__name__ for k, v in sorted(card.items()) if k not in ("files",)}
+    return {
+        k: sorted(v) if isinstance(v, dict) else type(v).__name__
+        for k, v in sorted(card.items())
+        if k not in ("files",)
+    }
 
 
-def _kill_at(out: Path, epochs_done: int, fraction: float, cmd: list[str] | None = None, state_file: Path | None = None) -> dict:
+def _kill_at(
+    out: Path, epochs_done: int, fraction: float, cmd: list[str] | None = None, state_file: Path | None = None
+) -> dict:
     """SIGKILL once ``epochs_done`` epochs are checkpointed plus ``fraction`` of a typical epoch."""
     state_file = state_file or out / "checkpoint" / "state.json"
     if fraction <= 0:
         return corpus.kill_during_training(out, epochs_done, cmd=cmd or _cmd(out), state_file=state_file)
     import signal
 
-    proc = subprocess.Popen(cmd or _cmd(out), cwd=REPO, env=corpus.subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd or _cmd(out), cwd=REPO, env=corpus.subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         while True:
             if proc.poll() is not None:
@@ -112,13 +129,19 @@ def _kill_at(out: Path, epochs_done: int, fraction: float, cmd: list[str] | None
             if state and state["epoch"] >= epochs_done:
                 break
             time.sleep(0.05)
-        typical = statistics.median(r["seconds"] for r in state["history"][1:] or state["history"])  # epoch 1 includes tracing
+        typical = statistics.median(
+            r["seconds"] for r in state["history"][1:] or state["history"]
+        )  # epoch 1 includes tracing
         time.sleep(fraction * typical)
     finally:
         killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    return {"state": json.loads(state_file.read_text()), "killed_at": killed_at, "state_mtime": state_file.stat().st_mtime}
+    return {
+        "state": json.loads(state_file.read_text()),
+        "killed_at": killed_at,
+        "state_mtime": state_file.stat().st_mtime,
+    }
 
 
 def kill_trials(work: Path) -> dict:
@@ -137,20 +160,35 @@ def kill_trials(work: Path) -> dict:
         typical = statistics.median(r["seconds"] for r in st["history"][1:] or st["history"])
         lost_s = max(0.0, killed["killed_at"] - killed["state_mtime"])
         t1 = time.time()
-        res = subprocess.run(_cmd(out, resume=True), cwd=REPO, env=corpus.subprocess_env(), capture_output=True, text=True, timeout=900)
-        row = {"kill_after_epoch": epochs_done, "extra_fraction": fraction, "epochs_checkpointed_at_kill": st["epoch"],
-               "work_lost_seconds": round(lost_s, 2), "typical_epoch_seconds": round(typical, 2),
-               "work_lost_epochs": round(lost_s / typical, 2) if typical else None,
-               "resume_rc": res.returncode, "resume_seconds": round(time.time() - t1, 1)}
+        res = subprocess.run(
+            _cmd(out, resume=True), cwd=REPO, env=corpus.subprocess_env(), capture_output=True, text=True, timeout=900
+        )
+        row = {
+            "kill_after_epoch": epochs_done,
+            "extra_fraction": fraction,
+            "epochs_checkpointed_at_kill": st["epoch"],
+            "work_lost_seconds": round(lost_s, 2),
+            "typical_epoch_seconds": round(typical, 2),
+            "work_lost_epochs": round(lost_s / typical, 2) if typical else None,
+            "resume_rc": res.returncode,
+            "resume_seconds": round(time.time() - t1, 1),
+        }
         if res.returncode == 0:
             hist = _history(out)
             card = json.loads((out / "card.json").read_text())
             epochs = [int(h["epoch"]) for h in hist]
             kept = all(abs(float(h["loss"]) - b["loss"]) < 1e-9 for h, b in zip(hist, st["history"]))
-            row.update({"history_epochs": epochs, "no_gap_no_repeat": epochs == list(range(1, EPOCHS + 1)),
-                        "checkpointed_epochs_kept": kept, "class_set_identical": card["classes"] == ref_card["classes"],
-                        "card_schema_identical": _schema(card) == _schema(ref_card),
-                        "rng_checkpointed": bool(st.get("rng", {}).get("model")) and st.get("rng", {}).get("augment") is not None})
+            row.update(
+                {
+                    "history_epochs": epochs,
+                    "no_gap_no_repeat": epochs == list(range(1, EPOCHS + 1)),
+                    "checkpointed_epochs_kept": kept,
+                    "class_set_identical": card["classes"] == ref_card["classes"],
+                    "card_schema_identical": _schema(card) == _schema(ref_card),
+                    "rng_checkpointed": bool(st.get("rng", {}).get("model"))
+                    and st.get("rng", {}).get("augment") is not None,
+                }
+            )
         else:
             row["error"] = res.stderr[-1500:]
         trials.append(row)
@@ -165,23 +203,38 @@ def pipeline_trial(work: Path) -> dict:
         'name = "kill-test"\n'
         f'output = "{out.as_posix()}"\n'
         f'[data]\nsource = "{DATA}"\nimage_size = {SIZE}\n'
-        f'[train]\nepochs = {EPOCHS}\nbatch_size = 32\ntensorboard = false\n'
+        f"[train]\nepochs = {EPOCHS}\nbatch_size = 32\ntensorboard = false\n"
         '[[members]]\nmember = "custom_cnn"\nparams = { widths = [8, 16], depths = [1, 1], stem_width = 8 }\n'
-        '[evaluate]\nshifted = 0.0\n'
-        '[ensemble]\nenabled = false\n'
-        '[distill]\nenabled = false\n'
-        '[export]\nenabled = false\n'
+        "[evaluate]\nshifted = 0.0\n"
+        "[ensemble]\nenabled = false\n"
+        "[distill]\nenabled = false\n"
+        "[export]\nenabled = false\n"
     )
     cmd = [sys.executable, "-m", "zoo.cli", "-q", "run", "--config", str(cfg)]
     member = out / "members" / "custom_cnn"
     killed = _kill_at(member, 2, 0.0, cmd=cmd, state_file=member / "checkpoint" / "state.json")
-    res = subprocess.run([sys.executable, "-m", "zoo.cli", "run", "--config", str(cfg)], cwd=REPO, env=corpus.subprocess_env(),
-                         capture_output=True, text=True, timeout=900)
-    row = {"epochs_checkpointed_at_kill": killed["state"]["epoch"], "rerun_rc": res.returncode,
-           "resumed_training": "resuming" in res.stderr}
+    res = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "run", "--config", str(cfg)],
+        cwd=REPO,
+        env=corpus.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    row = {
+        "epochs_checkpointed_at_kill": killed["state"]["epoch"],
+        "rerun_rc": res.returncode,
+        "resumed_training": "resuming" in res.stderr,
+    }
     if res.returncode == 0:
         epochs = [int(h["epoch"]) for h in _history(member)]
-        row.update({"history_epochs": epochs, "no_gap_no_repeat": epochs == list(range(1, EPOCHS + 1)), "summary_written": (out / "report" / "summary.md").is_file()})
+        row.update(
+            {
+                "history_epochs": epochs,
+                "no_gap_no_repeat": epochs == list(range(1, EPOCHS + 1)),
+                "summary_written": (out / "report" / "summary.md").is_file(),
+            }
+        )
     else:
         row["error"] = res.stderr[-1500:]
     return row
@@ -199,14 +252,27 @@ def summarise(rows: list[dict], kill: dict | None, pipe: dict | None, machine: d
         "benchmark": "reliability",
         "machine": machine,
         "seconds": round(seconds, 1),
-        "corpus": {"tried": len(rows), "as_documented": sum(r["outcome"] == "as documented" for r in rows),
-                   "not_as_documented": sum(r["outcome"] == "not as documented" for r in rows),
-                   "crashes": sum(r["outcome"] == "crash" for r in rows), "by_area": by_area, "target_crashes": 0},
-        "tamper": {"tried": len(integrity), "refused": sum(r["outcome"] == "as documented" for r in integrity), "target_rate": 1.0},
-        "ownership": {"tried": sum(r["area"] == "ownership" for r in rows),
-                      "user_files_kept": sum(r["area"] == "ownership" and r["outcome"] == "as documented" for r in rows)},
-        "special_files": {"tried": sum(r["area"] == "special" for r in rows),
-                          "no_hang_as_documented": sum(r["area"] == "special" and r["outcome"] == "as documented" for r in rows)},
+        "corpus": {
+            "tried": len(rows),
+            "as_documented": sum(r["outcome"] == "as documented" for r in rows),
+            "not_as_documented": sum(r["outcome"] == "not as documented" for r in rows),
+            "crashes": sum(r["outcome"] == "crash" for r in rows),
+            "by_area": by_area,
+            "target_crashes": 0,
+        },
+        "tamper": {
+            "tried": len(integrity),
+            "refused": sum(r["outcome"] == "as documented" for r in integrity),
+            "target_rate": 1.0,
+        },
+        "ownership": {
+            "tried": sum(r["area"] == "ownership" for r in rows),
+            "user_files_kept": sum(r["area"] == "ownership" and r["outcome"] == "as documented" for r in rows),
+        },
+        "special_files": {
+            "tried": sum(r["area"] == "special" for r in rows),
+            "no_hang_as_documented": sum(r["area"] == "special" and r["outcome"] == "as documented" for r in rows),
+        },
         "load": {"before": LOAD_BEFORE, "after": _load()},
         "cases": rows,
     }
@@ -229,7 +295,7 @@ def summarise(rows: list[dict], kill: dict | None, pipe: dict | None, machine: d
 
 
 def _load() -> str:
-    return "load average %.2f %.2f %.2f (1/5/15 min)" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f} (1/5/15 min)".format(*os.getloadavg())
 
 
 LOAD_BEFORE = _load()
@@ -239,12 +305,15 @@ def markdown(res: dict) -> str:
     c, t = res["corpus"], res["tamper"]
     o, sp = res["ownership"], res["special_files"]
     lines = [
-        "# Reliability benchmark (issues #7 and #14)", "",
+        "# Reliability benchmark (issues #7 and #14)",
+        "",
         f"Machine: {one_line(res['machine'])}. Load: {res['load']['before']} before, {res['load']['after']} after "
         f"(a machine shared with other jobs: timings are not comparable to an idle run). Run time {res['seconds']:.0f} s. "
         "Produced by `python benchmarks/reliability.py`; the behaviours are documented in "
-        "[docs/reliability.md](../../docs/reliability.md).", "",
-        "| measure | result | target |", "|---|---|---|",
+        "[docs/reliability.md](../../docs/reliability.md).",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
         f"| corpus cases handled as documented | {c['as_documented']}/{c['tried']} | all |",
         f"| crashes (undocumented exception / traceback) | {c['crashes']} | 0 |",
         f"| tamper / integrity cases refused | {t['refused']}/{t['tried']} ({100 * t['rate']:.0f}%) | 100% |",
@@ -262,22 +331,39 @@ def markdown(res: dict) -> str:
         ]
     p = res.get("pipeline_resume")
     if p:
-        lines.append(f"| `zoo run` killed during training, rerun | rc {p['rerun_rc']}, resumed from checkpoint: "
-                     f"{'yes' if p.get('resumed_training') else 'no'}, epochs {p.get('history_epochs')} | completes, no gap |")
-    lines += ["", "## Corpus by area", "", "| area | tried | as documented | not as documented | crashes |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| `zoo run` killed during training, rerun | rc {p['rerun_rc']}, resumed from checkpoint: "
+            f"{'yes' if p.get('resumed_training') else 'no'}, epochs {p.get('history_epochs')} | completes, no gap |"
+        )
+    lines += [
+        "",
+        "## Corpus by area",
+        "",
+        "| area | tried | as documented | not as documented | crashes |",
+        "|---|---|---|---|---|",
+    ]
     for area, a in c["by_area"].items():
         lines.append(f"| {area} | {a['tried']} | {a['as documented']} | {a['not as documented']} | {a['crash']} |")
     if k:
-        lines += ["", f"## Kill-and-resume trials (`zoo train custom_cnn --data {DATA} --image-size {SIZE} --epochs {EPOCHS} --batch-size 32`, tiny widths)", "",
-                  "| killed after epoch | + fraction of next epoch | epochs checkpointed | work lost (s) | work lost (epochs) | resumed history | gap/repeat | classes | card schema |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Kill-and-resume trials (`zoo train custom_cnn --data {DATA} --image-size {SIZE} --epochs {EPOCHS} --batch-size 32`, tiny widths)",
+            "",
+            "| killed after epoch | + fraction of next epoch | epochs checkpointed | work lost (s) | work lost (epochs) | resumed history | gap/repeat | classes | card schema |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for x in k["trials"]:
-            lines.append(f"| {x['kill_after_epoch']} | {x['extra_fraction']} | {x['epochs_checkpointed_at_kill']} | {x['work_lost_seconds']} | "
-                         f"{x['work_lost_epochs']} | {x.get('history_epochs', x.get('error', '')[:80])} | "
-                         f"{'none' if x.get('no_gap_no_repeat') else 'YES'} | {'same' if x.get('class_set_identical') else 'DIFFERENT'} | "
-                         f"{'same' if x.get('card_schema_identical') else 'DIFFERENT'} |")
-        lines += ["", f"Reference (uninterrupted) run: {k['reference_seconds']} s. Work lost = time from the last checkpoint to the kill, "
-                  "in units of a typical epoch (median of the checkpointed epochs after the first)."]
+            lines.append(
+                f"| {x['kill_after_epoch']} | {x['extra_fraction']} | {x['epochs_checkpointed_at_kill']} | {x['work_lost_seconds']} | "
+                f"{x['work_lost_epochs']} | {x.get('history_epochs', x.get('error', '')[:80])} | "
+                f"{'none' if x.get('no_gap_no_repeat') else 'YES'} | {'same' if x.get('class_set_identical') else 'DIFFERENT'} | "
+                f"{'same' if x.get('card_schema_identical') else 'DIFFERENT'} |"
+            )
+        lines += [
+            "",
+            f"Reference (uninterrupted) run: {k['reference_seconds']} s. Work lost = time from the last checkpoint to the kill, "
+            "in units of a typical epoch (median of the checkpointed epochs after the first).",
+        ]
     lines += ["", "## Cases", "", "| area | case | outcome | detail |", "|---|---|---|---|"]
     for r in res["cases"]:
         detail = r["detail"].replace("|", "\\|")

@@ -119,10 +119,15 @@ def summary(name, kind, fams_trained, probs, y, val_accuracy, families, severiti
     outside = [f for f in families if f not in inside]
     mean = {f: float(np.mean(list(v.values()))) for f, v in table.items()}
     row = {
-        "name": name, "kind": kind, "augment_families": sorted(fams_trained or []),
+        "name": name,
+        "kind": kind,
+        "augment_families": sorted(fams_trained or []),
         "clean_val_full": val_accuracy,
         "clean_subset": acc(probs["clean"], y),
-        "families": table, "family_mean": mean, "in_family": inside, "out_of_family": outside,
+        "families": table,
+        "family_mean": mean,
+        "in_family": inside,
+        "out_of_family": outside,
         "mean_out_of_family": float(np.mean([mean[f] for f in outside])) if outside else None,
         "mean_in_family": float(np.mean([mean[f] for f in inside])) if inside else None,
     }
@@ -166,6 +171,7 @@ def lofo_ensembles(member_rows, probs_by_member, y, families, severities, method
         if not names:
             continue
         fit_fams = [f for f in families if f != held]
+
         def stack(key, names=tuple(names)):
             return np.stack([probs_by_member[n][key] for n in names])
 
@@ -183,13 +189,17 @@ def lofo_ensembles(member_rows, probs_by_member, y, families, severities, method
                             yy.append(y[tr])
                 spec = _fit(method, np.concatenate(mp, axis=1), np.concatenate(yy))
                 if k == 0 and method == "vote":
-                    out["weights"].setdefault(variant, {})[held] = dict(zip(names, np.round(spec["weights"], 3).tolist()))
+                    out["weights"].setdefault(variant, {})[held] = dict(
+                        zip(names, np.round(spec["weights"], 3).tolist())
+                    )
                 for s in severities:
                     scored[s][te] = _apply(spec, stack((held, s))[:, te])
                 clean_scored[te] = _apply(spec, clean[:, te])
-            out[variant][held] = {"severities": {str(s): acc(scored[s], y) for s in severities},
-                                  "mean": float(np.mean([acc(scored[s], y) for s in severities])),
-                                  "clean": acc(clean_scored, y)}
+            out[variant][held] = {
+                "severities": {str(s): acc(scored[s], y) for s in severities},
+                "mean": float(np.mean([acc(scored[s], y) for s in severities])),
+                "clean": acc(clean_scored, y),
+            }
     for variant in ("clean_fit", "robust_fit"):
         v = out[variant]
         if v:
@@ -201,48 +211,80 @@ def lofo_ensembles(member_rows, probs_by_member, y, families, severities, method
 # ----------------------------------------------------------------------------- report
 def write_markdown(path, res):
     fams = res["families"]
-    lines = [f"# Robustness ablation on PBC val, 64 px ({res['date']})", "",
-             f"Machine: {res['machine_line']}. Load: {res['load']}.", "",
-             f"Command: `{res['command']}`", "",
-             (f"Shift suite `zoo.shift`, severities {res['severities']}, seed {res['seed']}, on a stratified subset of "
-              f"{res['n_subset']} val images (column 'val (full)' is the run card's accuracy on the full val split, "
-              f"n={res['n_val']}). Cells are mean accuracy over severities; **in-family cells (the run trained on that "
-              "family) are in brackets and never count**; 'OOF mean' is the mean over the families the run did NOT "
-              "train on, 'gap' = clean subset − OOF mean."), "",
-             "| approach | trained families | val (full) | clean (subset) | " + " | ".join(fams) + " | OOF mean | gap |",
-             "|---|---|---|---|" + "---|" * len(fams) + "---|---|"]
+    lines = [
+        f"# Robustness ablation on PBC val, 64 px ({res['date']})",
+        "",
+        f"Machine: {res['machine_line']}. Load: {res['load']}.",
+        "",
+        f"Command: `{res['command']}`",
+        "",
+        (
+            f"Shift suite `zoo.shift`, severities {res['severities']}, seed {res['seed']}, on a stratified subset of "
+            f"{res['n_subset']} val images (column 'val (full)' is the run card's accuracy on the full val split, "
+            f"n={res['n_val']}). Cells are mean accuracy over severities; **in-family cells (the run trained on that "
+            "family) are in brackets and never count**; 'OOF mean' is the mean over the families the run did NOT "
+            "train on, 'gap' = clean subset − OOF mean."
+        ),
+        "",
+        "| approach | trained families | val (full) | clean (subset) | " + " | ".join(fams) + " | OOF mean | gap |",
+        "|---|---|---|---|" + "---|" * len(fams) + "---|---|",
+    ]
     for r in res["rows"]:
         cells = [f"[{r['family_mean'][f]:.3f}]" if f in r["in_family"] else f"{r['family_mean'][f]:.3f}" for f in fams]
         full = f"{r['clean_val_full']:.4f}" if r.get("clean_val_full") is not None else "—"
         oof = f"{r['mean_out_of_family']:.3f}" if r["mean_out_of_family"] is not None else "—"
         gap = f"{100 * r['gap_out_of_family']:.1f} pt" if r["gap_out_of_family"] is not None else "—"
-        lines.append(f"| {r['name']} | {', '.join(r['augment_families']) or 'none'} | {full} | {r['clean_subset']:.3f} | "
-                     + " | ".join(cells) + f" | {oof} | {gap} |")
-    lines += ["", "## Ensembles, leave-one-family-out", "",
-              "For each held-out family: only members that did not train on it; combiner fitted on clean val rows "
-              "(clean fit) or on clean + shifted val rows of the other five families (robust fit), cross-fitted over "
-              "two image folds.", ""]
+        lines.append(
+            f"| {r['name']} | {', '.join(r['augment_families']) or 'none'} | {full} | {r['clean_subset']:.3f} | "
+            + " | ".join(cells)
+            + f" | {oof} | {gap} |"
+        )
+    lines += [
+        "",
+        "## Ensembles, leave-one-family-out",
+        "",
+        "For each held-out family: only members that did not train on it; combiner fitted on clean val rows "
+        "(clean fit) or on clean + shifted val rows of the other five families (robust fit), cross-fitted over "
+        "two image folds.",
+        "",
+    ]
     for method, e in res["ensembles"].items():
-        lines += [f"### {method}", "", "| held-out family | members | clean-fit acc | robust-fit acc | clean-fit clean | robust-fit clean |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {method}",
+            "",
+            "| held-out family | members | clean-fit acc | robust-fit acc | clean-fit clean | robust-fit clean |",
+            "|---|---|---|---|---|---|",
+        ]
         for f in fams:
             if f not in e["clean_fit"]:
                 lines.append(f"| {f} | none eligible | — | — | — | — |")
                 continue
             c, r = e["clean_fit"][f], e["robust_fit"][f]
-            lines.append(f"| {f} | {', '.join(e['members_used'][f])} | {c['mean']:.3f} | {r['mean']:.3f} | {c['clean']:.3f} | {r['clean']:.3f} |")
+            lines.append(
+                f"| {f} | {', '.join(e['members_used'][f])} | {c['mean']:.3f} | {r['mean']:.3f} | {c['clean']:.3f} | {r['clean']:.3f} |"
+            )
         if "clean_fit_mean_out_of_family" in e:
-            lines.append(f"| **mean** | | {e['clean_fit_mean_out_of_family']:.3f} | {e['robust_fit_mean_out_of_family']:.3f} | "
-                         f"{e['clean_fit_mean_clean']:.3f} | {e['robust_fit_mean_clean']:.3f} |")
+            lines.append(
+                f"| **mean** | | {e['clean_fit_mean_out_of_family']:.3f} | {e['robust_fit_mean_out_of_family']:.3f} | "
+                f"{e['clean_fit_mean_clean']:.3f} | {e['robust_fit_mean_clean']:.3f} |"
+            )
         if e.get("weights"):
             lines += ["", "Vote weights (fold 0): " + json.dumps(e["weights"])]
         lines.append("")
     top = max(res["severities"])
     names = list(res["rows"][0]["by_corruption_at_max_severity"])
-    lines += [f"## Per corruption at severity {top}", "", "| corruption | " + " | ".join(r["name"] for r in res["rows"]) + " |",
-              "|---|" + "---|" * len(res["rows"])]
+    lines += [
+        f"## Per corruption at severity {top}",
+        "",
+        "| corruption | " + " | ".join(r["name"] for r in res["rows"]) + " |",
+        "|---|" + "---|" * len(res["rows"]),
+    ]
     for c in names:
-        lines.append(f"| {c} | " + " | ".join(f"{r['by_corruption_at_max_severity'].get(c, float('nan')):.2f}" for r in res["rows"]) + " |")
+        lines.append(
+            f"| {c} | "
+            + " | ".join(f"{r['by_corruption_at_max_severity'].get(c, float('nan')):.2f}" for r in res["rows"])
+            + " |"
+        )
     lines.append("")
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]]
@@ -279,8 +321,14 @@ def plot(path, res):
     for r in rows:
         for f, style in (("colour", "-"), ("illumination", "--")):
             if f in r["out_of_family"]:
-                ax.plot([0] + [int(s) for s in sev], [r["clean_subset"]] + [r["families"][f][s] for s in sev], style,
-                        marker="o", ms=3, label=f"{r['name']} · {f}")
+                ax.plot(
+                    [0] + [int(s) for s in sev],
+                    [r["clean_subset"]] + [r["families"][f][s] for s in sev],
+                    style,
+                    marker="o",
+                    ms=3,
+                    label=f"{r['name']} · {f}",
+                )
     ax.set_xlabel("severity (0 = clean)")
     ax.set_ylim(0, 1)
     ax.set_title("out-of-family colour (—) and illumination (--)")
@@ -351,9 +399,24 @@ def main(argv=None) -> int:
                 log.info("%s: predicted in %.0fs", key, time.time() - t)
             if not adapt:
                 probs_by_member[name] = probs
-            rows.append(summary(key, "member+adapt_bn" if adapt else "member", fams, probs, y, None if adapt else val_acc,
-                                families, severities, {"run": str(run), "by_corruption_at_max_severity":
-                                                       corruption_table(probs, y, families, max(severities), args.seed)}))
+            rows.append(
+                summary(
+                    key,
+                    "member+adapt_bn" if adapt else "member",
+                    fams,
+                    probs,
+                    y,
+                    None if adapt else val_acc,
+                    families,
+                    severities,
+                    {
+                        "run": str(run),
+                        "by_corruption_at_max_severity": corruption_table(
+                            probs, y, families, max(severities), args.seed
+                        ),
+                    },
+                )
+            )
             log.info("%s: clean %.4f, OOF mean %s", key, rows[-1]["clean_subset"], rows[-1]["mean_out_of_family"])
 
     if args.only:
@@ -361,16 +424,29 @@ def main(argv=None) -> int:
     member_rows = [r for r in rows if r["kind"] == "member"]
     ensembles = {m: lofo_ensembles(member_rows, probs_by_member, y, families, severities, m) for m in ("vote", "stack")}
     res = {
-        "benchmark": args.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "benchmark": args.name,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": args.data, "image_size": args.image_size, "n_val": len(val.labels), "n_subset": len(y),
-        "families": families, "severities": severities, "seed": args.seed,
-        "rows": rows, "ensembles": ensembles, "notes": args.note,
-        "machine": describe(), "machine_line": one_line(describe()), "conditions_before": before,
-        "conditions_after": conditions(), "seconds": round(time.time() - t0, 1),
+        "data": args.data,
+        "image_size": args.image_size,
+        "n_val": len(val.labels),
+        "n_subset": len(y),
+        "families": families,
+        "severities": severities,
+        "seed": args.seed,
+        "rows": rows,
+        "ensembles": ensembles,
+        "notes": args.note,
+        "machine": describe(),
+        "machine_line": one_line(describe()),
+        "conditions_before": before,
+        "conditions_after": conditions(),
+        "seconds": round(time.time() - t0, 1),
     }
-    res["load"] = (f"load average (1, 5, 15 min) {before.get('loadavg_1_5_15')} at start, "
-                   f"{res['conditions_after'].get('loadavg_1_5_15')} at end")
+    res["load"] = (
+        f"load average (1, 5, 15 min) {before.get('loadavg_1_5_15')} at start, "
+        f"{res['conditions_after'].get('loadavg_1_5_15')} at end"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
     write_markdown(RESULTS / f"{args.name}.md", res)

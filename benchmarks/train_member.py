@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import conditions, describe, one_line  # noqa: E402
+from machine import conditions, describe, one_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,9 +44,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from zoo.artifacts import parameter_count, read_card
     from zoo.data import load_dataset
     from zoo.train import train
-    from zoo.artifacts import parameter_count, read_card
 
     machine = describe()
     before = conditions()
@@ -60,8 +60,16 @@ def main(argv=None) -> int:
         load_s = time.time() - t0
         t1 = time.time()
         run = train(
-            args.member, data, args.out, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.lr, patience=args.patience, augment=args.augment, resume=args.resume,
+            args.member,
+            data,
+            args.out,
+            image_size=args.image_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            patience=args.patience,
+            augment=args.augment,
+            resume=args.resume,
         )
         wall = round(time.time() - t1, 1)
         card = read_card(run)
@@ -85,13 +93,28 @@ def main(argv=None) -> int:
         "train_images_per_second": round(n_train / per_epoch, 1),
         "val": card["metrics"].get("val"),
         "parameters": parameter_count(card),
-        "config": {k: hist["config"][k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "label_smoothing", "patience", "augment")},
+        "config": {
+            k: hist["config"][k]
+            for k in (
+                "epochs",
+                "batch_size",
+                "optimizer",
+                "learning_rate",
+                "weight_decay",
+                "schedule",
+                "label_smoothing",
+                "patience",
+                "augment",
+            )
+        },
         "history_conditions": "recorded at summary time" if args.from_run else "recorded around training",
         "machine": machine,
         "note": args.note,
         "conditions": {"start": before, "end": conditions()},
         "target": "val accuracy >= 0.96 within 30 min CPU training" if card["member"] == "custom_cnn" else None,
-        "met": bool(card["metrics"]["val"]["accuracy"] >= 0.96 and hist["seconds"] <= 1800) if card["member"] == "custom_cnn" else None,
+        "met": bool(card["metrics"]["val"]["accuracy"] >= 0.96 and hist["seconds"] <= 1800)
+        if card["member"] == "custom_cnn"
+        else None,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -101,10 +124,12 @@ def main(argv=None) -> int:
         "",
         f"Machine: {one_line(machine)}",
         "",
-        (f"Summarised from the finished run {args.from_run}; this script did not watch the machine during its training. {args.note}"
-         if args.from_run else
-         f"Load average at start {before['loadavg_1_5_15']}, at end {result['conditions']['end']['loadavg_1_5_15']} "
-         f"({len(before['other_busy_processes'])} other busy processes at start): on a shared machine the time columns are upper bounds. {args.note}"),
+        (
+            f"Summarised from the finished run {args.from_run}; this script did not watch the machine during its training. {args.note}"
+            if args.from_run
+            else f"Load average at start {before['loadavg_1_5_15']}, at end {result['conditions']['end']['loadavg_1_5_15']} "
+            f"({len(before['other_busy_processes'])} other busy processes at start): on a shared machine the time columns are upper bounds. {args.note}"
+        ),
         "",
         "| member | params | epochs (best) | train time | s/epoch | train img/s | val acc | val bal. acc | val macro F1 | val ECE | target met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ensemble import compare, tta as tta_mod
+from ensemble import compare
+from ensemble import tta as tta_mod
 from ensemble.calibration import plot_reliability
 from ensemble.combine import combine, formula
 from ensemble.cv import fold_of_row, make_folds
@@ -28,9 +30,9 @@ from ensemble.metrics import scores
 from ensemble.stacking import LEARNERS
 from zoo import ownership
 from zoo.artifacts import write_card, write_json, write_npy
+from zoo.errors import ZooError
 from zoo.shift.families import artifact_families, union
 from zoo.stage_config import EnsembleConfig
-from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,10 @@ def check_config(cfg: EnsembleConfig) -> None:
 
 
 def build_ensemble(
-    runs: Sequence[str | os.PathLike], out: str | os.PathLike, data: Any = None, config: EnsembleConfig | None = None,
+    runs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    data: Any = None,
+    config: EnsembleConfig | None = None,
     force: bool = False,
 ) -> Path:
     """Write a complete ensemble folder at ``out``; returns its path.
@@ -83,11 +88,15 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
     if cfg.fit_shift:  # clean rows + shifted copies (each copy in its image's fold); the families become in-family
         from ensemble import robust
 
-        shifted = robust.shifted_member_probs(source, cfg.fit_split, cfg.fit_shift, cfg.fit_shift_severities, cfg.seed, cfg.batch_size)
+        shifted = robust.shifted_member_probs(
+            source, cfg.fit_split, cfg.fit_shift, cfg.fit_shift_severities, cfg.seed, cfg.batch_size
+        )
         fit_all = robust.extend_fit_rows(fit_probs, fit_labels, folds, shifted)
 
     names = [m.name for m in members]
-    variants = compare.make_variants(names, cfg.weights, cfg.learner, cfg.learner_params, cfg.features, cfg.folds, cfg.seed)
+    variants = compare.make_variants(
+        names, cfg.weights, cfg.learner, cfg.learner_params, cfg.features, cfg.folds, cfg.seed
+    )
     rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split)
     chosen = _chosen_variant(cfg, variants, names)
     before = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": False}), variants, names)
@@ -97,7 +106,9 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
     # artifact, so inference and the exported graph do not run them.
     keep, dropped = prune_zero_weights(final, members, cfg.min_weight)
     if dropped:
-        log.info("leaving out zero-weight member(s): %s", ", ".join(f"{d['name']} (w={d['weight']:.2g})" for d in dropped))
+        log.info(
+            "leaving out zero-weight member(s): %s", ", ".join(f"{d['name']} (w={d['weight']:.2g})" for d in dropped)
+        )
         members = [members[i] for i in keep]
         fit_probs = fit_probs[keep]
         other = {s: (mp[keep], y) for s, (mp, y) in other.items()}
@@ -106,9 +117,16 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
         spec = _spec_json(cfg, final, members, out, tta, fit_labels, source)
         spec["dropped_members"] = dropped
         write_json(tmp / SPEC_FILE, spec)
-        write_json(tmp / "folds.json", {"split": cfg.fit_split, "k": cfg.folds, "seed": cfg.seed,
-                                        "protocol": "row i is scored by a combiner fitted on rows with a different fold",
-                                        "fold_of_row": fold_of_row(folds, len(fit_labels)).tolist()})
+        write_json(
+            tmp / "folds.json",
+            {
+                "split": cfg.fit_split,
+                "k": cfg.folds,
+                "seed": cfg.seed,
+                "protocol": "row i is scored by a combiner fitted on rows with a different fold",
+                "fold_of_row": fold_of_row(folds, len(fit_labels)).tolist(),
+            },
+        )
         metrics: dict[str, Any] = {}
         splits = {cfg.fit_split: (fit_probs, fit_labels), **other}
         for split, (mp, y) in splits.items():
@@ -120,10 +138,18 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
                 oof = outputs[chosen]["oof"][:n_fit]  # clean rows (shifted fit rows follow them)
                 write_npy(tmp / "probs" / f"{split}_oof.npy", oof.astype(np.float32))
                 # The honest estimate is the headline; in-sample scores of probs/<fit split>.npy are kept apart.
-                metrics[split] = {**scores(oof, y), "scored": f"out-of-fold ({cfg.folds}-fold cross-fitting, probs/{split}_oof.npy)"}
-                metrics[f"{split}_in_sample"] = {**scores(p, y), "scored": f"in-sample: the combiner was fitted on these rows (probs/{split}.npy)"}
-                panels = [("uncalibrated (out-of-fold)", outputs[before]["oof"][:n_fit], y),
-                          ("temperature-scaled (out-of-fold)", outputs[after]["oof"][:n_fit], y)]
+                metrics[split] = {
+                    **scores(oof, y),
+                    "scored": f"out-of-fold ({cfg.folds}-fold cross-fitting, probs/{split}_oof.npy)",
+                }
+                metrics[f"{split}_in_sample"] = {
+                    **scores(p, y),
+                    "scored": f"in-sample: the combiner was fitted on these rows (probs/{split}.npy)",
+                }
+                panels = [
+                    ("uncalibrated (out-of-fold)", outputs[before]["oof"][:n_fit], y),
+                    ("temperature-scaled (out-of-fold)", outputs[after]["oof"][:n_fit], y),
+                ]
             else:
                 metrics[split] = scores(p, y)
                 panels = [("uncalibrated", outputs[before][split], y), ("temperature-scaled", outputs[after][split], y)]
@@ -135,8 +161,15 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
             "method": cfg.method,
             "classes": list(members[0].card["classes"]),
             "input": _input(members, source.input_size),
-            "members": [{"name": m.name, "member": m.card.get("member"), "image_size": int(m.card["input"]["image_size"]),
-                         "card_sha256": m.sha256} for m in members],
+            "members": [
+                {
+                    "name": m.name,
+                    "member": m.card.get("member"),
+                    "image_size": int(m.card["input"]["image_size"]),
+                    "card_sha256": m.sha256,
+                }
+                for m in members
+            ],
             "dropped_members": dropped,
             "parents": [m.sha256 for m in members],
             "data": dict(members[0].card.get("data") or {}),
@@ -162,7 +195,9 @@ def _input(members, size: int) -> dict[str, Any]:
     return {**dict(members[0].card["input"]), "image_size": int(size)}
 
 
-def prune_zero_weights(spec: dict[str, Any], members: Sequence[Any], min_weight: float) -> tuple[list[int], list[dict[str, Any]]]:
+def prune_zero_weights(
+    spec: dict[str, Any], members: Sequence[Any], min_weight: float
+) -> tuple[list[int], list[dict[str, Any]]]:
     """Indices of members to keep and reports of those a vote weights below ``min_weight``.
 
     Edits ``spec`` in place: the kept weights are renormalised to sum to 1 (the arithmetic
@@ -174,8 +209,11 @@ def prune_zero_weights(spec: dict[str, Any], members: Sequence[Any], min_weight:
     keep = [i for i in range(len(w)) if w[i] >= min_weight]
     if not keep:
         keep = [int(np.argmax(w))]
-    dropped = [{"name": members[i].name, "weight": float(w[i]), "card_sha256": members[i].sha256}
-               for i in range(len(w)) if i not in keep]
+    dropped = [
+        {"name": members[i].name, "weight": float(w[i]), "card_sha256": members[i].sha256}
+        for i in range(len(w))
+        if i not in keep
+    ]
     spec["weights"] = (w[keep] / w[keep].sum()).tolist()
     return keep, dropped
 
@@ -213,7 +251,9 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
     spec["fit"] = {
         "split": cfg.fit_split,
         "rows": int(len(fit_labels)),
-        "weights": ("given" if cfg.weights is not None else "fitted (SLSQP, min log-loss, w>=0, sum 1)") if cfg.method == "vote" else None,
+        "weights": ("given" if cfg.weights is not None else "fitted (SLSQP, min log-loss, w>=0, sum 1)")
+        if cfg.method == "vote"
+        else None,
         "calibrate": cfg.calibrate,
         "temperature_fit": final.get("temperature_fit", "NLL on the fit rows" if cfg.calibrate else "not fitted (T=1)"),
         "folds": cfg.folds,
@@ -221,6 +261,10 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
         "member_probabilities": dict(source.sources),
     }
     if cfg.fit_shift:
-        spec["fit"]["shifted_copies"] = {"families": list(cfg.fit_shift), "severities": list(cfg.fit_shift_severities),
-                                         "seed": cfg.seed, "rows": int(len(fit_labels)) * len(cfg.fit_shift) * len(cfg.fit_shift_severities)}
+        spec["fit"]["shifted_copies"] = {
+            "families": list(cfg.fit_shift),
+            "severities": list(cfg.fit_shift_severities),
+            "seed": cfg.seed,
+            "rows": int(len(fit_labels)) * len(cfg.fit_shift) * len(cfg.fit_shift_severities),
+        }
     return spec

@@ -10,8 +10,8 @@ invariant, hence this equals the true logits up to a per-row constant).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -39,8 +39,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     y = np.asarray(labels, dtype=np.int64)
     if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
         raise ZooError(f"cannot fit a temperature on logits {z.shape} with labels {y.shape}")
-    res = minimize_scalar(lambda lt: nll(z, y, float(np.exp(lt))), bounds=LOG_T_BOUNDS, method="bounded",
-                          options={"xatol": 1e-4})
+    res = minimize_scalar(
+        lambda lt: nll(z, y, float(np.exp(lt))), bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4}
+    )
     t = float(np.exp(res.x))
     log.debug("temperature %.4f (NLL %.4f -> %.4f)", t, nll(z, y), res.fun)
     return t
@@ -65,16 +66,35 @@ def plot_reliability(path: str | Path, panels: Sequence[tuple[str, np.ndarray, n
         centres = (b["edges"][:-1] + b["edges"][1:]) / 2
         width = 1.0 / n_bins
         have = b["count"] > 0
-        ax.bar(centres[have], b["accuracy"][have], width=width * 0.95, color="#4C72B0", edgecolor="black", linewidth=0.4, label="accuracy")
+        ax.bar(
+            centres[have],
+            b["accuracy"][have],
+            width=width * 0.95,
+            color="#4C72B0",
+            edgecolor="black",
+            linewidth=0.4,
+            label="accuracy",
+        )
         acc, conf = b["accuracy"][have], b["confidence"][have]
-        ax.bar(centres[have], np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width * 0.95, color="#DD8452",
-               alpha=0.5, edgecolor="#DD8452", linewidth=0.4, label="gap to confidence")
+        ax.bar(
+            centres[have],
+            np.abs(conf - acc),
+            bottom=np.minimum(acc, conf),
+            width=width * 0.95,
+            color="#DD8452",
+            alpha=0.5,
+            edgecolor="#DD8452",
+            linewidth=0.4,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
-        ece = expected_calibration_error(np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64), n_bins)
+        ece = expected_calibration_error(
+            np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64), n_bins
+        )
         ax.set_title(f"{title}\nECE {100 * ece:.2f}%", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

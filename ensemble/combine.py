@@ -15,7 +15,8 @@ check therefore all compute exactly the formula written in the artifact:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax, softmax

@@ -10,9 +10,10 @@ Every row of the comparison is scored honestly:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,15 +54,40 @@ def make_variants(
         if members:
             for i, name in enumerate(member_names):
                 onehot = np.eye(m)[i]
-                out.append(Variant(f"{name}{sfx}", "member", cal,
-                                   (lambda p, y, w=onehot, c=cal: fit_vote(p, y, w, calibrate=c)), cal))
+                out.append(
+                    Variant(
+                        f"{name}{sfx}",
+                        "member",
+                        cal,
+                        (lambda p, y, w=onehot, c=cal: fit_vote(p, y, w, calibrate=c)),
+                        cal,
+                    )
+                )
         if m > 1:
-            out.append(Variant(f"vote equal{sfx}", "vote", cal, (lambda p, y, c=cal: fit_vote(p, y, np.ones(m), calibrate=c)), cal))
+            out.append(
+                Variant(
+                    f"vote equal{sfx}", "vote", cal, (lambda p, y, c=cal: fit_vote(p, y, np.ones(m), calibrate=c)), cal
+                )
+            )
             label = "vote given" if weights is not None else "vote fitted"
-            out.append(Variant(f"{label}{sfx}", "vote", cal, (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c)),
-                               cal or weights is None))
-            out.append(Variant(f"stack {learner}/{features}{sfx}", "stack", cal,
-                               (lambda p, y, c=cal: fit_stack(p, y, learner, learner_params, features, c, folds, seed)), True))
+            out.append(
+                Variant(
+                    f"{label}{sfx}",
+                    "vote",
+                    cal,
+                    (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c)),
+                    cal or weights is None,
+                )
+            )
+            out.append(
+                Variant(
+                    f"stack {learner}/{features}{sfx}",
+                    "stack",
+                    cal,
+                    (lambda p, y, c=cal: fit_stack(p, y, learner, learner_params, features, c, folds, seed)),
+                    True,
+                )
+            )
     return out
 
 
@@ -85,23 +111,43 @@ def evaluate(
         else:
             oof = cross_fit(v.fit, fit_probs, fit_labels, folds) if v.fitted else combine(spec, fit_probs)
         out = {"spec": spec, "oof": oof}
-        rows.append({"split": fit_split, "model": v.name, "group": v.group, "calibrated": v.calibrated,
-                     "scored": f"out-of-fold ({k}-fold)" if v.fitted else "as is", **scores(oof, fit_labels)})
+        rows.append(
+            {
+                "split": fit_split,
+                "model": v.name,
+                "group": v.group,
+                "calibrated": v.calibrated,
+                "scored": f"out-of-fold ({k}-fold)" if v.fitted else "as is",
+                **scores(oof, fit_labels),
+            }
+        )
         for split, (p, y) in (other or {}).items():
             if v.group == "member" and not v.calibrated:
                 probs = p[int(np.argmax(spec["weights"]))]
             else:
                 probs = combine(spec, p)
             out[split] = probs
-            rows.append({"split": split, "model": v.name, "group": v.group, "calibrated": v.calibrated,
-                         "scored": f"fitted on {fit_split}, held out" if v.fitted else "as is", **scores(probs, y)})
+            rows.append(
+                {
+                    "split": split,
+                    "model": v.name,
+                    "group": v.group,
+                    "calibrated": v.calibrated,
+                    "scored": f"fitted on {fit_split}, held out" if v.fitted else "as is",
+                    **scores(probs, y),
+                }
+            )
         outputs[v.name] = out
     add_evidence(rows, outputs, {fit_split: fit_labels, **{s: y for s, (_, y) in (other or {}).items()}}, fit_split)
     return rows, outputs
 
 
-def add_evidence(rows: list[dict[str, Any]], outputs: Mapping[str, Mapping[str, Any]], labels: Mapping[str, np.ndarray],
-                 fit_split: str = "val") -> None:
+def add_evidence(
+    rows: list[dict[str, Any]],
+    outputs: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, np.ndarray],
+    fit_split: str = "val",
+) -> None:
     """Per split, add a 95% bootstrap CI and the exact McNemar test vs the best plain member to every row.
 
     Same images for every row (out-of-fold predictions on the fit split); see :mod:`ensemble.evidence`.
@@ -116,9 +162,17 @@ def add_evidence(rows: list[dict[str, Any]], outputs: Mapping[str, Mapping[str, 
         ev = compare_rows(preds, y, reference=ref)
         for r in sub:
             e = ev[r["model"]]
-            r.update({"ci_low": e["ci_low"], "ci_high": e["ci_high"], "reference": e["reference"],
-                      "diff_vs_reference": e["diff_vs_reference"], "mcnemar_p": e["mcnemar_p_value"],
-                      "mcnemar_b": e["mcnemar_b_reference_only"], "mcnemar_c": e["mcnemar_c_other_only"]})
+            r.update(
+                {
+                    "ci_low": e["ci_low"],
+                    "ci_high": e["ci_high"],
+                    "reference": e["reference"],
+                    "diff_vs_reference": e["diff_vs_reference"],
+                    "mcnemar_p": e["mcnemar_p_value"],
+                    "mcnemar_b": e["mcnemar_b_reference_only"],
+                    "mcnemar_c": e["mcnemar_c_other_only"],
+                }
+            )
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembles") -> str:
@@ -126,24 +180,38 @@ def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembl
     for split in dict.fromkeys(r["split"] for r in rows):
         sub = [r for r in rows if r["split"] == split]
         best = max(r["accuracy"] for r in sub)
-        lines += [f"## split `{split}` ({sub[0]['n']} images)", "",
-                  "| model | calibrated | scored | accuracy | 95% CI | McNemar p vs best member (b/c) | macro F1 | NLL | ECE |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## split `{split}` ({sub[0]['n']} images)",
+            "",
+            "| model | calibrated | scored | accuracy | 95% CI | McNemar p vs best member (b/c) | macro F1 | NLL | ECE |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in sub:
             acc = f"{100 * r['accuracy']:.2f}%"
             acc = f"**{acc}**" if r["accuracy"] == best else acc
             ci = f"{100 * r['ci_low']:.2f}–{100 * r['ci_high']:.2f}" if "ci_low" in r else "–"
-            mc = "reference" if r.get("reference") == r["model"] else \
-                f"{r['mcnemar_p']:.3g} ({r['mcnemar_b']}/{r['mcnemar_c']})" if "mcnemar_p" in r else "–"
-            lines.append(f"| {r['model']} | {'yes' if r['calibrated'] else 'no'} | {r['scored']} | {acc} | {ci} | {mc} | "
-                         f"{100 * r['macro_f1']:.2f}% | {r['nll']:.4f} | {100 * r['ece']:.2f}% |")
+            mc = (
+                "reference"
+                if r.get("reference") == r["model"]
+                else f"{r['mcnemar_p']:.3g} ({r['mcnemar_b']}/{r['mcnemar_c']})"
+                if "mcnemar_p" in r
+                else "–"
+            )
+            lines.append(
+                f"| {r['model']} | {'yes' if r['calibrated'] else 'no'} | {r['scored']} | {acc} | {ci} | {mc} | "
+                f"{100 * r['macro_f1']:.2f}% | {r['nll']:.4f} | {100 * r['ece']:.2f}% |"
+            )
         lines.append("")
-    lines.append("95% CI: percentile bootstrap over images (2000 resamples, seed 0). McNemar: exact two-sided "
-                 "binomial test on the images only one of (best plain member, row) gets right; b = only the member, "
-                 "c = only the row. ")
-    lines.append("Fitted rows on the fit split are scored out-of-fold: each row is predicted by a combiner "
-                 "(weights, meta-learner, temperature) fitted without it. On other splits each combiner is "
-                 "refitted on all fit-split rows.")
+    lines.append(
+        "95% CI: percentile bootstrap over images (2000 resamples, seed 0). McNemar: exact two-sided "
+        "binomial test on the images only one of (best plain member, row) gets right; b = only the member, "
+        "c = only the row. "
+    )
+    lines.append(
+        "Fitted rows on the fit split are scored out-of-fold: each row is predicted by a combiner "
+        "(weights, meta-learner, temperature) fitted without it. On other splits each combiner is "
+        "refitted on all fit-split rows."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -175,11 +243,12 @@ def plot(rows: Sequence[Mapping[str, Any]], split: str, path: str | Path) -> Pat
     return save_figure(fig, path)
 
 
-def write(rows: Sequence[Mapping[str, Any]], folder: str | Path, stem: str = "comparison", title: str = "Members vs ensembles") -> list[Path]:
+def write(
+    rows: Sequence[Mapping[str, Any]], folder: str | Path, stem: str = "comparison", title: str = "Members vs ensembles"
+) -> list[Path]:
     """``<stem>.md``, ``<stem>.json`` and one ``<stem>_<split>.png`` per split into ``folder``."""
     folder = Path(folder)
     paths = [write_text(folder / f"{stem}.md", markdown(rows, title)), write_json(folder / f"{stem}.json", list(rows))]
     for split in dict.fromkeys(r["split"] for r in rows):
         paths.append(plot(rows, split, folder / f"{stem}_{split}.png"))
     return paths
-

@@ -11,7 +11,8 @@ protocol can be audited.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold

@@ -130,7 +130,9 @@ def teacher_model(ens: Ensemble, input_size: int | None = None):
         feats = [ops.log(p + eps) if spec["features"] == "log" else p for p in probs]
         x = ops.concatenate(feats, axis=-1)
         coef = np.asarray(spec["coef"], dtype=np.float32)
-        z = ops.matmul(x, ops.convert_to_tensor(coef.T)) + ops.convert_to_tensor(np.asarray(spec["intercept"], np.float32))
+        z = ops.matmul(x, ops.convert_to_tensor(coef.T)) + ops.convert_to_tensor(
+            np.asarray(spec["intercept"], np.float32)
+        )
     out = ops.softmax(z / temp, axis=-1)
     teacher = keras.Model(inputs, out, name="teacher")
     teacher.trainable = False
@@ -152,8 +154,13 @@ def target_hook(teacher, temperature: float, eps: float = EPS):
 
 
 # ----------------------------------------------------------------------------- entry point
-def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, config: DistillConfig | None = None,
-            resume: bool = False) -> Path:
+def distill(
+    ensemble: str | os.PathLike,
+    data: Any,
+    out: str | os.PathLike,
+    config: DistillConfig | None = None,
+    resume: bool = False,
+) -> Path:
     """Train ``config.student`` on the ensemble's soft targets into run folder ``out`` (``zoo.train``); returns it."""
     from zoo.data import Dataset, load_dataset
     from zoo.train import train
@@ -188,15 +195,23 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
             teacher_metrics[split] = scores(t, part.labels, student_ds.class_names)
             student = load_npy(run / "probs" / f"{split}.npy")
             agreement[split] = float((t.argmax(1) == student.argmax(1)).mean())
-        return {"distillation": {
-            "alpha": cfg.alpha, "temperature": cfg.temperature,
-            "loss": "alpha*T^2*KL(softmax(log t/T) || softmax(log s/T)) + (1-alpha)*CE(y, s)",
-            "teacher": {"path": os.path.relpath(ens.folder, run.resolve()), "abs_path": str(ens.folder), "card_sha256": ens_sha,
-                        "method": ens.spec["method"], "members": [m.name for m in ens.members], "image_size": ens.image_size,
-                        "targets": "teacher run on each augmented training batch the student sees (consistent teaching)"},
-            "teacher_metrics": teacher_metrics,
-            "student_teacher_agreement": agreement,
-        },
+        return {
+            "distillation": {
+                "alpha": cfg.alpha,
+                "temperature": cfg.temperature,
+                "loss": "alpha*T^2*KL(softmax(log t/T) || softmax(log s/T)) + (1-alpha)*CE(y, s)",
+                "teacher": {
+                    "path": os.path.relpath(ens.folder, run.resolve()),
+                    "abs_path": str(ens.folder),
+                    "card_sha256": ens_sha,
+                    "method": ens.spec["method"],
+                    "members": [m.name for m in ens.members],
+                    "image_size": ens.image_size,
+                    "targets": "teacher run on each augmented training batch the student sees (consistent teaching)",
+                },
+                "teacher_metrics": teacher_metrics,
+                "student_teacher_agreement": agreement,
+            },
             # what the teacher trained for plus the student's own augmentation (zoo.shift.families)
             "augment_families": union(artifact_families(ens.folder, ens.card), covered_families(cfg.augment)),
         }
@@ -210,12 +225,29 @@ def distill(ensemble: str | os.PathLike, data: Any, out: str | os.PathLike, conf
         card=card,
         parents=[ens_sha],
     )
-    return train(cfg.student, student_ds, out, image_size=size, params=params, resume=resume,
-                 evaluate_splits=tuple(cfg.evaluate_splits), hooks=hooks,
-                 epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", learning_rate=cfg.learning_rate,
-                 weight_decay=cfg.weight_decay, schedule="cosine", warmup_epochs=min(1.0, cfg.epochs / 4),
-                 label_smoothing=0.0, class_weights=False, augment=cfg.augment, patience=cfg.patience or cfg.epochs,
-                 seed=cfg.seed, tensorboard=cfg.tensorboard)
+    return train(
+        cfg.student,
+        student_ds,
+        out,
+        image_size=size,
+        params=params,
+        resume=resume,
+        evaluate_splits=tuple(cfg.evaluate_splits),
+        hooks=hooks,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        optimizer="adamw",
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        schedule="cosine",
+        warmup_epochs=min(1.0, cfg.epochs / 4),
+        label_smoothing=0.0,
+        class_weights=False,
+        augment=cfg.augment,
+        patience=cfg.patience or cfg.epochs,
+        seed=cfg.seed,
+        tensorboard=cfg.tensorboard,
+    )
 
 
 def _stored_or_predict(ens: Ensemble, split: str, part, batch_size: int) -> np.ndarray:

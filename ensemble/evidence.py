@@ -56,8 +56,14 @@ def mcnemar_exact(reference_correct: np.ndarray, other_correct: np.ndarray) -> d
     return {"b_reference_only": b, "c_other_only": c, "p_value": p}
 
 
-def compare_rows(predictions: dict[str, Any], labels: Any, reference: str | None = None,
-                 resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = 0.95) -> dict[str, dict[str, Any]]:
+def compare_rows(
+    predictions: dict[str, Any],
+    labels: Any,
+    reference: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    level: float = 0.95,
+) -> dict[str, dict[str, Any]]:
     """Per row: accuracy, its bootstrap CI, and (vs ``reference``) the paired difference with CI and McNemar.
 
     ``predictions``: name -> probabilities ``(N, C)`` or class indices ``(N,)``, all on the same
@@ -74,7 +80,13 @@ def compare_rows(predictions: dict[str, Any], labels: Any, reference: str | None
     out: dict[str, dict[str, Any]] = {}
     for name, ok in correct.items():
         lo, hi = bootstrap_ci(ok, idx, level)
-        row: dict[str, Any] = {"accuracy": float(ok.mean()), "ci_low": lo, "ci_high": hi, "n": len(ok), "reference": ref}
+        row: dict[str, Any] = {
+            "accuracy": float(ok.mean()),
+            "ci_low": lo,
+            "ci_high": hi,
+            "n": len(ok),
+            "reference": ref,
+        }
         diff = ok.astype(np.float64) - correct[ref].astype(np.float64)
         row["diff_vs_reference"] = float(diff.mean())
         row["diff_ci_low"], row["diff_ci_high"] = bootstrap_ci(diff, idx, level)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,13 @@ class Member:
 
     def stored_splits(self) -> set[str]:
         d = self.path / "probs"
-        return {s for s in EVAL_SPLITS if (d / f"{s}.npy").is_file() and (d / f"{s}_labels.npy").is_file()
-                and f"probs/{s}.npy" in self.card["files"]}
+        return {
+            s
+            for s in EVAL_SPLITS
+            if (d / f"{s}.npy").is_file()
+            and (d / f"{s}_labels.npy").is_file()
+            and f"probs/{s}.npy" in self.card["files"]
+        }
 
 
 def input_spec(card: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def check_consistent(cards: Sequence[dict[str, Any]], names: Sequence[str]) -> N
     check_members_agree(cards, names)
 
 
-def member_size(member: "Member") -> int:
+def member_size(member: Member) -> int:
     return int(member.card["input"]["image_size"])
 
 
@@ -104,7 +110,9 @@ def load_member_data(members: Sequence[Member], data: Any, size: int | None = No
         raise ZooError(f"data classes {ds.class_names} differ from the members' {members[0].card['classes']}")
     want = data_fingerprint(members[0].card)
     if want is not None and ds.fingerprint != want:
-        raise ZooError(f"data fingerprint {ds.fingerprint} differs from the members' {want}: not the data they were trained on")
+        raise ZooError(
+            f"data fingerprint {ds.fingerprint} differs from the members' {want}: not the data they were trained on"
+        )
     return ds
 
 
@@ -131,7 +139,9 @@ class MemberProbs:
 
     def available_splits(self) -> list[str]:
         """Evaluation splits: stored by every member, or (when images are needed anyway) in the data."""
-        stored = set.intersection(*(m.stored_splits() if member_size(m) == self.input_size else set() for m in self.members))
+        stored = set.intersection(
+            *(m.stored_splits() if member_size(m) == self.input_size else set() for m in self.members)
+        )
         if self.tta is None and "val" in stored and self._dataset is None:
             return [s for s in EVAL_SPLITS if s in stored]
         ds = self.dataset()
@@ -156,13 +166,20 @@ class MemberProbs:
             else:
                 split = self.dataset().split(name)
                 model = load_model(m.path, m.card, input_size=self.input_size)
-                log.info("computing %s probabilities of member '%s'%s", name, m.name, f" with TTA {self.tta}" if self.tta else "")
+                log.info(
+                    "computing %s probabilities of member '%s'%s",
+                    name,
+                    m.name,
+                    f" with TTA {self.tta}" if self.tta else "",
+                )
                 p, y = tta_mod.predict(model, split.images, self.tta, self.batch_size), split.labels
                 how.append("computed" + ("+tta" if self.tta else ""))
             if labels is None:
                 labels = y
             elif len(y) != len(labels) or not np.array_equal(y, labels):
-                raise ZooError(f"member '{m.name}' has {name} probabilities over different rows than '{self.members[0].name}'")
+                raise ZooError(
+                    f"member '{m.name}' has {name} probabilities over different rows than '{self.members[0].name}'"
+                )
             probs.append(p)
         if self._dataset is not None and name in self._dataset.splits:
             if not np.array_equal(self._dataset.splits[name].labels, labels):

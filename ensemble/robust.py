@@ -24,8 +24,14 @@ log = logging.getLogger(__name__)
 DEFAULT_SEVERITIES = (2, 4)
 
 
-def shifted_member_probs(source, split: str, families: Sequence[str], severities: Sequence[int] = DEFAULT_SEVERITIES,
-                         seed: int = 0, batch_size: int = 64) -> list[np.ndarray]:
+def shifted_member_probs(
+    source,
+    split: str,
+    families: Sequence[str],
+    severities: Sequence[int] = DEFAULT_SEVERITIES,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
     """Member probabilities ``(M, N, C)`` on each (family, severity) corrupted copy of ``split``'s images."""
     from zoo import shift
     from zoo.runs import load_model

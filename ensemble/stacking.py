@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from ensemble.calibration import fit_temperature
 from ensemble.combine import EPS, FEATURES, as_member_probs, logits, stack_features
-from ensemble.cv import Fold, cross_fit, make_folds  # noqa: F401  (re-exported: fold indices)
+from ensemble.cv import Fold, cross_fit, make_folds
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,11 @@ def fit_meta(
         coef[model.classes_] = w
         intercept[model.classes_] = b
         if len(present) < c:
-            log.debug("meta-learner fitted without classes %s; they get intercept %s",
-                      sorted(set(range(c)) - set(present.tolist())), ABSENT_CLASS_INTERCEPT)
+            log.debug(
+                "meta-learner fitted without classes %s; they get intercept %s",
+                sorted(set(range(c)) - set(present.tolist())),
+                ABSENT_CLASS_INTERCEPT,
+            )
     return {
         "method": "stack",
         "learner": learner,
@@ -109,6 +112,7 @@ def fit_stack(
     labels = np.asarray(labels, dtype=np.int64)
     spec = fit_meta(mp, labels, learner, learner_params, features, eps)
     if calibrate:
+
         def fit(p, y):
             return fit_meta(p, y, learner, learner_params, features, eps)
 
@@ -121,8 +125,6 @@ def fit_stack(
     return spec
 
 
-def stack_oof(
-    member_probs: np.ndarray, labels: np.ndarray, folds: list[Fold], **fit_kwargs: Any
-) -> np.ndarray:
+def stack_oof(member_probs: np.ndarray, labels: np.ndarray, folds: list[Fold], **fit_kwargs: Any) -> np.ndarray:
     """Out-of-fold stacking probabilities on the fit rows (what gets scored)."""
     return cross_fit(lambda p, y: fit_stack(p, y, **fit_kwargs), member_probs, labels, folds)

@@ -63,8 +63,10 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
     if not ctx.cfg.ensemble.enabled or d.teacher not in ctx.cfg.ensemble.methods or len(ctx.cfg.members) < 2:
         from zoo.errors import ZooError
 
-        raise ZooError(f"config: distill.teacher '{d.teacher}' must be one of the enabled ensemble.methods "
-                       f"{list(ctx.cfg.ensemble.methods)} (with at least 2 members)")
+        raise ZooError(
+            f"config: distill.teacher '{d.teacher}' must be one of the enabled ensemble.methods "
+            f"{list(ctx.cfg.ensemble.methods)} (with at least 2 members)"
+        )
     teacher, out = ensemble_dir(ctx, d.teacher), student_dir(ctx)
 
     def run() -> None:

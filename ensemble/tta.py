@@ -10,15 +10,21 @@ ONNX exporter must reproduce. TTA probabilities are ``mean_t model(t(x))``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from zoo.errors import ZooError
 
 TRANSFORMS = ("identity", "rot90", "rot180", "rot270", "flip", "flip_rot90", "flip_rot180", "flip_rot270")
-PRESETS = {"dihedral": TRANSFORMS, "all": TRANSFORMS, "d4": TRANSFORMS, "flips": ("identity", "flip"),
-           "rot90": ("identity", "rot90", "rot180", "rot270")}
+PRESETS = {
+    "dihedral": TRANSFORMS,
+    "all": TRANSFORMS,
+    "d4": TRANSFORMS,
+    "flips": ("identity", "flip"),
+    "rot90": ("identity", "rot90", "rot180", "rot270"),
+}
 
 
 def parse(spec: str | Sequence[str] | None) -> list[str] | None:
@@ -35,7 +41,9 @@ def parse(spec: str | Sequence[str] | None) -> list[str] | None:
         return list(PRESETS[names[0]])
     unknown = [n for n in names if n not in TRANSFORMS]
     if unknown:
-        raise ZooError(f"unknown TTA transform(s) {unknown}; choose from {list(TRANSFORMS)} or a preset {sorted(PRESETS)}")
+        raise ZooError(
+            f"unknown TTA transform(s) {unknown}; choose from {list(TRANSFORMS)} or a preset {sorted(PRESETS)}"
+        )
     if len(set(names)) != len(names):
         raise ZooError(f"duplicate TTA transforms in {names}")
     return names
@@ -54,7 +62,9 @@ def apply(name: str, images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def predict(model: Any, images: np.ndarray, transforms: Sequence[str] | None = None, batch_size: int = 64) -> np.ndarray:
+def predict(
+    model: Any, images: np.ndarray, transforms: Sequence[str] | None = None, batch_size: int = 64
+) -> np.ndarray:
     """``(N, C)`` float32 probabilities of a Keras model, averaged over ``transforms`` (None: no TTA)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != images.shape[2]:

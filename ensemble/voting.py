@@ -11,7 +11,8 @@ scores are cross-fitted anyway, see :mod:`ensemble.cv`).
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize

@@ -70,7 +70,9 @@ def keras_to_onnx(model, image_size: int, opset: int = DEFAULT_OPSET):
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises many types; a failed conversion is the user's model/opset
-        raise ZooError(f"tf2onnx could not convert '{model.name}' at opset {opset}: {type(exc).__name__}: {exc}") from exc
+        raise ZooError(
+            f"tf2onnx could not convert '{model.name}' at opset {opset}: {type(exc).__name__}: {exc}"
+        ) from exc
     g = proto.graph
     g.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     if len(g.output) != 1:
@@ -98,7 +100,9 @@ def load_keras(source: Source) -> list:
     from zoo.runs import load_model
 
     # A member smaller than the ensemble's input resizes it in its graph (zoo.runs.resized_input).
-    return [load_model(path, card, input_size=source.image_size) for path, card in zip(source.members, source.member_cards)]
+    return [
+        load_model(path, card, input_size=source.image_size) for path, card in zip(source.members, source.member_cards)
+    ]
 
 
 def keras_reference(source: Source, models: list, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, str]:
@@ -125,8 +129,10 @@ def keras_reference(source: Source, models: list, images: np.ndarray, batch_size
     theirs = combine(source.spec, np.stack(mp)).astype(np.float32)
     gap = float(np.abs(theirs - ours).max()) if len(ours) else 0.0
     if gap > 1e-5:
-        raise ZooError(f"{source.folder}: this exporter's combination differs from ensemble.combine by {gap:.2e}; "
-                       "the ensemble.json format changed — update export.ensemble_graph")
+        raise ZooError(
+            f"{source.folder}: this exporter's combination differs from ensemble.combine by {gap:.2e}; "
+            "the ensemble.json format changed — update export.ensemble_graph"
+        )
     return theirs, "keras members + ensemble.combine.combine"
 
 
@@ -150,7 +156,9 @@ def _load_data(data: Any, source: Source):
     else:
         spec = data if data is not None else recorded.get("source")
         if not spec:
-            raise ZooError(f"{source.folder}: the card records no data source; pass --data (a folder, .npz or synthetic:N)")
+            raise ZooError(
+                f"{source.folder}: the card records no data source; pass --data (a folder, .npz or synthetic:N)"
+            )
         try:
             ds = load_dataset(str(spec), source.image_size, **_split_kwargs(recorded))
         except ZooError as exc:
@@ -158,7 +166,12 @@ def _load_data(data: Any, source: Source):
     if list(ds.class_names) != source.classes:
         raise ZooError(f"data '{spec}' has classes {ds.class_names}, the model {source.classes}")
     if recorded.get("fingerprint") and ds.fingerprint != recorded["fingerprint"]:
-        log.warning("data '%s' fingerprint %s differs from the one the model was trained on (%s)", spec, ds.fingerprint, recorded["fingerprint"])
+        log.warning(
+            "data '%s' fingerprint %s differs from the one the model was trained on (%s)",
+            spec,
+            ds.fingerprint,
+            recorded["fingerprint"],
+        )
     return ds
 
 
@@ -186,7 +199,13 @@ def parity_data(source: Source, *, data=None, split="val", limit=1000, images=No
     ds = _load_data(data, source)
     part = ds.split(split)
     idx = _subset(len(part), limit)
-    desc = {"source": ds.source, "split": split, "fingerprint": ds.fingerprint, "images": int(len(idx)), "of": len(part)}
+    desc = {
+        "source": ds.source,
+        "split": split,
+        "fingerprint": ds.fingerprint,
+        "images": int(len(idx)),
+        "of": len(part),
+    }
     return ParityData(part.images[idx], part.labels[idx], desc)
 
 
@@ -200,7 +219,11 @@ def calibration_images(source: Source, *, calibration_data=None, size: int = 256
     split = "train"
     if "train" not in ds.splits or not len(ds.splits["train"]):
         split = "val"
-        log.warning("data '%s' has no train split: calibrating int8 on '%s' (the parity split; accuracy may look optimistic)", ds.source, split)
+        log.warning(
+            "data '%s' has no train split: calibrating int8 on '%s' (the parity split; accuracy may look optimistic)",
+            ds.source,
+            split,
+        )
     part = ds.split(split)
     idx = _subset(len(part), size, seed)
     return part.images[idx], {"source": ds.source, "split": split, "images": int(len(idx)), "seed": seed}
@@ -209,7 +232,9 @@ def calibration_images(source: Source, *, calibration_data=None, size: int = 256
 # ----------------------------------------------------------------------------- export
 def _check_out(out: Path) -> None:
     if out.suffix.lower() == ".onnx":
-        raise ZooError(f"--out {out}: give a folder (it will hold model.onnx, model.int8.onnx … and card.json), not a .onnx file name")
+        raise ZooError(
+            f"--out {out}: give a folder (it will hold model.onnx, model.int8.onnx … and card.json), not a .onnx file name"
+        )
 
 
 # Protobuf cannot serialise more than 2 GiB: above this size the weights go to "<file>.data".
@@ -219,7 +244,7 @@ LARGE_MODEL_BYTES = 1_800_000_000
 def is_large(model) -> bool:
     try:
         return model.ByteSize() > LARGE_MODEL_BYTES
-    except Exception:  # protobuf refuses to even size a message past its limit
+    except Exception:  # noqa: BLE001 - protobuf refuses to even size a message past its limit
         return True
 
 
@@ -243,7 +268,14 @@ def _save(model, path: Path, large: bool = False) -> None:
     if data.exists():
         data.unlink()
     if large:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
     _check(path)
@@ -305,33 +337,54 @@ def _export_model(
     src = open_source(source)
     t0 = time.time()
     log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
-    pdata, calib = _load_inputs(src, data, split, limit, images, labels, calibration_data, calibration_size,
-                                quantize == "int8")
+    pdata, calib = _load_inputs(
+        src, data, split, limit, images, labels, calibration_data, calibration_size, quantize == "int8"
+    )
     models = load_keras(src)
     reference, ref_note = keras_reference(src, models, pdata.images, batch_size)
     fp32 = [build_onnx(src, opset, models)]  # a list: _write_fp32 drops the proto once saved (large models)
     del models
 
     with claim.staging() as tmp:
-        base = dict(name=src.name, kind=src.kind, classes=src.classes, image_size=src.image_size, source_card_sha256=src.card_sha256)
+        base = dict(
+            name=src.name,
+            kind=src.kind,
+            classes=src.classes,
+            image_size=src.image_size,
+            source_card_sha256=src.card_sha256,
+        )
         extra = {"source_folder": src.folder.name, "opset": int(opset)}
         if src.combination is not None:
             extra["ensemble"] = src.combination.describe()
         variants: dict[str, dict[str, Any]] = {}
         path, large, probs32, variants["fp32"] = _write_fp32(
-            fp32, tmp, src, out, base, extra, reference, ref_note, pdata, batch_size, atol, min_agreement)
+            fp32, tmp, src, out, base, extra, reference, ref_note, pdata, batch_size, atol, min_agreement
+        )
         if dtype == "fp16":
             variants["fp16"] = _write_fp16(path, tmp, base, extra, reference, probs32, pdata, batch_size, ref_note)
         if quantize == "int8":
-            variants["int8"] = _write_int8(path, tmp, large, calib, calibration_method, base, extra, reference, probs32,
-                                           pdata, batch_size, ref_note)
+            variants["int8"] = _write_int8(
+                path,
+                tmp,
+                large,
+                calib,
+                calibration_method,
+                base,
+                extra,
+                reference,
+                probs32,
+                pdata,
+                batch_size,
+                ref_note,
+            )
         write_card(tmp, _card(src, opset, t0, pdata, variants))
     log.info("export complete: %s (%s) in %.0fs", out, ", ".join(variants), time.time() - t0)
     return out
 
 
-def _check_options(opset: int, dtype: str, quantize: str | None, calibration_size: int, batch_size: int,
-                   limit: int | None) -> None:
+def _check_options(
+    opset: int, dtype: str, quantize: str | None, calibration_size: int, batch_size: int, limit: int | None
+) -> None:
     """Reject bad options before anything is loaded."""
     if dtype not in ("fp32", "fp16"):
         raise ZooError(f"--dtype {dtype!r}: choose fp32 or fp16 (fp32 is always written as the reference)")
@@ -343,8 +396,17 @@ def _check_options(opset: int, dtype: str, quantize: str | None, calibration_siz
         raise ZooError("calibration size, batch size and parity limit must be positive")
 
 
-def _load_inputs(src: Source, data: Any, split: str, limit: int | None, images, labels, calibration_data: Any,
-                 calibration_size: int, int8: bool) -> tuple[ParityData, Any]:
+def _load_inputs(
+    src: Source,
+    data: Any,
+    split: str,
+    limit: int | None,
+    images,
+    labels,
+    calibration_data: Any,
+    calibration_size: int,
+    int8: bool,
+) -> tuple[ParityData, Any]:
     """The parity images and (for int8) the calibration images; the data source is decoded once for both."""
     loaded: list = []
 
@@ -361,12 +423,26 @@ def _load_inputs(src: Source, data: Any, split: str, limit: int | None, images, 
         raise ZooError("no parity images: the chosen split is empty")
     calib = None
     if int8:
-        calib = calibration_images(src, calibration_data=dataset() if calibration_data is None else calibration_data, size=calibration_size)
+        calib = calibration_images(
+            src, calibration_data=dataset() if calibration_data is None else calibration_data, size=calibration_size
+        )
     return pdata, calib
 
 
-def _write_fp32(holder: list, tmp: Path, src: Source, out: Path, base: dict, extra: dict, reference, ref_note: str,
-                pdata: ParityData, batch_size: int, atol: float, min_agreement: float):
+def _write_fp32(
+    holder: list,
+    tmp: Path,
+    src: Source,
+    out: Path,
+    base: dict,
+    extra: dict,
+    reference,
+    ref_note: str,
+    pdata: ParityData,
+    batch_size: int,
+    atol: float,
+    min_agreement: float,
+):
     """Save model.onnx and gate on its parity with Keras; returns (path, large, fp32 probabilities, description).
 
     ``holder`` holds the ONNX proto; it is emptied once the model is saved, so a large model is not
@@ -378,16 +454,34 @@ def _write_fp32(holder: list, tmp: Path, src: Source, out: Path, base: dict, ext
     _save(fp32, path, large)
     del fp32
     probs32 = parity.run_session(parity.session(path), pdata.images, batch_size)
-    report = parity.compare(reference, probs32, pdata.labels, atol=atol, min_agreement=min_agreement, reference_name=ref_note)
-    log.info("fp32 parity: max |Δp| %.2e, top-1 agreement %.4f on %d images", report["max_abs_diff"], report["top1_agreement"], report["images"])
+    report = parity.compare(
+        reference, probs32, pdata.labels, atol=atol, min_agreement=min_agreement, reference_name=ref_note
+    )
+    log.info(
+        "fp32 parity: max |Δp| %.2e, top-1 agreement %.4f on %d images",
+        report["max_abs_diff"],
+        report["top1_agreement"],
+        report["images"],
+    )
     if not report["passed"]:
-        raise ZooError(f"fp32 parity failed for '{src.name}' ({parity.describe_failure(report)}); nothing was written to {out}")
+        raise ZooError(
+            f"fp32 parity failed for '{src.name}' ({parity.describe_failure(report)}); nothing was written to {out}"
+        )
     _set_metadata(path, {"zoo.parity": _json(report)})
     return path, large, probs32, _describe(tmp, "fp32", report)
 
 
-def _write_fp16(path: Path, tmp: Path, base: dict, extra: dict, reference, probs32, pdata: ParityData, batch_size: int,
-                ref_note: str) -> dict[str, Any]:
+def _write_fp16(
+    path: Path,
+    tmp: Path,
+    base: dict,
+    extra: dict,
+    reference,
+    probs32,
+    pdata: ParityData,
+    batch_size: int,
+    ref_note: str,
+) -> dict[str, Any]:
     """model.fp16.onnx from the saved fp32 model, with its (ungated) parity."""
     import onnx
 
@@ -400,8 +494,20 @@ def _write_fp16(path: Path, tmp: Path, base: dict, extra: dict, reference, probs
     return _variant(tmp, "fp16", reference, probs32, pdata, batch_size, ref_note)
 
 
-def _write_int8(path: Path, tmp: Path, large: bool, calib, calibration_method: str, base: dict, extra: dict, reference,
-                probs32, pdata: ParityData, batch_size: int, ref_note: str) -> dict[str, Any]:
+def _write_int8(
+    path: Path,
+    tmp: Path,
+    large: bool,
+    calib,
+    calibration_method: str,
+    base: dict,
+    extra: dict,
+    reference,
+    probs32,
+    pdata: ParityData,
+    batch_size: int,
+    ref_note: str,
+) -> dict[str, Any]:
     """model.int8.onnx (static QDQ, calibrated on ``calib``), with its (ungated) parity."""
     from export.quantize import quantize_int8
 
@@ -418,17 +524,33 @@ def _card(src: Source, opset: int, t0: float, pdata: ParityData, variants: dict[
         "kind": "export",
         "name": src.name,
         "classes": src.classes,
-        "input": {"image_size": src.image_size, "channels": 3, "range": [0, 255], "dtype": "float32", "layout": "NHWC",
-                  "color": "RGB", "name": INPUT, "preprocessing": meta.PREPROCESSING},
+        "input": {
+            "image_size": src.image_size,
+            "channels": 3,
+            "range": [0, 255],
+            "dtype": "float32",
+            "layout": "NHWC",
+            "color": "RGB",
+            "name": INPUT,
+            "preprocessing": meta.PREPROCESSING,
+        },
         "output": {"name": OUTPUT, "kind": "probabilities"},
         "source": {"folder": str(src.folder), "kind": src.kind, "name": src.name, "card_sha256": src.card_sha256},
         "parents": [{"folder": str(src.folder), "card_sha256": src.card_sha256}],
-        "export": {"opset": int(opset), "converter": _versions(), "seconds": round(time.time() - t0, 1),
-                   **({"ensemble": src.combination.describe()} if src.combination is not None else {})},
+        "export": {
+            "opset": int(opset),
+            "converter": _versions(),
+            "seconds": round(time.time() - t0, 1),
+            **({"ensemble": src.combination.describe()} if src.combination is not None else {}),
+        },
         "data": pdata.description,
         "variants": variants,
         "parity": {k: v["parity"] for k, v in variants.items()},
-        "metrics": {f"parity-{k}": {"accuracy": v["parity"].get("accuracy")} for k, v in variants.items() if v["parity"].get("accuracy") is not None},
+        "metrics": {
+            f"parity-{k}": {"accuracy": v["parity"].get("accuracy")}
+            for k, v in variants.items()
+            if v["parity"].get("accuracy") is not None
+        },
     }
     if "augment_families" in src.card:  # what the source trained for, read by the shift suite
         card["augment_families"] = src.card["augment_families"]
@@ -439,18 +561,30 @@ def _describe(tmp: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:
     path = tmp / FILES[name]
     data = path.with_name(path.name + ".data")
     size = path.stat().st_size + (data.stat().st_size if data.exists() else 0)
-    return {"file": FILES[name], **({"external_data": data.name} if data.exists() else {}), "bytes": size, "parity": report}
+    return {
+        "file": FILES[name],
+        **({"external_data": data.name} if data.exists() else {}),
+        "bytes": size,
+        "parity": report,
+    }
 
 
-def _variant(tmp: Path, name: str, reference, probs32, pdata: ParityData, batch_size: int, ref_note: str) -> dict[str, Any]:
+def _variant(
+    tmp: Path, name: str, reference, probs32, pdata: ParityData, batch_size: int, ref_note: str
+) -> dict[str, Any]:
     """The (ungated) parity report of a saved reduced-precision variant, recorded in its metadata."""
     path = tmp / FILES[name]
     probs = parity.run_session(parity.session(path), pdata.images, batch_size)
     report = parity.compare(reference, probs, pdata.labels, atol=None, reference_name=ref_note)
     vs32 = parity.compare(probs32, probs, pdata.labels, atol=None, reference_name="onnx fp32")
     report["vs_fp32"] = {k: vs32[k] for k in ("max_abs_diff", "top1_agreement", "accuracy_change") if k in vs32}
-    log.info("%s: max |Δp| %.2e vs Keras, top-1 agreement %.4f%s", name, report["max_abs_diff"], report["top1_agreement"],
-             f", accuracy change {report['accuracy_change'] * 100:+.2f} points" if "accuracy_change" in report else "")
+    log.info(
+        "%s: max |Δp| %.2e vs Keras, top-1 agreement %.4f%s",
+        name,
+        report["max_abs_diff"],
+        report["top1_agreement"],
+        f", accuracy change {report['accuracy_change'] * 100:+.2f} points" if "accuracy_change" in report else "",
+    )
     _set_metadata(path, {"zoo.parity": _json(report)})
     return _describe(tmp, name, report)
 

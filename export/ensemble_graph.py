@@ -90,7 +90,9 @@ class Combination:
         if self.method == "vote":
             w = np.full(M, 1.0 / M) if self.weights is None else np.asarray(self.weights, dtype=np.float64).reshape(-1)
             if w.shape != (M,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-                raise ZooError(f"vote weights must be {M} non-negative numbers with a positive sum, got {self.weights!r}")
+                raise ZooError(
+                    f"vote weights must be {M} non-negative numbers with a positive sum, got {self.weights!r}"
+                )
             self.weights = w
         else:
             if self.coef is None or self.intercept is None:
@@ -98,7 +100,9 @@ class Combination:
             coef = np.asarray(self.coef, dtype=np.float64)
             intercept = np.asarray(self.intercept, dtype=np.float64).reshape(-1)
             if coef.shape != (C, C * M):
-                raise ZooError(f"stacking coef must have shape ({C}, {C * M}) for {M} members × {C} classes, got {coef.shape}")
+                raise ZooError(
+                    f"stacking coef must have shape ({C}, {C * M}) for {M} members × {C} classes, got {coef.shape}"
+                )
             if intercept.shape != (C,):
                 raise ZooError(f"stacking intercept must have shape ({C},), got {intercept.shape}")
             if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
@@ -106,7 +110,7 @@ class Combination:
             self.coef, self.intercept = coef, intercept
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], num_members: int, num_classes: int) -> "Combination":
+    def from_spec(cls, spec: dict[str, Any], num_members: int, num_classes: int) -> Combination:
         """From the combination dict stored in ``ensemble.json`` (keys of ``ensemble.combine``)."""
         if not isinstance(spec, dict) or "method" not in spec:
             raise ZooError("ensemble combination must be a JSON object with a 'method'")
@@ -125,8 +129,13 @@ class Combination:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for cards and metadata (no large arrays)."""
-        out: dict[str, Any] = {"method": self.method, "members": self.num_members, "temperature": self.temperature,
-                               "eps": self.eps, "tta": self.tta}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "members": self.num_members,
+            "temperature": self.temperature,
+            "eps": self.eps,
+            "tta": self.tta,
+        }
         if self.method == "vote":
             out["weights"] = [float(w) for w in self.weights]
         else:
@@ -203,7 +212,10 @@ def combination_nodes(member_outputs: list[str], comb: Combination, output: str 
     else:
         feats = member_outputs
         if comb.transform == "logprobs":
-            feats = [node("Log", [node("Add", [m, p + "eps"], f"{p}eps{i}")], f"{p}log{i}") for i, m in enumerate(member_outputs)]
+            feats = [
+                node("Log", [node("Add", [m, p + "eps"], f"{p}eps{i}")], f"{p}log{i}")
+                for i, m in enumerate(member_outputs)
+            ]
         x = node("Concat", list(feats), p + "features", axis=1)
         inits += [_const(p + "coef", comb.coef), _const(p + "intercept", comb.intercept)]
         z = node("Gemm", [x, p + "coef", p + "intercept"], p + "logits", transB=1)
@@ -227,7 +239,11 @@ def tta_nodes(views: list[str], opset: int, src: str = INPUT, out: str = PREFIX 
 
     def reverse(x: str, name: str, axis: int) -> str:  # x[:, ::-1] (axis 1) or x[:, :, ::-1] (axis 2)
         ax = PREFIX + ("rev_axis" if axis == 2 else "rev_axis_h")
-        nodes.append(helper.make_node("Slice", [x, PREFIX + "rev_starts", PREFIX + "rev_ends", ax, PREFIX + "rev_step"], [name], name=name))
+        nodes.append(
+            helper.make_node(
+                "Slice", [x, PREFIX + "rev_starts", PREFIX + "rev_ends", ax, PREFIX + "rev_step"], [name], name=name
+            )
+        )
         return name
 
     def swap_hw(x: str, name: str) -> str:
@@ -339,7 +355,7 @@ def build_ensemble_model(members: list, comb: Combination, graph_name: str = "zo
     merged.ir_version = max(m.ir_version for m in members)
     try:
         small = merged.ByteSize() < 2**31 - 2**20
-    except Exception:
+    except Exception:  # noqa: BLE001 - protobuf refuses to even size a message past 2 GiB
         small = False
     if small:  # larger models are checked from their file once saved with external data
         onnx.checker.check_model(merged, full_check=True)

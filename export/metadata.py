@@ -71,8 +71,11 @@ def attach(model, props: dict[str, str], replace: bool = False) -> None:
     Other keys are kept, except every ``zoo.*`` key when ``replace`` (a derived file, e.g. the
     int8 copy, must not inherit its parent's variant or parity record).
     """
-    keep = [(p.key, p.value) for p in model.metadata_props
-            if p.key not in props and not (replace and p.key.startswith(PREFIX))]
+    keep = [
+        (p.key, p.value)
+        for p in model.metadata_props
+        if p.key not in props and not (replace and p.key.startswith(PREFIX))
+    ]
     del model.metadata_props[:]
     for key, value in keep + sorted(props.items()):
         entry = model.metadata_props.add()
@@ -100,7 +103,7 @@ def parse(raw: dict[str, str], where: str) -> dict[str, Any]:
     for key, value in raw.items():
         if not key.startswith(PREFIX):
             continue
-        short = key[len(PREFIX):]
+        short = key[len(PREFIX) :]
         try:
             out[short] = json.loads(value)
         except json.JSONDecodeError:
@@ -119,7 +122,9 @@ def parse(raw: dict[str, str], where: str) -> dict[str, Any]:
     parity = out.get("parity")
     if parity is not None:
         if not isinstance(parity, dict) or parity.get("passed") not in (True, False, None):
-            raise ZooError(f"{where}: metadata 'zoo.parity' must be a JSON object whose 'passed' is true, false or null (ungated)")
+            raise ZooError(
+                f"{where}: metadata 'zoo.parity' must be a JSON object whose 'passed' is true, false or null (ungated)"
+            )
         for key in ("max_abs_diff", "top1_agreement"):
             if key in parity:
                 validate.number(parity[key], f"{where}: metadata 'zoo.parity.{key}'", low=0)

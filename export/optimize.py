@@ -43,8 +43,13 @@ def fold_avgpool_into_conv(model):
     for pool in [n for n in g.node if n.op_type == "AveragePool"]:
         a = _attrs(pool)
         k = list(a.get("kernel_shape", []))
-        if len(k) != 2 or list(a.get("strides", [1, 1])) != k or any(a.get("pads", [0] * 4)) or a.get("ceil_mode", 0) \
-                or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+        if (
+            len(k) != 2
+            or list(a.get("strides", [1, 1])) != k
+            or any(a.get("pads", [0] * 4))
+            or a.get("ceil_mode", 0)
+            or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        ):
             continue
         users = consumers.get(pool.output[0], [])
         if len(users) != 1 or pool.output[0] in graph_outputs:
@@ -52,8 +57,13 @@ def fold_avgpool_into_conv(model):
         conv = users[0]
         c = _attrs(conv)
         w_init = inits.get(conv.input[1]) if conv.op_type == "Conv" and len(conv.input) > 1 else None
-        if w_init is None or c.get("group", 1) != 1 or any(c.get("pads", [0] * 4)) or list(c.get("strides", [1, 1])) != [1, 1] \
-                or c.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+        if (
+            w_init is None
+            or c.get("group", 1) != 1
+            or any(c.get("pads", [0] * 4))
+            or list(c.get("strides", [1, 1])) != [1, 1]
+            or c.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+        ):
             continue
         w = numpy_helper.to_array(w_init)
         if w.ndim != 4 or w.shape[2:] != (1, 1) or len(consumers.get(conv.input[1], [])) != 1:
@@ -61,9 +71,14 @@ def fold_avgpool_into_conv(model):
         new_w = np.ascontiguousarray(np.broadcast_to(w / float(k[0] * k[1]), (*w.shape[:2], *k)), dtype=w.dtype)
         w_init.CopyFrom(numpy_helper.from_array(new_w, w_init.name))
         del conv.attribute[:]
-        conv.attribute.extend([helper.make_attribute("kernel_shape", k), helper.make_attribute("strides", k),
-                               helper.make_attribute("pads", [0, 0, 0, 0]),
-                               helper.make_attribute("dilations", list(c.get("dilations", [1, 1])))])
+        conv.attribute.extend(
+            [
+                helper.make_attribute("kernel_shape", k),
+                helper.make_attribute("strides", k),
+                helper.make_attribute("pads", [0, 0, 0, 0]),
+                helper.make_attribute("dilations", list(c.get("dilations", [1, 1]))),
+            ]
+        )
         conv.input[0] = pool.input[0]
         g.node.remove(pool)
         folded += 1

@@ -34,7 +34,9 @@ def session(model, providers: list[str] | None = None, threads: int = 0):
         opts.intra_op_num_threads = threads
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), opts, providers=providers or ["CPUExecutionProvider"]
+    )
 
 
 def run_session(sess, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -107,6 +109,9 @@ def describe_failure(report: dict[str, Any]) -> str:
         parts.append("non-finite outputs")
     if report["max_abs_diff"] > report.get("atol", float("inf")):
         parts.append(f"max |Δp| {report['max_abs_diff']:.3g} > {report['atol']:.0e}")
-    if report["top1_agreement"] < report.get("min_agreement", 0) and report.get("ties", 0) < report["top1_disagreements"]:
+    if (
+        report["top1_agreement"] < report.get("min_agreement", 0)
+        and report.get("ties", 0) < report["top1_disagreements"]
+    ):
         parts.append(f"top-1 agreement {report['top1_agreement']:.4%} < {report['min_agreement']:.1%}")
     return ", ".join(parts) or "unknown"

@@ -20,9 +20,10 @@ import io
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,12 @@ def select_providers(provider: str = "auto") -> list[str]:
     elif provider in PROVIDERS:
         want = PROVIDERS[provider]
         if want not in available:
-            raise ZooError(f"--provider {provider}: {want} is not available in this onnxruntime build (available: {', '.join(available)})")
-        chosen = [want] + (["CUDAExecutionProvider"] if provider == "tensorrt" and "CUDAExecutionProvider" in available else [])
+            raise ZooError(
+                f"--provider {provider}: {want} is not available in this onnxruntime build (available: {', '.join(available)})"
+            )
+        chosen = [want] + (
+            ["CUDAExecutionProvider"] if provider == "tensorrt" and "CUDAExecutionProvider" in available else []
+        )
     else:
         raise ZooError(f"--provider {provider!r}: choose auto, cpu, cuda or tensorrt")
     return chosen + (["CPUExecutionProvider"] if "CPUExecutionProvider" not in chosen else [])
@@ -86,10 +91,14 @@ def resolve_model_path(path: str | os.PathLike, variant: str | None = None) -> P
 
         recorded = read_card(path.parent, verify=False)["files"].get(path.name)
         if recorded is None:
-            raise ZooError(f"{path.parent}: '{path.name}' is not one of the files its card lists (added after the export?); "
-                           "refused (copy it out of the folder to use it as a stand-alone file)")
+            raise ZooError(
+                f"{path.parent}: '{path.name}' is not one of the files its card lists (added after the export?); "
+                "refused (copy it out of the folder to use it as a stand-alone file)"
+            )
         if sha256_file(path) != recorded:
-            raise ZooError(f"{path.parent}: file '{path.name}' was modified after the card was written (sha256 mismatch)")
+            raise ZooError(
+                f"{path.parent}: file '{path.name}' was modified after the card was written (sha256 mismatch)"
+            )
     return path
 
 
@@ -199,30 +208,40 @@ def load(
         opts.intra_op_num_threads = threads
     try:
         sess = ort.InferenceSession(str(file), opts, providers=providers)
-    except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, …)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types (InvalidProtobuf, Fail, …)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ZooError(f"{file}: not a valid ONNX model (corrupt or truncated?): {first[:300]}") from None
     md = meta.parse(dict(sess.get_modelmeta().custom_metadata_map), str(file))
     parity = md.get("parity")
     if not isinstance(parity, dict):
         if not allow_unverified:
-            raise ZooError(f"{file}: no parity record in its metadata (not verified against its source model by "
-                           "'zoo export'); re-export it, or pass --allow-unverified to use it anyway")
-        log.warning("%s: UNVERIFIED model (no parity record); its outputs were never checked against the source model", file)
+            raise ZooError(
+                f"{file}: no parity record in its metadata (not verified against its source model by "
+                "'zoo export'); re-export it, or pass --allow-unverified to use it anyway"
+            )
+        log.warning(
+            "%s: UNVERIFIED model (no parity record); its outputs were never checked against the source model", file
+        )
     elif parity.get("passed") is False:
         raise ZooError(f"{file}: its recorded parity check failed; re-export it")
     inputs = sess.get_inputs()
     size = int(md["input"]["image_size"])
     shape = list(inputs[0].shape) if inputs else []
     if len(inputs) != 1 or len(shape) != 4 or shape[1:] != [size, size, 3]:
-        raise ZooError(f"{file}: model input {[(i.name, i.shape) for i in inputs]} does not match its metadata "
-                       f"(one (batch, {size}, {size}, 3) tensor)")
+        raise ZooError(
+            f"{file}: model input {[(i.name, i.shape) for i in inputs]} does not match its metadata "
+            f"(one (batch, {size}, {size}, 3) tensor)"
+        )
     if inputs[0].type != "tensor(float)":
-        raise ZooError(f"{file}: model input '{inputs[0].name}' is {inputs[0].type}; the zoo feeds float32 pixels "
-                       "(tensor(float)), so this model is refused")
+        raise ZooError(
+            f"{file}: model input '{inputs[0].name}' is {inputs[0].type}; the zoo feeds float32 pixels "
+            "(tensor(float)), so this model is refused"
+        )
     outputs = sess.get_outputs()
     if not outputs or outputs[0].type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
-        raise ZooError(f"{file}: model output {[(o.name, o.type) for o in outputs]} is not a float tensor of probabilities")
+        raise ZooError(
+            f"{file}: model output {[(o.name, o.type) for o in outputs]} is not a float tensor of probabilities"
+        )
     pred = Predictor(file, sess, md, sess.get_providers())
     # A probe image: a model whose outputs are not probabilities is refused now, not after a run.
     pred.predict(np.full((1, size, size, 3), 128, np.uint8))
@@ -256,7 +275,6 @@ def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 def _read(path: Path, size: int) -> tuple[np.ndarray | None, str]:
     from zoo.data.images import BadImage, decode
-
     from zoo.safeio import MAX_IMAGE_BYTES, NotReadable, read_bytes
 
     try:
@@ -287,7 +305,11 @@ def predict_files(
 
     if batch_size < 1:
         raise ZooError(f"--batch-size must be >= 1, got {batch_size}")
-    pred = model if isinstance(model, Predictor) else load(model, provider, variant=variant, allow_unverified=allow_unverified)
+    pred = (
+        model
+        if isinstance(model, Predictor)
+        else load(model, provider, variant=variant, allow_unverified=allow_unverified)
+    )
     files = list_inputs(inputs)
     records: list[dict[str, Any]] = []
     batch: list[tuple[int, np.ndarray]] = []
@@ -298,8 +320,12 @@ def predict_files(
         probs = pred.predict(np.stack([im for _, im in batch]), batch_size=batch_size)
         for (i, _), p in zip(batch, probs):
             k = int(p.argmax())
-            records[i].update(status="ok", label=pred.classes[k], confidence=float(p[k]),
-                              probabilities={c: float(v) for c, v in zip(pred.classes, p)})
+            records[i].update(
+                status="ok",
+                label=pred.classes[k],
+                confidence=float(p[k]),
+                probabilities={c: float(v) for c, v in zip(pred.classes, p)},
+            )
         batch.clear()
 
     for path in progress(files, total=len(files), desc="predict"):
@@ -316,13 +342,24 @@ def predict_files(
     return pred, records
 
 
-def format_predictions(records: list[dict[str, Any]], classes: list[str], fmt: str, model: Predictor | None = None) -> str:
+def format_predictions(
+    records: list[dict[str, Any]], classes: list[str], fmt: str, model: Predictor | None = None
+) -> str:
     """CSV (``file,status,class,confidence,p_<class>…,error``) or JSON text of prediction records."""
     if fmt == "json":
         doc: dict[str, Any] = {"predictions": [_json_record(r) for r in records]}
         if model is not None:
-            doc = {"model": {"file": str(model.path), "name": model.metadata.get("name"), "variant": model.metadata.get("variant"),
-                             "classes": classes, "image_size": model.image_size, "providers": model.providers}, **doc}
+            doc = {
+                "model": {
+                    "file": str(model.path),
+                    "name": model.metadata.get("name"),
+                    "variant": model.metadata.get("variant"),
+                    "classes": classes,
+                    "image_size": model.image_size,
+                    "providers": model.providers,
+                },
+                **doc,
+            }
         return json.dumps(doc, indent=2) + "\n"
     if fmt != "csv":
         raise ZooError(f"unknown output format {fmt!r}: use .csv or .json")
@@ -331,7 +368,16 @@ def format_predictions(records: list[dict[str, Any]], classes: list[str], fmt: s
     w.writerow(["file", "status", "class", "confidence", *[f"p_{c}" for c in classes], "error"])
     for r in records:
         if r["status"] == "ok":
-            w.writerow([r["file"], "ok", r["label"], f"{r['confidence']:.6f}", *[f"{r['probabilities'][c]:.6f}" for c in classes], ""])
+            w.writerow(
+                [
+                    r["file"],
+                    "ok",
+                    r["label"],
+                    f"{r['confidence']:.6f}",
+                    *[f"{r['probabilities'][c]:.6f}" for c in classes],
+                    "",
+                ]
+            )
         else:
             w.writerow([r["file"], r["status"], "", "", *[""] * len(classes), r["error"]])
     return buf.getvalue()
@@ -339,14 +385,21 @@ def format_predictions(records: list[dict[str, Any]], classes: list[str], fmt: s
 
 def _json_record(r: dict[str, Any]) -> dict[str, Any]:
     if r["status"] == "ok":
-        return {"file": r["file"], "status": "ok", "class": r["label"], "confidence": r["confidence"], "probabilities": r["probabilities"]}
+        return {
+            "file": r["file"],
+            "status": "ok",
+            "class": r["label"],
+            "confidence": r["confidence"],
+            "probabilities": r["probabilities"],
+        }
     return {"file": r["file"], "status": r["status"], "error": r["error"]}
 
 
-def write_predictions(records: list[dict[str, Any]], classes: list[str], out: str | os.PathLike, model: Predictor | None = None) -> Path:
+def write_predictions(
+    records: list[dict[str, Any]], classes: list[str], out: str | os.PathLike, model: Predictor | None = None
+) -> Path:
     """Write records to ``out`` (.csv or .json by suffix), atomically."""
     from zoo.artifacts import write_text
-
     from zoo.ownership import check_file_target
 
     out = Path(out)
@@ -364,5 +417,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> str:
     for r in ok:
         counts[r["label"]] = counts.get(r["label"], 0) + 1
     top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"{len(ok)} of {len(records)} image(s) classified" + (f" ({top})" if top else "") + (
-        f"; {len(records) - len(ok)} unreadable" if len(ok) < len(records) else "")
+    return (
+        f"{len(ok)} of {len(records)} image(s) classified"
+        + (f" ({top})" if top else "")
+        + (f"; {len(records) - len(ok)} unreadable" if len(ok) < len(records) else "")
+    )

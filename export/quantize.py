@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -64,16 +64,44 @@ QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 # pair around every conv and float Add/pool kernels in between. The ORT profile of custom_cnn put those
 # pairs and float ops at ~22% of int8 kernel time, and the conv-only student ran *slower* than fp32
 # (0.92x); quantizing the whole CNN brought it to 1.45x and custom_cnn to 1.9-2.6x (bench_cpu.md).
-CNN_OPS = ("Conv", "MatMul", "Gemm", "Add", "Relu", "Clip", "Mul", "AveragePool", "MaxPool", "GlobalAveragePool", "Concat")
+CNN_OPS = (
+    "Conv",
+    "MatMul",
+    "Gemm",
+    "Add",
+    "Relu",
+    "Clip",
+    "Mul",
+    "AveragePool",
+    "MaxPool",
+    "GlobalAveragePool",
+    "Concat",
+)
 # Ops whose presence means the graph has LayerNorm / GELU-style chains that lose accuracy as uint8.
-PRECISION_SENSITIVE_OPS = ("ReduceMean", "Erf", "Pow", "Div", "Sqrt", "LayerNormalization", "Sigmoid", "Tanh", "Exp", "Log",
-                           "Softplus", "HardSigmoid", "BatchNormalization", "InstanceNormalization")
+PRECISION_SENSITIVE_OPS = (
+    "ReduceMean",
+    "Erf",
+    "Pow",
+    "Div",
+    "Sqrt",
+    "LayerNormalization",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Log",
+    "Softplus",
+    "HardSigmoid",
+    "BatchNormalization",
+    "InstanceNormalization",
+)
 
 
 def default_op_types(model, keep_float: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
     """:data:`CNN_OPS` for a plain CNN, else :data:`QUANTIZED_OPS` (nodes kept in float do not count)."""
     keep = set(keep_float)
-    sensitive = sorted({n.op_type for n in model.graph.node if n.op_type in PRECISION_SENSITIVE_OPS and n.name not in keep})
+    sensitive = sorted(
+        {n.op_type for n in model.graph.node if n.op_type in PRECISION_SENSITIVE_OPS and n.name not in keep}
+    )
     if sensitive:
         log.info("int8: graph has %s: quantizing only %s", ", ".join(sensitive), "/".join(QUANTIZED_OPS))
         return QUANTIZED_OPS
@@ -133,7 +161,11 @@ def quantize_int8(
         raise ZooError("int8 quantization needs calibration images (none were given or found)")
     if calibration_images.ndim != 4 or calibration_images.shape[-1] != 3:
         raise ZooError(f"calibration images must be (N, S, S, 3), got {calibration_images.shape}")
-    calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="zoo-quant-", dir=out_path.parent) as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
@@ -168,8 +200,14 @@ def quantize_int8(
             extra_options={"CalibTensorRangeSymmetric": False},
             use_external_data_format=external_data,
         )
-    log.info("int8: %s (%d calibration images, %s, per_channel=%s, ops %s)", out_path.name, len(calibration_images), method,
-             per_channel, "/".join(op_types))
+    log.info(
+        "int8: %s (%d calibration images, %s, per_channel=%s, ops %s)",
+        out_path.name,
+        len(calibration_images),
+        method,
+        per_channel,
+        "/".join(op_types),
+    )
     return out_path
 
 
@@ -186,7 +224,7 @@ def to_fp16(model):
         warnings.simplefilter("always", UserWarning)  # one warning per tiny weight clamped to fp16's range
         try:
             big = model.ByteSize() > 1_800_000_000
-        except Exception:
+        except Exception:  # noqa: BLE001 - protobuf refuses to even size a message past 2 GiB
             big = True
         # in-memory shape inference cannot serialise models past protobuf's 2 GiB
         out = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=big, node_block_list=block)

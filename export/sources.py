@@ -59,8 +59,17 @@ def open_source(folder: str | os.PathLike) -> Source:
         raise ZooError(f"{folder}: already an export; export the run or ensemble folder it came from")
     size = int(card["input"]["image_size"])
     if kind in RUN_KINDS:
-        return Source(folder.resolve(), card, kind, str(card["name"]), list(card["classes"]), size,
-                      card_sha256(folder), [folder.resolve()], [card])
+        return Source(
+            folder.resolve(),
+            card,
+            kind,
+            str(card["name"]),
+            list(card["classes"]),
+            size,
+            card_sha256(folder),
+            [folder.resolve()],
+            [card],
+        )
     if kind != "ensemble":
         raise ZooError(f"{folder}: cannot export a '{kind}' folder")
     ens = read_ensemble(folder)  # the one ensemble.json reader: member files and card hashes verified
@@ -68,5 +77,16 @@ def open_source(folder: str | os.PathLike) -> Source:
     if ens.image_size != size:
         raise ZooError(f"{folder}: ensemble.json takes {ens.image_size} px, its card {size} px")
     comb = Combination.from_spec(spec, num_members=len(paths), num_classes=len(card["classes"]))
-    return Source(folder.resolve(), card, kind, str(card["name"]), list(card["classes"]), size,
-                  card_sha256(folder), paths, cards, comb, spec)
+    return Source(
+        folder.resolve(),
+        card,
+        kind,
+        str(card["name"]),
+        list(card["classes"]),
+        size,
+        card_sha256(folder),
+        paths,
+        cards,
+        comb,
+        spec,
+    )

@@ -10,8 +10,9 @@ pipeline's already-loaded dataset: parity on its val split, int8 calibration on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 EXPORTS_DIR = "exports"
 

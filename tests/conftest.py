@@ -9,14 +9,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("ZOO_PROGRESS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import sys  # noqa: E402
+import sys
 
 # The bad-input corpus lives in benchmarks/corpus.py, shared by tests/test_reliability.py and
 # benchmarks/reliability.py: tests may import benchmark helpers, benchmarks never import tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PBC = REPO.parent / "shared" / "data" / "pbc128"
@@ -50,7 +50,9 @@ def trained_run(tmp_path_factory, synthetic_small):
     from zoo.train import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    return train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=2, batch_size=32, tensorboard=False)
+    return train(
+        "custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=2, batch_size=32, tensorboard=False
+    )
 
 
 def write_images(folder: Path, n: int, size: int = 20, seed: int = 0, fmt: str = "png") -> list[Path]:
@@ -77,16 +79,20 @@ def tiny_pipeline(tmp_path_factory):
     from zoo import config, pipeline
 
     tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
-    cfg = config.parse({
-        "name": "tiny",
-        "output": str(tmp_path_factory.mktemp("pipeline") / "out"),
-        "data": {"source": "synthetic:240", "image_size": 20},
-        "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
-        "members": [{"member": "custom_cnn", "params": tiny},
-                    {"member": "custom_cnn", "name": "second", "params": tiny, "train": {"seed": 1}}],
-        "evaluate": {"shifted": 0.5},
-        "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
-        "distill": {"enabled": True, "teacher": "vote", "params": tiny, "epochs": 1},
-        "export": {"enabled": True, "quantize": [], "include": ["student"], "parity_images": 32},
-    })
+    cfg = config.parse(
+        {
+            "name": "tiny",
+            "output": str(tmp_path_factory.mktemp("pipeline") / "out"),
+            "data": {"source": "synthetic:240", "image_size": 20},
+            "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
+            "members": [
+                {"member": "custom_cnn", "params": tiny},
+                {"member": "custom_cnn", "name": "second", "params": tiny, "train": {"seed": 1}},
+            ],
+            "evaluate": {"shifted": 0.5},
+            "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
+            "distill": {"enabled": True, "teacher": "vote", "params": tiny, "epochs": 1},
+            "export": {"enabled": True, "quantize": [], "include": ["student"], "parity_images": 32},
+        }
+    )
     return cfg, pipeline.run(cfg)

@@ -52,8 +52,23 @@ def high_freq_energy(x):
 # ----------------------------------------------------------------------------- spec language
 def test_available_lists_ops_and_presets():
     names = available_policies()
-    for name in ("flip_rot90", "stain", "color", "blur", "noise", "jpeg", "randaugment", "cutout", "gridmask",
-                 "center_mask", "cutmix", "mixup", "seed", "shift", "none"):
+    for name in (
+        "flip_rot90",
+        "stain",
+        "color",
+        "blur",
+        "noise",
+        "jpeg",
+        "randaugment",
+        "cutout",
+        "gridmask",
+        "center_mask",
+        "cutmix",
+        "mixup",
+        "seed",
+        "shift",
+        "none",
+    ):
         assert name in names
     text = describe()
     assert "randaugment:num_ops=2" in text and "shift =" in text
@@ -216,7 +231,14 @@ def test_center_mask_replaces_corners_with_the_border_background(batch):
     for i in range(B):
         corners = np.stack([x[i, 0, 0], x[i, 0, -1], x[i, -1, 0], x[i, -1, -1]])
         np.testing.assert_allclose(corners, np.repeat(corners[:1], 4, 0))  # one fill colour
-        frame = np.concatenate([images[i, :2].reshape(-1, 3), images[i, -2:].reshape(-1, 3), images[i, :, :2].reshape(-1, 3), images[i, :, -2:].reshape(-1, 3)])
+        frame = np.concatenate(
+            [
+                images[i, :2].reshape(-1, 3),
+                images[i, -2:].reshape(-1, 3),
+                images[i, :, :2].reshape(-1, 3),
+                images[i, :, -2:].reshape(-1, 3),
+            ]
+        )
         assert frame.min(0).min() <= corners[0].min() and corners[0].max() <= frame.max(0).max()
         np.testing.assert_array_equal(x[i, S // 2, S // 2], images[i, S // 2, S // 2])  # the cell stays
 
@@ -299,7 +321,11 @@ def test_every_policy_runs_inside_tf_data_map_on_batches(batch, spec):
     # Mixing ops pair each image with a shuffled partner; in a batch of 2 or 3 that shuffle is the
     # identity (nothing changes) with probability 1/2 or 1/6, so they get one batch of all 8.
     size = B if spec.split(":")[0] in ("cutmix", "mixup") else 3
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(size).map(policy, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .batch(size)
+        .map(policy, num_parallel_calls=tf.data.AUTOTUNE)
+    )
     assert ds.element_spec[0].shape.as_list() == [None, S, S, 3]
     assert ds.element_spec[0].dtype == tf.float32 and ds.element_spec[1].dtype == tf.float32
     x, y = (np.concatenate(parts) for parts in zip(*[(a.numpy(), b.numpy()) for a, b in ds]))
@@ -322,7 +348,9 @@ def test_shifted_copy_is_deterministic_and_shifts_colour_and_sharpness(batch):
     assert not np.array_equal(a, c)
     np.testing.assert_array_equal(shifted_copy(images, seed=7, severity=0.0), images)
     f = images.astype(np.float32)
-    assert np.abs(a.astype(np.float32).mean(axis=(0, 1, 2)) - f.mean(axis=(0, 1, 2))).max() > 1.0  # systematic colour shift
+    assert (
+        np.abs(a.astype(np.float32).mean(axis=(0, 1, 2)) - f.mean(axis=(0, 1, 2))).max() > 1.0
+    )  # systematic colour shift
     strong = shifted_copy(images, seed=7, severity=1.0).astype(np.float32)
     assert high_freq_energy(strong).mean() < high_freq_energy(f).mean()
     for i in range(len(images)):
@@ -361,7 +389,22 @@ def test_preview_cli_writes_a_montage(tmp_path):
     parser = argparse.ArgumentParser()
     data_cmd.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "preview.png"
-    args = parser.parse_args(["data", "preview", "--data", str(root), "--augment", "flip_rot90,mixup:0.3:1", "--out", str(out), "--image-size", "16", "--samples", "3"])
+    args = parser.parse_args(
+        [
+            "data",
+            "preview",
+            "--data",
+            str(root),
+            "--augment",
+            "flip_rot90,mixup:0.3:1",
+            "--out",
+            str(out),
+            "--image-size",
+            "16",
+            "--samples",
+            "3",
+        ]
+    )
     assert args.func(args) == 0
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100

@@ -20,8 +20,16 @@ def tiny_export(tmp_path_factory, trained_run, synthetic_small):
 def test_bench_export_writes_every_column_and_skips_missing_providers(tiny_export, synthetic_small, tmp_path):
     from export.bench import COLUMNS, bench
 
-    out = bench([tiny_export], tmp_path / "b", providers="cpu,cuda,tensorrt", batch_sizes=[1, 4], warmup=1, iterations=2,
-                data=synthetic_small, split="val")
+    out = bench(
+        [tiny_export],
+        tmp_path / "b",
+        providers="cpu,cuda,tensorrt",
+        batch_sizes=[1, 4],
+        warmup=1,
+        iterations=2,
+        data=synthetic_small,
+        split="val",
+    )
     assert sorted(p.name for p in out.iterdir()) == ["bench.csv", "bench.json", "bench.md", "pareto.png"]
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "bench.csv", newline="") as f:
@@ -37,7 +45,12 @@ def test_bench_export_writes_every_column_and_skips_missing_providers(tiny_expor
             r = by[("ort", provider, "fp32", 1)]
             assert r["status"] == "skipped" and name in r["reason"]
     n_val = len(synthetic_small.split("val"))
-    for key in [("ort", "cpu", "fp32", 1), ("ort", "cpu", "int8", 4), ("keras-predict", "tf", "fp32", 4), ("keras-call", "tf", "fp32", 1)]:
+    for key in [
+        ("ort", "cpu", "fp32", 1),
+        ("ort", "cpu", "int8", 4),
+        ("keras-predict", "tf", "fp32", 4),
+        ("keras-call", "tf", "fp32", 1),
+    ]:
         r = by[key]
         assert r["status"] == "ok", r
         assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0
@@ -54,10 +67,22 @@ def test_bench_bare_onnx_reports_keras_skipped_and_refuses_foreign_folder(tiny_e
     from export.bench import bench
     from zoo.errors import ZooError
 
-    out = bench([tiny_export / "model.onnx"], tmp_path / "b", engines="ort,keras", providers="cpu", variants="fp32", batch_sizes=[2],
-                warmup=0, iterations=1)
+    out = bench(
+        [tiny_export / "model.onnx"],
+        tmp_path / "b",
+        engines="ort,keras",
+        providers="cpu",
+        variants="fp32",
+        batch_sizes=[2],
+        warmup=0,
+        iterations=1,
+    )
     rows = json.loads((out / "bench.json").read_text())["rows"]
-    assert {r["engine"]: r["status"] for r in rows} == {"ort": "ok", "keras-predict": "skipped", "keras-call": "skipped"}
+    assert {r["engine"]: r["status"] for r in rows} == {
+        "ort": "ok",
+        "keras-predict": "skipped",
+        "keras-call": "skipped",
+    }
     ok = next(r for r in rows if r["engine"] == "ort")
     assert ok["accuracy"] is None and ok["accuracy_source"] is None  # no --data, no card next to a bare file's metadata
     with pytest.raises(ZooError, match="--force"):
@@ -79,11 +104,18 @@ def test_count_macs_of_a_conv_and_gemm_graph():
     w = numpy_helper.from_array(np.zeros((16, 3, 3, 3), np.float32), "w")
     g = numpy_helper.from_array(np.zeros((16 * 8 * 8, 10), np.float32), "g")
     shape = numpy_helper.from_array(np.array([-1, 16 * 8 * 8], np.int64), "shape")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
-             helper.make_node("Reshape", ["c", "shape"], ["f"]),
-             helper.make_node("MatMul", ["f", "g"], ["y"])]
-    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], [w, g, shape])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["f"]),
+        helper.make_node("MatMul", ["f", "g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        [w, g, shape],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     macs = count_macs(model)
     # conv: 16 x 8 x 8 outputs x 27 MACs; matmul: 10 outputs x 1024 MACs
@@ -95,13 +127,26 @@ def test_zoo_run_bench_stage_writes_the_four_files_then_skips(tmp_path, caplog):
     from zoo import config, pipeline
 
     tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
-    cfg = config.parse({
-        "name": "tiny", "output": str(tmp_path / "out"), "data": {"source": "synthetic:96", "image_size": 20},
-        "train": {"epochs": 1, "batch_size": 32, "tensorboard": False}, "members": [{"member": "custom_cnn", "params": tiny}],
-        "evaluate": {"shifted": None}, "ensemble": {"enabled": False},
-        "export": {"enabled": True, "quantize": [], "include": ["members"], "parity_images": 16},
-        "bench": {"enabled": True, "batch_sizes": [2], "iterations": 1, "warmup": 0, "engines": ["ort"], "providers": ["cpu"]},
-    })
+    cfg = config.parse(
+        {
+            "name": "tiny",
+            "output": str(tmp_path / "out"),
+            "data": {"source": "synthetic:96", "image_size": 20},
+            "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
+            "members": [{"member": "custom_cnn", "params": tiny}],
+            "evaluate": {"shifted": None},
+            "ensemble": {"enabled": False},
+            "export": {"enabled": True, "quantize": [], "include": ["members"], "parity_images": 16},
+            "bench": {
+                "enabled": True,
+                "batch_sizes": [2],
+                "iterations": 1,
+                "warmup": 0,
+                "engines": ["ort"],
+                "providers": ["cpu"],
+            },
+        }
+    )
     pipeline.run(cfg)
     bench_dir = tmp_path / "out" / "bench"
     assert sorted(p.name for p in bench_dir.iterdir()) == ["bench.csv", "bench.json", "bench.md", "pareto.png"]
@@ -124,10 +169,27 @@ def test_gpu_script_on_a_cpu_machine_skips_the_gpu_steps_cleanly(tiny_export, tm
     from conftest import REPO
 
     out = tmp_path / "gpu"
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--skip-gpu", "--models", str(tiny_export), "--out", str(out),
-                           "--iterations", "1", "--engines", "ort", "--data", "synthetic:96"],
-                          env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(REPO / "benchmarks" / "gpu.sh"),
+            "--skip-gpu",
+            "--models",
+            str(tiny_export),
+            "--out",
+            str(out),
+            "--iterations",
+            "1",
+            "--engines",
+            "ort",
+            "--data",
+            "synthetic:96",
+        ],
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((out / "gpu.json").read_text())
     assert doc["steps"]["ConvNeXt training throughput"] == {"status": "skipped", "reason": "--skip-gpu"}

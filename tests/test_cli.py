@@ -34,8 +34,24 @@ def test_list_shows_members_and_runs(trained_run, capsys):
 
 def test_train_and_evaluate_commands(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "custom_cnn", "--data", "synthetic:64", "--image-size", "16", "--epochs", "1", "--batch-size", "32",
-                 "--params", '{"widths": [8], "depths": [1], "stem_width": 8}', "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "custom_cnn",
+            "--data",
+            "synthetic:64",
+            "--image-size",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--params",
+            '{"widths": [8], "depths": [1], "stem_width": 8}',
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "val: accuracy" in text and f"run folder: {out}" in text

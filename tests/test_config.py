@@ -70,7 +70,9 @@ def test_gpu_recipe_parses_and_every_member_builds_tiny():
     assert cfg.bench.enabled and {"cuda", "tensorrt"} <= set(cfg.bench.providers)
     builds = [(m.member, m.params) for m in cfg.members] + [(cfg.distill.student, cfg.distill.params)]
     for member, params in builds:
-        model = get_spec(member).build(8, 32, **{**params, **({"weights": None} if member.startswith("convnext") else {})})
+        model = get_spec(member).build(
+            8, 32, **{**params, **({"weights": None} if member.startswith("convnext") else {})}
+        )
         assert model.output_shape == (None, 8), member
         del model
         keras.backend.clear_session()
@@ -103,10 +105,15 @@ def test_cli_defaults_are_the_dataclass_defaults():
     train_cmd.register(sub)
     ens_cmd.register(sub)
     t = parser.parse_args(["train", "custom_cnn", "--out", "x"])
-    assert (t.epochs, t.batch_size, t.lr, t.patience) == tuple(getattr(TrainConfig(), k) for k in
-                                                              ("epochs", "batch_size", "learning_rate", "patience"))
+    assert (t.epochs, t.batch_size, t.lr, t.patience) == tuple(
+        getattr(TrainConfig(), k) for k in ("epochs", "batch_size", "learning_rate", "patience")
+    )
     d = parser.parse_args(["distill", "e", "--data", "d", "--out", "o"])
-    assert (d.epochs, d.alpha, d.temperature, d.batch_size) == (DistillConfig.epochs, DistillConfig.alpha,
-                                                                DistillConfig.temperature, DistillConfig.batch_size)
+    assert (d.epochs, d.alpha, d.temperature, d.batch_size) == (
+        DistillConfig.epochs,
+        DistillConfig.alpha,
+        DistillConfig.temperature,
+        DistillConfig.batch_size,
+    )
     v = parser.parse_args(["ensemble", "vote", "r1", "r2", "--out", "o"])
     assert (v.folds, v.batch_size) == (EnsembleConfig.folds, EnsembleConfig.batch_size)

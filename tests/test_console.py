@@ -14,8 +14,13 @@ NATIVE = [
     b"W0000 00:00:1795780064.807209    7058 gpu_device.cc:2344] Cannot dlopen some GPU libraries.",
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
 ]
-OURS = [b"11:48:19 INFO zoo.pipeline: [1/11] train custom_cnn", b"synthetic:  25%|##5  | 401/1600 [00:01<00:02]",
-        b"zoo: error: unknown data source 'x'", b"Traceback (most recent call last):", b"F0000 fatal lines are kept"]
+OURS = [
+    b"11:48:19 INFO zoo.pipeline: [1/11] train custom_cnn",
+    b"synthetic:  25%|##5  | 401/1600 [00:01<00:02]",
+    b"zoo: error: unknown data source 'x'",
+    b"Traceback (most recent call last):",
+    b"F0000 fatal lines are kept",
+]
 
 
 def test_native_log_lines_are_recognised_and_ours_are_not():
@@ -26,14 +31,30 @@ def test_native_log_lines_are_recognised_and_ours_are_not():
 def _cli(*args):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL")}
     env["PYTHONPATH"] = REPO
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, env=env, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args], capture_output=True, env=env, timeout=300, check=False
+    )
 
 
 def test_cli_stderr_has_no_tensorflow_native_lines_unless_verbose(tmp_path):
     # a tiny training imports TensorFlow and runs ops (the whole start-up chatter, cuInit included) and
     # calls Keras' fit on a tf.data pipeline (the `shuffle=True` warning)
-    quiet = _cli("train", "custom_cnn", "--data", "synthetic:64", "--image-size", "16", "--epochs", "1",
-                 "--batch-size", "32", "--params", '{"widths": [8], "depths": [1], "stem_width": 8}', "--out", str(tmp_path / "run"))
+    quiet = _cli(
+        "train",
+        "custom_cnn",
+        "--data",
+        "synthetic:64",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--params",
+        '{"widths": [8], "depths": [1], "stem_width": 8}',
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     lines = quiet.stderr.splitlines()
     leaked = [line for line in lines if is_native_log_line(line) or b"oneDNN" in line or b"cuda" in line.lower()]

@@ -56,7 +56,7 @@ def test_members_registered_with_recipe():
 def test_forward_raw_pixels_to_probabilities():
     m = tiny_member(num_classes=4)
     assert m.input.shape == (None, 32, 32, 3)
-    assert [l.name for l in m.layers][1:] == ["backbone", "head_dropout", "head_dense", "probs"]
+    assert [layer.name for layer in m.layers][1:] == ["backbone", "head_dropout", "head_dense", "probs"]
     p = m.predict(pixels(3, 32), verbose=0)
     assert p.shape == (3, 4) and p.dtype == np.float32
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
@@ -261,13 +261,13 @@ def test_onnx_export_parity():
 
 # ----------------------------------------------------------------------------- fine-tuning
 def _trainable_names(backbone):
-    return [l.name for l in backbone.layers if l.weights and l.trainable]
+    return [layer.name for layer in backbone.layers if layer.weights and layer.trainable]
 
 
 def test_set_trainable_fraction_follows_convention():
     m = tiny_member()
     bb = m.get_layer("backbone")
-    weighted = [l.name for l in bb.layers if l.weights]
+    weighted = [layer.name for layer in bb.layers if layer.weights]
     n = len(weighted)
 
     assert set_trainable_fraction(m, 0.0) == 0

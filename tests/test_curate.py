@@ -29,7 +29,10 @@ def cell_image(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
         draw.ellipse([x - r, y - r, x + r, y + r], outline=(200, 150, 165), width=2, fill=(222, 180, 185))
     c = size / 2 + rng.uniform(-3, 3, 2)
     r = rng.uniform(7, 11, 2)
-    draw.ellipse([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=tuple(int(v) for v in np.array([115, 70, 150]) + rng.normal(0, 8, 3)))
+    draw.ellipse(
+        [c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]],
+        fill=tuple(int(v) for v in np.array([115, 70, 150]) + rng.normal(0, 8, 3)),
+    )
     arr = np.asarray(img.filter(ImageFilter.GaussianBlur(0.6))).astype(np.float64)
     yy, xx = np.mgrid[:size, :size]
     inside = ((yy - c[1]) / r[1]) ** 2 + ((xx - c[0]) / r[0]) ** 2 < 1
@@ -89,7 +92,11 @@ def tree(tmp_path) -> dict:
 
 def snapshot(root: Path) -> dict[str, tuple]:
     return {
-        p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns, p.stat().st_mode)
+        p.relative_to(root).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+            p.stat().st_mode,
+        )
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
@@ -227,7 +234,19 @@ def test_cli_inspect_and_clean(tree, tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "exact duplicate groups 2" in out and "train~val 2" in out
-    args = parser.parse_args(["data", "clean", "--data", str(tree["root"]), "--out", str(tmp_path / "c"), "--mode", "list", "--keep-outliers"])
+    args = parser.parse_args(
+        [
+            "data",
+            "clean",
+            "--data",
+            str(tree["root"]),
+            "--out",
+            str(tmp_path / "c"),
+            "--mode",
+            "list",
+            "--keep-outliers",
+        ]
+    )
     assert args.func(args) == 0
     assert "dropped 6" in capsys.readouterr().out  # 9 minus the 3 outliers kept
 

@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import write_images
 from PIL import Image
 
-from conftest import write_images
 from zoo.data import load_dataset
 from zoo.data.images import BadImage, decode
 from zoo.errors import ZooError
@@ -171,7 +171,12 @@ def test_synthetic_is_learnable_but_not_trivial():
     d = load_dataset("synthetic:800", 32, seed=0)
 
     def feats(x):
-        return np.concatenate([np.histogram(im[..., c], bins=8, range=(0, 255))[0] for im in x for c in range(3)]).reshape(len(x), -1) / x[0, ..., 0].size
+        return (
+            np.concatenate([np.histogram(im[..., c], bins=8, range=(0, 255))[0] for im in x for c in range(3)]).reshape(
+                len(x), -1
+            )
+            / x[0, ..., 0].size
+        )
 
     tr, te = d.split("train"), d.split("test")
     acc = LogisticRegression(max_iter=2000).fit(feats(tr.images), tr.labels).score(feats(te.images), te.labels)
@@ -237,5 +242,14 @@ def test_bloodmnist_bad_checksum_is_refused(tmp_path, monkeypatch):
 @pytest.mark.realdata
 def test_pbc_folder_loads_with_eight_classes(pbc_root):
     d = load_dataset(str(pbc_root), 32)
-    assert d.class_names == ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+    assert d.class_names == [
+        "basophil",
+        "eosinophil",
+        "erythroblast",
+        "ig",
+        "lymphocyte",
+        "monocyte",
+        "neutrophil",
+        "platelet",
+    ]
     assert len(d.split("train")) == 11965 and len(d.split("val")) == 1710

@@ -37,7 +37,9 @@ def test_distillation_loss_matches_the_formula():
     ce = -np.log(student[np.arange(5), labels])
     np.testing.assert_allclose(got, alpha * t * t * kl + (1 - alpha) * ce, rtol=1e-4)
     # alpha = 0 is plain cross-entropy; a student equal to its teacher has zero KL.
-    np.testing.assert_allclose(np.asarray(distillation_loss(c, 0.0, t)(y_true, student.astype(np.float32))), ce, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(distillation_loss(c, 0.0, t)(y_true, student.astype(np.float32))), ce, rtol=1e-4
+    )
     same = np.asarray(distillation_loss(c, 1.0, t)(y_true, teacher.astype(np.float32)))
     np.testing.assert_allclose(same, 0.0, atol=1e-4)
 
@@ -72,8 +74,19 @@ def tiny_ensemble(tmp_path_factory):
         folder = root / "members" / f"m{i}"
         folder.mkdir(parents=True)
         model.save(folder / "model.keras")
-        write_card(folder, {"kind": "member", "name": f"m{i}", "member": "custom_cnn", "params": TINY,
-                            "classes": list(ds.class_names), "input": dict(INPUT), "data": ds.summary(), "metrics": {}})
+        write_card(
+            folder,
+            {
+                "kind": "member",
+                "name": f"m{i}",
+                "member": "custom_cnn",
+                "params": TINY,
+                "classes": list(ds.class_names),
+                "input": dict(INPUT),
+                "data": ds.summary(),
+                "metrics": {},
+            },
+        )
         runs.append(folder)
     ens = build_ensemble(runs, root / "ensembles" / "vote", data=ds, config=EnsembleConfig(method="vote", folds=3))
     return ens, ds
@@ -87,8 +100,26 @@ def test_distill_cli_writes_a_loadable_student_run(tmp_path, tiny_ensemble):
     out = tmp_path / "student"
     parser = argparse.ArgumentParser(prog="zoo")
     cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["distill", str(ens), "--data", "synthetic:64", "--out", str(out), "--epochs", "1",
-                              "--batch-size", "16", "--params", json.dumps(TINY), "--alpha", "0.5", "--temperature", "3"])
+    args = parser.parse_args(
+        [
+            "distill",
+            str(ens),
+            "--data",
+            "synthetic:64",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--params",
+            json.dumps(TINY),
+            "--alpha",
+            "0.5",
+            "--temperature",
+            "3",
+        ]
+    )
     # The CLI reloads the data from its source string; the member cards record the 20/20 split.
     assert args.func(args) == 0
 

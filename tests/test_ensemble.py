@@ -42,7 +42,9 @@ def member_probs(labels, strength, c=4, seed=0, noise=1.0):
     return softmax(z).astype(np.float32)
 
 
-def make_run(folder: Path, splits: dict, classes=C4, input_spec=INPUT, fingerprint="abc", model=None, name=None) -> Path:
+def make_run(
+    folder: Path, splits: dict, classes=C4, input_spec=INPUT, fingerprint="abc", model=None, name=None
+) -> Path:
     """A member run folder: stored probs per split (+ model.keras when given), card last."""
     folder.mkdir(parents=True, exist_ok=True)
     if model is not None:
@@ -50,9 +52,19 @@ def make_run(folder: Path, splits: dict, classes=C4, input_spec=INPUT, fingerpri
     for split, (p, y) in splits.items():
         write_npy(folder / "probs" / f"{split}.npy", np.asarray(p, np.float32))
         write_npy(folder / "probs" / f"{split}_labels.npy", np.asarray(y, np.int64))
-    write_card(folder, {"kind": "member", "name": name or folder.name, "member": "custom_cnn", "params": {},
-                        "classes": list(classes), "input": dict(input_spec),
-                        "data": {"source": "synthetic:64", "fingerprint": fingerprint}, "metrics": {}})
+    write_card(
+        folder,
+        {
+            "kind": "member",
+            "name": name or folder.name,
+            "member": "custom_cnn",
+            "params": {},
+            "classes": list(classes),
+            "input": dict(input_spec),
+            "data": {"source": "synthetic:64", "fingerprint": fingerprint},
+            "metrics": {},
+        },
+    )
     return folder
 
 
@@ -64,8 +76,14 @@ def labels():
 
 @pytest.fixture
 def two_runs(tmp_path, labels):
-    good = make_run(tmp_path / "runs" / "good", {s: (member_probs(y, 2.5, seed=1 + i), y) for i, (s, y) in enumerate(labels.items())})
-    weak = make_run(tmp_path / "runs" / "weak", {s: (member_probs(y, 0.8, seed=7 + i), y) for i, (s, y) in enumerate(labels.items())})
+    good = make_run(
+        tmp_path / "runs" / "good",
+        {s: (member_probs(y, 2.5, seed=1 + i), y) for i, (s, y) in enumerate(labels.items())},
+    )
+    weak = make_run(
+        tmp_path / "runs" / "weak",
+        {s: (member_probs(y, 0.8, seed=7 + i), y) for i, (s, y) in enumerate(labels.items())},
+    )
     return [good, weak]
 
 
@@ -125,7 +143,7 @@ def test_stacking_cross_validation_never_sees_its_scoring_rows(labels, monkeypat
     # Per outer fold: 1 meta fit on its training rows + 3 inner fits (temperature) on subsets of them.
     assert len(seen) == 5 * (1 + 3)
     for f, (tr, te) in enumerate(folds):
-        for rows in seen[f * 4:(f + 1) * 4]:
+        for rows in seen[f * 4 : (f + 1) * 4]:
             assert rows <= set(tr.tolist())
             assert not rows & set(te.tolist())
 
@@ -214,8 +232,17 @@ def test_folder_round_trip_vote(tmp_path, two_runs, labels):
     p = np.tensordot(np.array(spec["weights"]), mp.astype(np.float64), axes=1)
     by_hand = softmax(np.log(p + spec["eps"]) / spec["temperature"])
     np.testing.assert_allclose(by_hand, np.load(out / "probs" / "val.npy"), atol=1e-6)
-    for f in ("comparison.md", "comparison.json", "comparison_val.png", "comparison_test.png", "plots/reliability_val.png",
-              "plots/reliability_test.png", "probs/val_oof.npy", "probs/test.npy", "folds.json"):
+    for f in (
+        "comparison.md",
+        "comparison.json",
+        "comparison_val.png",
+        "comparison_test.png",
+        "plots/reliability_val.png",
+        "plots/reliability_test.png",
+        "probs/val_oof.npy",
+        "probs/test.npy",
+        "folds.json",
+    ):
         assert (out / f).is_file(), f
     assert card["metrics"]["val"]["accuracy"] > 0.5 and "out-of-fold" in card["metrics"]["val"]["scored"]
     assert "val_in_sample" in card["metrics"]
@@ -266,10 +293,15 @@ def test_member_recarded_after_change_is_refused(tmp_path, two_runs):
 def test_inconsistent_members_are_refused(tmp_path, labels, change):
     y = labels["val"]
     a = make_run(tmp_path / "a", {"val": (member_probs(y, 2.0), y)})
-    kw = {"classes": ["a", "b", "d", "c"]} if change == "classes" else \
-        {"input_spec": {**INPUT, "image_size": 64}} if change == "image_size" else \
-        {"input_spec": {**INPUT, "preprocessing": "imagenet mean/std outside"}} if change == "preprocessing" else \
-        {"fingerprint": "other"}
+    kw = (
+        {"classes": ["a", "b", "d", "c"]}
+        if change == "classes"
+        else {"input_spec": {**INPUT, "image_size": 64}}
+        if change == "image_size"
+        else {"input_spec": {**INPUT, "preprocessing": "imagenet mean/std outside"}}
+        if change == "preprocessing"
+        else {"fingerprint": "other"}
+    )
     b = make_run(tmp_path / "b", {"val": (member_probs(y, 1.0), y)}, **kw)
     with pytest.raises(ZooError):
         build_ensemble([a, b], tmp_path / "ens")
@@ -302,16 +334,28 @@ def keras_runs(tmp_path_factory):
         folder = root / f"m{i}"
         folder.mkdir()
         model.save(folder / "model.keras")
-        write_card(folder, {"kind": "member", "name": f"m{i}", "member": "custom_cnn", "params": {},
-                            "classes": list(ds.class_names), "input": dict(INPUT),
-                            "data": ds.summary(), "metrics": {}})
+        write_card(
+            folder,
+            {
+                "kind": "member",
+                "name": f"m{i}",
+                "member": "custom_cnn",
+                "params": {},
+                "classes": list(ds.class_names),
+                "input": dict(INPUT),
+                "data": ds.summary(),
+                "metrics": {},
+            },
+        )
         runs.append(folder)
     return runs, ds
 
 
 def test_predict_proba_runs_members_and_matches_stored_probs(tmp_path, keras_runs):
     runs, ds = keras_runs
-    out = build_ensemble(runs, tmp_path / "ens", data=ds, config=EnsembleConfig(method="vote", weights=[0.3, 0.7], folds=3))
+    out = build_ensemble(
+        runs, tmp_path / "ens", data=ds, config=EnsembleConfig(method="vote", weights=[0.3, 0.7], folds=3)
+    )
     val = ds.split("val")
     p = predict_proba(out, val.images)
     assert p.shape == (len(val), 8) and p.dtype == np.float32
@@ -326,7 +370,9 @@ def test_tta_dihedral_predictions_are_rotation_invariant(tmp_path, keras_runs):
     from ensemble import tta
 
     runs, ds = keras_runs
-    out = build_ensemble(runs, tmp_path / "ens", data=ds, config=EnsembleConfig(method="stack", tta="dihedral", folds=3))
+    out = build_ensemble(
+        runs, tmp_path / "ens", data=ds, config=EnsembleConfig(method="stack", tta="dihedral", folds=3)
+    )
     assert json.loads((out / "ensemble.json").read_text())["tta"] == list(tta.TRANSFORMS)
     ens = load(out)
     x = ds.split("val").images[:4]
@@ -353,13 +399,38 @@ def test_cli_vote_and_stack(tmp_path, two_runs, capsys):
 
     parser = argparse.ArgumentParser(prog="zoo")
     cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["ensemble", "vote", *map(str, two_runs), "--out", str(tmp_path / "v"),
-                              "--weights", "1,2", "--calibrate", "--folds", "4"])
+    args = parser.parse_args(
+        [
+            "ensemble",
+            "vote",
+            *map(str, two_runs),
+            "--out",
+            str(tmp_path / "v"),
+            "--weights",
+            "1,2",
+            "--calibrate",
+            "--folds",
+            "4",
+        ]
+    )
     assert args.func(args) == 0
     spec = json.loads((tmp_path / "v" / "ensemble.json").read_text())
     assert spec["weights"] == pytest.approx([1 / 3, 2 / 3])
-    args = parser.parse_args(["ensemble", "stack", *map(str, two_runs), "--out", str(tmp_path / "s"),
-                              "--learner", "ridge", "--features", "prob", "--folds", "4"])
+    args = parser.parse_args(
+        [
+            "ensemble",
+            "stack",
+            *map(str, two_runs),
+            "--out",
+            str(tmp_path / "s"),
+            "--learner",
+            "ridge",
+            "--features",
+            "prob",
+            "--folds",
+            "4",
+        ]
+    )
     assert args.func(args) == 0
     assert json.loads((tmp_path / "s" / "ensemble.json").read_text())["learner"] == "ridge"
     printed = capsys.readouterr().out
@@ -373,7 +444,10 @@ def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels
 
     cfg = PipelineConfig(output=str(tmp_path), members=[MemberConfig(name="good"), MemberConfig(name="weak")])
     for name, strength in (("good", 2.5), ("weak", 0.8)):
-        make_run(tmp_path / "members" / name, {s: (member_probs(y, strength, seed=i), y) for i, (s, y) in enumerate(labels.items())})
+        make_run(
+            tmp_path / "members" / name,
+            {s: (member_probs(y, strength, seed=i), y) for i, (s, y) in enumerate(labels.items())},
+        )
 
     class Ctx:
         root = tmp_path
@@ -395,7 +469,9 @@ def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels
     for s in stages:
         s.run()
     assert all(s.complete() for s in stages)
-    assert json.loads((tmp_path / "ensembles" / "stack" / "ensemble.json").read_text())["temperature"] != 1.0  # calibrate=True
+    assert (
+        json.loads((tmp_path / "ensembles" / "stack" / "ensemble.json").read_text())["temperature"] != 1.0
+    )  # calibrate=True
     assert stage_distill(ctx, Stage) == []  # distill.enabled is False by default
     cfg.distill.enabled, cfg.distill.teacher = True, "median"
     with pytest.raises(ZooError, match="teacher"):

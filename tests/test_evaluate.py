@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 
 from zoo.artifacts import read_card
-from zoo.evaluate import compute_metrics, evaluate, expected_calibration_error
 from zoo.errors import ZooError
+from zoo.evaluate import compute_metrics, evaluate, expected_calibration_error
 
 NAMES = ["a", "b", "c"]
 
 
 def test_metrics_on_known_predictions():
     labels = np.array([0, 0, 1, 1, 2, 2])
-    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    probs = np.array(
+        [[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]]
+    )
     m = compute_metrics(labels, probs, NAMES)
     assert m["accuracy"] == pytest.approx(5 / 6)
     assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)

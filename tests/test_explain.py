@@ -22,7 +22,9 @@ def _two_images(dataset) -> np.ndarray:
     return part.images[[a, b]]
 
 
-def test_gradcam_of_a_run_differs_between_images_and_cli_writes_one_overlay_each(trained_run, synthetic_small, tmp_path, capsys):
+def test_gradcam_of_a_run_differs_between_images_and_cli_writes_one_overlay_each(
+    trained_run, synthetic_small, tmp_path, capsys
+):
     images = _two_images(synthetic_small)
     explainer = load_explainer(trained_run)
     probs, heat = explainer.explain(images)

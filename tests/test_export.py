@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.ensemble_graph import Combination, combine_numpy, tta_nodes, tta_numpy, TTA_TRANSFORMS
+from export.ensemble_graph import TTA_TRANSFORMS, Combination, combine_numpy, tta_nodes, tta_numpy
 from zoo.artifacts import card_sha256, read_card, write_card, write_json, write_npy
 from zoo.errors import ZooError
 
@@ -45,11 +45,25 @@ def make_run(folder: Path, dataset, seed: int) -> Path:
     val = dataset.split("val")
     write_npy(folder / "probs" / "val.npy", model.predict(val.images.astype(np.float32), verbose=0))
     write_npy(folder / "probs" / "val_labels.npy", val.labels)
-    write_card(folder, {
-        "kind": "member", "name": folder.name, "member": "custom_cnn", "params": TINY, "classes": list(dataset.class_names),
-        "input": {"image_size": SIZE, "channels": 3, "range": [0, 255], "color": "RGB", "preprocessing": "inside model"},
-        "data": {**dataset.summary(), "seed": 0}, "metrics": {},
-    })
+    write_card(
+        folder,
+        {
+            "kind": "member",
+            "name": folder.name,
+            "member": "custom_cnn",
+            "params": TINY,
+            "classes": list(dataset.class_names),
+            "input": {
+                "image_size": SIZE,
+                "channels": 3,
+                "range": [0, 255],
+                "color": "RGB",
+                "preprocessing": "inside model",
+            },
+            "data": {**dataset.summary(), "seed": 0},
+            "metrics": {},
+        },
+    )
     return folder
 
 
@@ -57,16 +71,37 @@ def make_ensemble(folder: Path, members: list[Path], spec: dict) -> Path:
     """An ensemble folder in the ``ensemble`` package's format (ensemble.json + card)."""
     cards = [read_card(m) for m in members]
     folder.mkdir(parents=True)
-    write_json(folder / "ensemble.json", {
-        "format": 1,
-        **spec,
-        "members": [{"name": c["name"], "member": c["member"], "path": f"../{m.name}", "abs_path": str(m), "card_sha256": card_sha256(m)}
-                    for m, c in zip(members, cards)],
-        "classes": cards[0]["classes"],
-        "input": cards[0]["input"],
-    })
-    write_card(folder, {"kind": "ensemble", "name": folder.name, "method": spec["method"], "classes": cards[0]["classes"],
-                        "input": cards[0]["input"], "data": cards[0]["data"], "metrics": {}})
+    write_json(
+        folder / "ensemble.json",
+        {
+            "format": 1,
+            **spec,
+            "members": [
+                {
+                    "name": c["name"],
+                    "member": c["member"],
+                    "path": f"../{m.name}",
+                    "abs_path": str(m),
+                    "card_sha256": card_sha256(m),
+                }
+                for m, c in zip(members, cards)
+            ],
+            "classes": cards[0]["classes"],
+            "input": cards[0]["input"],
+        },
+    )
+    write_card(
+        folder,
+        {
+            "kind": "ensemble",
+            "name": folder.name,
+            "method": spec["method"],
+            "classes": cards[0]["classes"],
+            "input": cards[0]["input"],
+            "data": cards[0]["data"],
+            "metrics": {},
+        },
+    )
     return folder
 
 
@@ -97,10 +132,22 @@ def test_combination_matches_ensemble_package():
     mp = rng.dirichlet(np.ones(5) * 0.3, size=(3, 40))  # (M, N, C), some tiny probabilities
     specs = [
         {"method": "vote", "weights": [0.5, 0.3, 0.2], "temperature": 1.7, "eps": 1e-7},
-        {"method": "stack", "coef": rng.normal(size=(5, 15)).tolist(), "intercept": rng.normal(size=5).tolist(),
-         "features": "log", "temperature": 0.8, "eps": 1e-7},
-        {"method": "stack", "coef": rng.normal(size=(5, 15)).tolist(), "intercept": rng.normal(size=5).tolist(),
-         "features": "prob", "temperature": 1.0, "eps": 1e-6},
+        {
+            "method": "stack",
+            "coef": rng.normal(size=(5, 15)).tolist(),
+            "intercept": rng.normal(size=5).tolist(),
+            "features": "log",
+            "temperature": 0.8,
+            "eps": 1e-7,
+        },
+        {
+            "method": "stack",
+            "coef": rng.normal(size=(5, 15)).tolist(),
+            "intercept": rng.normal(size=5).tolist(),
+            "features": "prob",
+            "temperature": 1.0,
+            "eps": 1e-6,
+        },
     ]
     for spec in specs:
         ours = combine_numpy(list(mp), Combination.from_spec(spec, 3, 5))
@@ -120,16 +167,25 @@ def test_combination_graph_matches_numpy():
     combos = [
         Combination("vote", 2, 4, weights=[0.25, 0.75], temperature=2.0),
         Combination("vote", 2, 4, weights=[0.5, 0.5]),
-        Combination("stack", 2, 4, coef=rng.normal(size=(4, 8)), intercept=rng.normal(size=4), transform="log", temperature=0.7),
+        Combination(
+            "stack", 2, 4, coef=rng.normal(size=(4, 8)), intercept=rng.normal(size=4), transform="log", temperature=0.7
+        ),
         Combination("stack", 2, 4, coef=rng.normal(size=(4, 8)), intercept=rng.normal(size=4), transform="prob"),
     ]
     for comb in combos:
         nodes, inits = combination_nodes(["p0", "p1"], comb)
-        graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 4]) for n in ("p0", "p1")],
-                                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 4])], initializer=inits)
+        graph = helper.make_graph(
+            nodes,
+            "c",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 4]) for n in ("p0", "p1")],
+            [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 4])],
+            initializer=inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         onnx.checker.check_model(model, full_check=True)
-        out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"p0": mp[0], "p1": mp[1]})[0]
+        out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"p0": mp[0], "p1": mp[1]}
+        )[0]
         np.testing.assert_allclose(out, combine_numpy(list(mp), comb), atol=1e-5)
 
 
@@ -140,10 +196,17 @@ def test_tta_graph_matches_numpy_and_ensemble_tta(opset):
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     nodes, inits = tta_nodes(list(TTA_TRANSFORMS), opset)
-    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 5, 5, 3])],
-                              [helper.make_tensor_value_info("ens_tta_batch", TensorProto.FLOAT, None)], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 5, 5, 3])],
+        [helper.make_tensor_value_info("ens_tta_batch", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})[
+        0
+    ]
     expected = np.concatenate([tta_numpy(t, x) for t in TTA_TRANSFORMS])
     np.testing.assert_array_equal(out, expected)
     try:
@@ -279,7 +342,9 @@ def test_vote_ensemble_one_graph(runs, dataset, tmp_path):
     np.testing.assert_allclose(model.predict(dataset.split("test").images[:10]), p, atol=1e-6)
     from onnx.reference import ReferenceEvaluator  # second runtime on the merged graph
 
-    ref = ReferenceEvaluator(str(tmp_path / "vote" / "model.onnx")).run(None, {"images": dataset.split("test").images[:2].astype(np.float32)})[0]
+    ref = ReferenceEvaluator(str(tmp_path / "vote" / "model.onnx")).run(
+        None, {"images": dataset.split("test").images[:2].astype(np.float32)}
+    )[0]
     np.testing.assert_allclose(ref, p[:2], atol=1e-5)
 
 
@@ -287,15 +352,28 @@ def test_stack_ensemble_one_graph(runs, dataset, tmp_path):
     root, members = runs
     c = dataset.num_classes
     rng = np.random.default_rng(3)
-    spec = {"method": "stack", "coef": rng.normal(0, 0.5, (c, 2 * c)).tolist(), "intercept": rng.normal(0, 0.1, c).tolist(),
-            "features": "log", "temperature": 0.8, "eps": 1e-7, "learner": "logistic"}
+    spec = {
+        "method": "stack",
+        "coef": rng.normal(0, 0.5, (c, 2 * c)).tolist(),
+        "intercept": rng.normal(0, 0.1, c).tolist(),
+        "features": "log",
+        "temperature": 0.8,
+        "eps": 1e-7,
+        "learner": "logistic",
+    }
     folder = make_ensemble(root / "stack", members, spec)
     _ensemble_check(folder, tmp_path / "stack", runs, dataset, spec)
 
 
 def test_vote_ensemble_with_tta(runs, dataset, tmp_path):
     root, members = runs
-    spec = {"method": "vote", "weights": [0.5, 0.5], "temperature": 1.0, "eps": 1e-7, "tta": ["identity", "flip", "rot90", "flip_rot270"]}
+    spec = {
+        "method": "vote",
+        "weights": [0.5, 0.5],
+        "temperature": 1.0,
+        "eps": 1e-7,
+        "tta": ["identity", "flip", "rot90", "flip_rot270"],
+    }
     folder = make_ensemble(root / "vote_tta", members, spec)
     _ensemble_check(folder, tmp_path / "vote_tta", runs, dataset, spec)
 
@@ -367,12 +445,12 @@ def test_export_ensemble_built_by_ensemble_package(runs, dataset, tmp_path):
     """Round trip with the real writer: ``ensemble.build`` folder -> one ONNX graph, parity vs its own predict_proba."""
     build = pytest.importorskip("ensemble.build")
     from ensemble.folder import predict_proba
-
     from export.convert import export_model
 
     _, members = runs
-    folder = build.build_ensemble(members, tmp_path / "ens", data=dataset,
-                                  config=build.EnsembleConfig(method="stack", calibrate=True, folds=2))
+    folder = build.build_ensemble(
+        members, tmp_path / "ens", data=dataset, config=build.EnsembleConfig(method="stack", calibrate=True, folds=2)
+    )
     out = export_model(folder, tmp_path / "exp")
     assert read_card(out)["parity"]["fp32"]["passed"]
     x = dataset.split("test").images[:8]
@@ -394,7 +472,14 @@ def test_pipeline_stage(runs, dataset, tmp_path):
 
     _, members = runs
     cfg = SimpleNamespace(
-        export=SimpleNamespace(enabled=True, opset=17, quantize=["int8"], include=["members", "ensembles"], calibration_size=32, parity_images=8),
+        export=SimpleNamespace(
+            enabled=True,
+            opset=17,
+            quantize=["int8"],
+            include=["members", "ensembles"],
+            calibration_size=32,
+            parity_images=8,
+        ),
         members=[SimpleNamespace(run_name=m.name) for m in members],
         ensemble=SimpleNamespace(enabled=False, methods=[]),
         distill=SimpleNamespace(enabled=False),

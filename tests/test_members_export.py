@@ -29,11 +29,19 @@ def test_every_member_is_covered_here():
 @pytest.mark.parametrize("member", SMALL_ENOUGH)
 def test_member_trains_saves_reloads_and_exports(member, tmp_path):
     from export.convert import export_model
-
     from zoo.data import load_dataset
 
     data = load_dataset("synthetic:48", 32, val_fraction=0.25, test_fraction=0.0)
-    run = train(member, data, tmp_path / member, image_size=32, epochs=1, batch_size=16, tensorboard=False, evaluate_splits=("val",))
+    run = train(
+        member,
+        data,
+        tmp_path / member,
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        tensorboard=False,
+        evaluate_splits=("val",),
+    )
     card = read_card(run)
     assert card["member"] == member and card["training"]["epochs_run"] == 1
     model = load_model(run)

@@ -12,8 +12,14 @@ from zoo.artifacts import read_card, write_card
 from zoo.errors import ZooError
 
 TINY = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
-PIXELS = {"channels": 3, "dtype": "float32", "range": [0, 255], "color": "RGB", "resize": "bilinear",
-          "preprocessing": "inside model"}
+PIXELS = {
+    "channels": 3,
+    "dtype": "float32",
+    "range": [0, 255],
+    "color": "RGB",
+    "resize": "bilinear",
+    "preprocessing": "inside model",
+}
 
 
 # ----------------------------------------------------------------------------- evidence
@@ -68,9 +74,19 @@ def mixed(tmp_path_factory):
         folder = root / "members" / f"m{size}"
         folder.mkdir(parents=True)
         create_model("custom_cnn", ds.num_classes, size, **TINY).save(folder / "model.keras")
-        write_card(folder, {"kind": "member", "name": f"m{size}", "member": "custom_cnn", "params": TINY,
-                            "classes": list(ds.class_names), "input": {"image_size": size, **PIXELS},
-                            "data": ds.summary(), "metrics": {}})
+        write_card(
+            folder,
+            {
+                "kind": "member",
+                "name": f"m{size}",
+                "member": "custom_cnn",
+                "params": TINY,
+                "classes": list(ds.class_names),
+                "input": {"image_size": size, **PIXELS},
+                "data": ds.summary(),
+                "metrics": {},
+            },
+        )
         runs.append(folder)
     return root, runs, data
 
@@ -82,7 +98,9 @@ def test_mixed_size_members_build_one_ensemble_and_export_with_fp32_parity(mixed
     from export import export_model
 
     root, runs, data = mixed
-    out = build_ensemble(runs, root / "ens_vote", data=data[32], config=EnsembleConfig(method="vote", weights=[1, 1], folds=3))
+    out = build_ensemble(
+        runs, root / "ens_vote", data=data[32], config=EnsembleConfig(method="vote", weights=[1, 1], folds=3)
+    )
     spec = json.loads((out / "ensemble.json").read_text())
     assert spec["input"]["image_size"] == 32 and [m["image_size"] for m in spec["members"]] == [24, 32]
     ens = load(out)
@@ -108,7 +126,9 @@ def test_zero_weight_members_are_left_out_of_the_ensemble_and_its_graph(mixed):
     from export import export_model
 
     root, runs, data = mixed
-    out = build_ensemble(runs, root / "ens_zero", data=data[32], config=EnsembleConfig(method="vote", weights=[1, 0], folds=3))
+    out = build_ensemble(
+        runs, root / "ens_zero", data=data[32], config=EnsembleConfig(method="vote", weights=[1, 0], folds=3)
+    )
     spec = json.loads((out / "ensemble.json").read_text())
     assert [m["name"] for m in spec["members"]] == ["m24"] and spec["weights"] == [1.0]
     assert [d["name"] for d in spec["dropped_members"]] == ["m32"]
@@ -126,7 +146,9 @@ def test_ensemble_json_without_member_hash_is_refused_by_both_readers(mixed):
     from export.sources import open_source
 
     root, runs, data = mixed
-    out = build_ensemble(runs, root / "ens_hash", data=data[32], config=EnsembleConfig(method="vote", weights=[1, 1], folds=3))
+    out = build_ensemble(
+        runs, root / "ens_hash", data=data[32], config=EnsembleConfig(method="vote", weights=[1, 1], folds=3)
+    )
     spec = json.loads((out / "ensemble.json").read_text())
     del spec["members"][1]["card_sha256"]
     card = read_card(out)

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, TINY_CNN
 
 TIMEOUT_S = 420
@@ -36,14 +35,39 @@ def test_two_local_workers_train_one_epoch_to_a_valid_run(tmp_path):
     params = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TINY_CNN.items()})
     procs, logs = [], []
     for i in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-               "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2", "ZOO_PROGRESS": "0",
-               "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+            "PYTHONPATH": str(REPO),
+            "CUDA_VISIBLE_DEVICES": "-1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "ZOO_PROGRESS": "0",
+            "TF_NUM_INTRAOP_THREADS": "1",
+            "TF_NUM_INTEROP_THREADS": "1",
+        }
         log = open(tmp_path / f"worker{i}.log", "w")
         logs.append(log)
-        cmd = [sys.executable, "-m", "zoo.cli", "train", "custom_cnn", "--data", "synthetic:64", "--image-size", "20",
-               "--epochs", "1", "--batch-size", "16", "--params", params, "--strategy", "multiworker",
-               "--out", str(tmp_path / f"worker{i}")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "zoo.cli",
+            "train",
+            "custom_cnn",
+            "--data",
+            "synthetic:64",
+            "--image-size",
+            "20",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--params",
+            params,
+            "--strategy",
+            "multiworker",
+            "--out",
+            str(tmp_path / f"worker{i}"),
+        ]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -58,8 +82,10 @@ def test_two_local_workers_train_one_epoch_to_a_valid_run(tmp_path):
                 p.wait()
         for log in logs:
             log.close()
-    tails = "\n".join(f"--- worker {i} (exit {p.returncode})\n" + (tmp_path / f"worker{i}.log").read_text()[-1500:]
-                      for i, p in enumerate(procs))
+    tails = "\n".join(
+        f"--- worker {i} (exit {p.returncode})\n" + (tmp_path / f"worker{i}.log").read_text()[-1500:]
+        for i, p in enumerate(procs)
+    )
     assert [p.returncode for p in procs] == [0, 0], tails
     card = read_card(tmp_path / "worker0")  # the chief's run folder: complete and verified
     assert card["kind"] == "member" and "val" in card["metrics"]

@@ -10,11 +10,18 @@ def _pool_proj_model(size: int):
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((6, 4, 1, 1)).astype(np.float32), "w")
-    nodes = [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0]),
-             helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[1, 1]),
-             helper.make_node("Relu", ["c"], ["y"])]
-    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, size // 2, size // 2])], [w])
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0]),
+        helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, size // 2, size // 2])],
+        [w],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

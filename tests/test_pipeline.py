@@ -13,7 +13,10 @@ def tiny_config(tmp_path, **sections):
         "output": str(tmp_path / "out"),
         "data": {"source": "synthetic:96", "image_size": 20},
         "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
-        "members": [{"member": "custom_cnn", "params": TINY}, {"member": "custom_cnn", "name": "second", "params": TINY, "train": {"seed": 1}}],
+        "members": [
+            {"member": "custom_cnn", "params": TINY},
+            {"member": "custom_cnn", "name": "second", "params": TINY, "train": {"seed": 1}},
+        ],
         "evaluate": {"shifted": None, "shift_suite": False},
         "ensemble": {"enabled": False},
     }

@@ -26,7 +26,10 @@ CLASSES = ["red", "green", "blue"]
 SIZE = 16
 
 
-def tiny_model(parity: dict | None = {"passed": True, "max_abs_diff": 0.0}, with_meta: bool = True):
+PASSED = {"passed": True, "max_abs_diff": 0.0}
+
+
+def tiny_model(parity: dict | None = PASSED, with_meta: bool = True):
     """images (N,16,16,3) -> softmax(mean_rgb/255 · 20·I): the class is the dominant colour."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -37,7 +40,8 @@ def tiny_model(parity: dict | None = {"passed": True, "max_abs_diff": 0.0}, with
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", SIZE, SIZE, 3])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
         initializer=[numpy_helper.from_array((np.eye(3) * 20 / 255).astype(np.float32), "w")],
@@ -126,8 +130,9 @@ def test_bad_arrays_are_clear_errors(model_path, bad, message):
 
 
 def test_prepare_batch_matches_file_decoding():
-    from zoo.data.images import decode
     import io
+
+    from zoo.data.images import decode
 
     img = np.random.default_rng(0).integers(0, 255, (37, 29, 3), dtype=np.uint8)
     buf = io.BytesIO()
@@ -141,7 +146,13 @@ def test_folder_with_broken_files_csv_and_json(model_path, image_folder, tmp_pat
     assert "notes.txt" not in by_name  # folders are searched for image extensions only
     assert len(records) == 8
     ok = {n: r["label"] for n, r in by_name.items() if r["status"] == "ok"}
-    assert ok == {"a_red.png": "red", "b_green.jpg": "green", "c_blue_rgba.png": "blue", "d_gray16.png": ok.get("d_gray16.png"), "e_red.bmp": "red"}
+    assert ok == {
+        "a_red.png": "red",
+        "b_green.jpg": "green",
+        "c_blue_rgba.png": "blue",
+        "d_gray16.png": ok.get("d_gray16.png"),
+        "e_red.bmp": "red",
+    }
     bad = {n: r["error"] for n, r in by_name.items() if r["status"] == "error"}
     assert set(bad) == {"x_truncated.png", "y_not_an_image.jpg", "z_empty.png"}
     assert all(bad.values()) and "empty" in bad["z_empty.png"]
@@ -208,7 +219,9 @@ def test_providers():
     assert select_providers("cpu") == ["CPUExecutionProvider"]
     auto = select_providers("auto")
     assert auto[-1] == "CPUExecutionProvider"
-    assert auto[0] == ("CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider")
+    assert auto[0] == (
+        "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider"
+    )
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(ZooError, match="not available"):
             select_providers("cuda")
@@ -269,6 +282,7 @@ def test_csv_to_stdout(model_path, image_folder):
 
 def test_folder_walk_skips_hidden_files_and_folders(tmp_path):
     from conftest import write_images
+
     from export.predictor import list_inputs
 
     shown = write_images(tmp_path / "imgs" / "sub", 2)

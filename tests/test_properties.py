@@ -15,11 +15,15 @@ from hypothesis.extra import numpy as hnp
 
 from zoo.errors import ZooError
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 # ----------------------------------------------------------------------------- npz archives
-DTYPES = st.sampled_from([np.uint8, np.uint16, np.int8, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64])
+DTYPES = st.sampled_from(
+    [np.uint8, np.uint16, np.int8, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64]
+)
 LABEL_DTYPES = st.sampled_from([np.int64, np.int8, np.uint8, np.float32, np.float64, np.bool_])
 
 
@@ -35,13 +39,30 @@ def arrays(dtype, shape):
 def npz_contents(draw):
     n = draw(st.integers(0, 14))
     layout = draw(st.sampled_from(["an2dl", "medmnist", "junk"]))
-    img_shape = draw(st.sampled_from([(n, 6, 6, 3), (n, 5, 7), (n, 6, 6, 1), (n, 6, 6, 4), (n, 3, 6, 6), (n, 6), (n, 1, 1, 3),
-                                      (n, 6, 6, 2), (n,), (n, 4, 4, 3, 2)]))
+    img_shape = draw(
+        st.sampled_from(
+            [
+                (n, 6, 6, 3),
+                (n, 5, 7),
+                (n, 6, 6, 1),
+                (n, 6, 6, 4),
+                (n, 3, 6, 6),
+                (n, 6),
+                (n, 1, 1, 3),
+                (n, 6, 6, 2),
+                (n,),
+                (n, 4, 4, 3, 2),
+            ]
+        )
+    )
     images = draw(arrays(draw(DTYPES), img_shape))
     k = draw(st.sampled_from([n, n, n, max(0, n - 1), n + 1]))
     label_shape = draw(st.sampled_from([(k,), (k, 1), (k, 3), (k, 2, 2)]))
-    labels = draw(hnp.arrays(draw(LABEL_DTYPES), label_shape, elements=None) if draw(st.booleans())
-                  else hnp.arrays(np.int64, label_shape, elements=st.integers(-2, 12)))
+    labels = draw(
+        hnp.arrays(draw(LABEL_DTYPES), label_shape, elements=None)
+        if draw(st.booleans())
+        else hnp.arrays(np.int64, label_shape, elements=st.integers(-2, 12))
+    )
     out: dict[str, np.ndarray] = {}
     if layout == "an2dl":
         out = {"images": images, "labels": labels}
@@ -52,7 +73,9 @@ def npz_contents(draw):
     else:
         out = {draw(st.sampled_from(["x", "images", "train_images", "labels"])): images}
     if draw(st.booleans()):
-        out["class_names"] = np.array(draw(st.lists(st.sampled_from(["a", "b", "c", "d", "a"]), min_size=0, max_size=5)), dtype=str)
+        out["class_names"] = np.array(
+            draw(st.lists(st.sampled_from(["a", "b", "c", "d", "a"]), min_size=0, max_size=5)), dtype=str
+        )
     return out
 
 
@@ -103,7 +126,16 @@ def _seed_images() -> list[bytes]:
     rng = np.random.default_rng(0)
     px = rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)
     out = []
-    for fmt, mode in (("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "P"), ("PNG", "RGBA"), ("BMP", "RGB"), ("TIFF", "RGB"), ("GIF", "P"), ("PNG", "I;16")):
+    for fmt, mode in (
+        ("PNG", "RGB"),
+        ("JPEG", "RGB"),
+        ("PNG", "P"),
+        ("PNG", "RGBA"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+        ("GIF", "P"),
+        ("PNG", "I;16"),
+    ):
         img = Image.fromarray(px)
         img = img.convert(mode) if mode != "I;16" else Image.fromarray(px[..., 0].astype(np.uint16) * 200)
         buf = io.BytesIO()
@@ -154,15 +186,40 @@ def test_decode_returns_rgb_uint8_or_raises_bad_image(data, size):
 KEYS = {
     "": ["name", "output", "data", "train", "members", "evaluate", "ensemble", "distill", "export", "nmae"],
     "data": ["source", "image_size", "seed", "val_fraction", "test_fraction", "skip_bad_files", "imagesize"],
-    "train": ["epochs", "batch_size", "optimizer", "learning_rate", "label_smoothing", "patience", "balance", "phases",
-              "warmup_epochs", "weight_decay", "schedule", "trainable_fraction", "precision", "epoch"],
+    "train": [
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "learning_rate",
+        "label_smoothing",
+        "patience",
+        "balance",
+        "phases",
+        "warmup_epochs",
+        "weight_decay",
+        "schedule",
+        "trainable_fraction",
+        "precision",
+        "epoch",
+    ],
     "members": ["member", "name", "params", "weights", "train", "colour"],
     "evaluate": ["splits", "shifted"],
     "ensemble": ["enabled", "methods", "calibrate", "tta"],
 }
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 600), st.floats(-2, 2, allow_nan=False), st.floats(allow_nan=True),
-                    st.text(max_size=8), st.sampled_from(["custom_cnn", "adamw", "sgd", "cosine", "vote", "stack", "synthetic:32", "../x"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=6)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 600),
+    st.floats(-2, 2, allow_nan=False),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(["custom_cnn", "adamw", "sgd", "cosine", "vote", "stack", "synthetic:32", "../x"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -172,8 +229,10 @@ def configs(draw):
         if key in ("data", "train", "evaluate", "ensemble") and draw(st.integers(0, 4)):
             cfg[key] = {k: draw(VALUES) for k in draw(st.lists(st.sampled_from(KEYS[key]), max_size=4, unique=True))}
         elif key == "members" and draw(st.integers(0, 3)):
-            cfg[key] = [{k: draw(VALUES) for k in draw(st.lists(st.sampled_from(KEYS["members"]), max_size=3, unique=True))}
-                        for _ in range(draw(st.integers(0, 2)))]
+            cfg[key] = [
+                {k: draw(VALUES) for k in draw(st.lists(st.sampled_from(KEYS["members"]), max_size=3, unique=True))}
+                for _ in range(draw(st.integers(0, 2)))
+            ]
         else:
             cfg[key] = draw(VALUES)
     return cfg

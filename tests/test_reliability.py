@@ -19,10 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import corpus
 import numpy as np
 import pytest
 
-import corpus
 from zoo.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,9 +66,17 @@ def _one_line_error(capsys, argv: list[str], *contains: str) -> str:
 def test_cli_reports_bad_inputs_in_one_line(tmp_path, capsys):
     tree = corpus.write_tree(tmp_path / "tree")
     (tree / "basophil" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    _one_line_error(capsys, ["train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "r")], "broken.jpg")
+    _one_line_error(
+        capsys,
+        ["train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "r")],
+        "broken.jpg",
+    )
     np.savez(tmp_path / "bad.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.arange(3))
-    _one_line_error(capsys, ["train", "custom_cnn", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "r")], "4 images but 3 labels")
+    _one_line_error(
+        capsys,
+        ["train", "custom_cnn", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "r")],
+        "4 images but 3 labels",
+    )
     (tmp_path / "c.toml").write_text("[train]\nepoch = 3\n")
     _one_line_error(capsys, ["run", "--config", str(tmp_path / "c.toml")], "epoch")
     half = tmp_path / "half"
@@ -89,7 +97,9 @@ def test_non_utf8_file_names_print_without_crashing(tmp_path, capsys, monkeypatc
     bad = os.path.join(os.fsencode(tree / "basophil"), b"bad_\xff.jpg")
     with open(bad, "wb") as fh:
         fh.write(b"not an image")
-    assert "bad_" in _one_line_error(capsys, ["train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "r")])
+    assert "bad_" in _one_line_error(
+        capsys, ["train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "r")]
+    )
     raw = io.BytesIO()
     strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")  # a UTF-8 terminal's default
     monkeypatch.setattr(sys, "stdout", strict)
@@ -111,7 +121,14 @@ def test_kill_9_during_training_then_resume_has_no_gap_or_repeat(tmp_path):
     assert (out / "checkpoint" / state["weights_file"]).is_file(), "the weights of the last completed epoch are on disk"
     assert state["rng"]["model"] and state["rng"]["augment"], "random-generator states are checkpointed with the epoch"
     # (a rerun without --resume is refused; tests/test_train.py checks that in-process)
-    resumed = subprocess.run(corpus.train_cmd(out, resume=True), cwd=REPO, env=corpus.subprocess_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        corpus.train_cmd(out, resume=True),
+        cwd=REPO,
+        env=corpus.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4], "no gap, no repeat"
@@ -134,10 +151,14 @@ def test_resume_restores_rng_states_and_data_order(tmp_path, synthetic_small, ti
     whole = [y.numpy().argmax(1).tolist() for _, y in make_dataset(split, 8, 16, training=True, seed=3, epochs=(0, 3))]
     tail = [y.numpy().argmax(1).tolist() for _, y in make_dataset(split, 8, 16, training=True, seed=3, epochs=(2, 3))]
     per_epoch = -(-len(split) // 16)
-    assert len(whole) == 3 * per_epoch and whole[2 * per_epoch:] == tail, "epoch 3 alone = epoch 3 of an uninterrupted run"
+    assert len(whole) == 3 * per_epoch and whole[2 * per_epoch :] == tail, (
+        "epoch 3 alone = epoch 3 of an uninterrupted run"
+    )
     assert not np.array_equal(epoch_order(split.labels, 3, 0), epoch_order(split.labels, 3, 1)), "epochs differ"
     balanced = epoch_order(split.labels, 3, 0, balance=10)
-    assert np.bincount(split.labels[balanced], minlength=8)[np.unique(split.labels)].tolist() == [10] * len(np.unique(split.labels))
+    assert np.bincount(split.labels[balanced], minlength=8)[np.unique(split.labels)].tolist() == [10] * len(
+        np.unique(split.labels)
+    )
 
     out = tmp_path / "run"
     real_save = train_mod.TrainingState.save
@@ -195,7 +216,11 @@ def test_nothing_unpickles_and_keras_loads_are_safe():
             rel = p.relative_to(REPO).as_posix()
             for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Import):
-                    hits += [f"{rel}:{node.lineno}: import {a.name}" for a in node.names if a.name.split(".")[0] in UNPICKLERS]
+                    hits += [
+                        f"{rel}:{node.lineno}: import {a.name}"
+                        for a in node.names
+                        if a.name.split(".")[0] in UNPICKLERS
+                    ]
                 elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in UNPICKLERS:
                     hits.append(f"{rel}:{node.lineno}: from {node.module} import …")
     keras_loads = 0
@@ -218,9 +243,29 @@ def test_nothing_unpickles_and_keras_loads_are_safe():
 
 # A write to a final name must go through zoo.artifacts (write_*/atomic_path) or land in a
 # temporary folder that is renamed into place as a whole. Each allowed exception says why.
-WRITERS = {"write_text": "self", "write_bytes": "self", "save": 0, "savefig": 0, "save_model": 1, "save_weights": 0,
-           "to_csv": 0, "tofile": 0, "savez": 0, "savez_compressed": 0, "copy": 1, "copy2": 1, "copyfile": 1, "move": 1, "link": 1,
-           "export": 0, "save_img": 0, "imwrite": 0, "quantize_static": 1, "quantize_dynamic": 1, "convert_float_to_float16_model_path": 1}
+WRITERS = {
+    "write_text": "self",
+    "write_bytes": "self",
+    "save": 0,
+    "savefig": 0,
+    "save_model": 1,
+    "save_weights": 0,
+    "to_csv": 0,
+    "tofile": 0,
+    "savez": 0,
+    "savez_compressed": 0,
+    "copy": 1,
+    "copy2": 1,
+    "copyfile": 1,
+    "move": 1,
+    "link": 1,
+    "export": 0,
+    "save_img": 0,
+    "imwrite": 0,
+    "quantize_static": 1,
+    "quantize_dynamic": 1,
+    "convert_float_to_float16_model_path": 1,
+}
 TEMPORARY = re.compile(r"^(tmp|fh|buf|f)\b|^tmp_|_tmp\b")
 ALLOWED_WRITES = {
     ("zoo/artifacts.py", "tmp"): "the atomic writers themselves",
@@ -243,7 +288,9 @@ def _write_target(node: ast.Call, callee: str):
     if name in ("copy", "copy2", "copyfile", "move", "link") and not callee.startswith(("shutil.", "os.")):
         return None  # e.g. dict.copy()
     if where == "self":
-        return callee.rsplit(".", 1)[0] if "." in callee else None  # Path.write_text; zoo.artifacts.write_text(...) is atomic
+        return (
+            callee.rsplit(".", 1)[0] if "." in callee else None
+        )  # Path.write_text; zoo.artifacts.write_text(...) is atomic
     args = node.args
     return ast.unparse(args[where]) if len(args) > where else None
 
@@ -264,8 +311,16 @@ def test_the_audits_catch_planted_violations():
     calls = [(n, ast.unparse(n.func)) for n in ast.walk(planted) if isinstance(n, ast.Call)]
     writes = [(c, _write_target(n, c)) for n, c in calls if _write_target(n, c) is not None]
     flagged = sorted((c, t) for c, t in writes if not TEMPORARY.search(t))
-    assert flagged == sorted([("Path(out).write_text", "Path(out)"), ("np.save", "out / 'a.npy'"), ("fig.savefig", "out / 'p.png'"),
-                              ("open", "path"), ("model.save", "folder / 'model.keras'"), ("shutil.copy2", "final")])
+    assert flagged == sorted(
+        [
+            ("Path(out).write_text", "Path(out)"),
+            ("np.save", "out / 'a.npy'"),
+            ("fig.savefig", "out / 'p.png'"),
+            ("open", "path"),
+            ("model.save", "folder / 'model.keras'"),
+            ("shutil.copy2", "final"),
+        ]
+    )
     assert ("model.save", "tmp") in writes  # the atomic form is recognised, not flagged
     kws = {c: (_kw(n, "safe_mode"), _kw(n, "allow_pickle")) for n, c in calls}
     assert kws["keras.saving.load_model"][0] is False and kws["np.load"][1] is True

@@ -49,7 +49,9 @@ def test_cli_promised_one_liners(tmp_path, capsys):
     _one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(afile)], "exists", "--force")
     assert main(["-q", "predict", str(model), str(imgs), "--out", str(tmp_path / "p.csv")]) == 0
     capsys.readouterr()
-    _one_line_error(capsys, ["train", "custom_cnn", "--data", "synthetic:32", "--out", str(afile)], "is a file, not a folder")
+    _one_line_error(
+        capsys, ["train", "custom_cnn", "--data", "synthetic:32", "--out", str(afile)], "is a file, not a folder"
+    )
     from onnx import TensorProto
 
     u8 = _verified_onnx(tmp_path / "u8.onnx", dtype=TensorProto.UINT8)
@@ -62,8 +64,14 @@ def test_cli_promised_one_liners(tmp_path, capsys):
 
 
 def _run(args, timeout):
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], cwd=corpus.REPO, env=corpus.subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        cwd=corpus.REPO,
+        env=corpus.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_fifos_never_hang_the_command_line(tmp_path):
@@ -71,29 +79,47 @@ def test_fifos_never_hang_the_command_line(tmp_path):
     os.mkfifo(tree / "basophil" / "pipe.jpg")
     model = _verified_onnx(tmp_path / "m.onnx")
     os.mkfifo(tmp_path / "pipe.png")
-    r = _run(["-q", "data", "inspect", "--data", str(tree)], timeout=120)  # a hang raises TimeoutExpired: the test fails, not stalls
+    r = _run(
+        ["-q", "data", "inspect", "--data", str(tree)], timeout=120
+    )  # a hang raises TimeoutExpired: the test fails, not stalls
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     r = _run(["-q", "predict", str(model), str(tmp_path / "pipe.png"), str(tree)], timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "pipe.png,error" in r.stdout and "FIFO" in r.stdout
-    r = _run(["-q", "train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "run")], timeout=120)
-    assert r.returncode == 2 and "pipe.jpg" in r.stderr and "FIFO" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = _run(
+        ["-q", "train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "run")],
+        timeout=120,
+    )
+    assert r.returncode == 2 and "pipe.jpg" in r.stderr and "FIFO" in r.stderr and "Traceback" not in r.stderr, (
+        r.stderr[-2000:]
+    )
 
 
 @pytest.mark.slow
 def test_second_train_to_the_same_out_refuses_while_the_first_runs(tmp_path):
     out = tmp_path / "run"
     long = ["--patience", "1000"]  # 500 epochs without early stopping: it is still running when the second starts
-    first = subprocess.Popen(corpus.train_cmd(out, epochs=500) + long, cwd=corpus.REPO, env=corpus.subprocess_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        corpus.train_cmd(out, epochs=500) + long,
+        cwd=corpus.REPO,
+        env=corpus.subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         t0 = time.time()
         while not (out / "checkpoint" / "state.json").exists():  # the first is training
             assert first.poll() is None, first.stderr.read().decode()[-2000:]
             assert time.time() - t0 < 300, "first training never checkpointed"
             time.sleep(0.1)
-        second = subprocess.run(corpus.train_cmd(out, epochs=500) + long, cwd=corpus.REPO, env=corpus.subprocess_env(),
-                                capture_output=True, text=True, timeout=180)
+        second = subprocess.run(
+            corpus.train_cmd(out, epochs=500) + long,
+            cwd=corpus.REPO,
+            env=corpus.subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert second.returncode == 2, second.stderr[-2000:]
         lines = [line for line in second.stderr.splitlines() if line.startswith("zoo:")]
         assert len(lines) == 1 and "another zoo command is writing" in lines[0], second.stderr
@@ -139,5 +165,5 @@ def test_one_version_source(capsys, tmp_path):
     assert capsys.readouterr().out.strip() == f"zoo {expected}"
     pyproject = (corpus.REPO / "pyproject.toml").read_text()
     assert pyproject.count("version =") == 1 and f'version = "{expected}"' in pyproject
-    assert "__version__ = \"" not in (corpus.REPO / "zoo" / "__init__.py").read_text()
+    assert '__version__ = "' not in (corpus.REPO / "zoo" / "__init__.py").read_text()
     json.dumps(props)

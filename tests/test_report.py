@@ -10,8 +10,20 @@ import pytest
 
 from zoo.cli import main
 
-SECTIONS = ("overview", "data", "training", "members", "ensembles", "distillation", "export", "benchmark",
-            "confusion", "reliability", "robustness", "mistakes")
+SECTIONS = (
+    "overview",
+    "data",
+    "training",
+    "members",
+    "ensembles",
+    "distillation",
+    "export",
+    "benchmark",
+    "confusion",
+    "reliability",
+    "robustness",
+    "mistakes",
+)
 
 
 def _sections(html: str) -> dict[str, str]:
@@ -30,8 +42,19 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
     for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
         assert ref.startswith(("data:image/png;base64,", "#")), ref
     assert "<script" not in html and "<link" not in html
-    for sid in ("overview", "data", "training", "members", "ensembles", "distillation", "export", "confusion",
-                "reliability", "robustness", "mistakes"):
+    for sid in (
+        "overview",
+        "data",
+        "training",
+        "members",
+        "ensembles",
+        "distillation",
+        "export",
+        "confusion",
+        "reliability",
+        "robustness",
+        "mistakes",
+    ):
         assert "<table" in found[sid] or "<img" in found[sid], sid
     assert found["data"].count("<img") >= 1 and "basophil" in found["data"]  # counts + montage
     assert found["training"].count("<img") == 3  # two members and the student
@@ -77,11 +100,35 @@ def test_report_shows_other_stages_files_when_present(tiny_pipeline, tmp_path):
     png = next((run / "members" / "custom_cnn" / "plots").glob("*.png"))
     (run / "bench").mkdir()
     shutil.copy(png, run / "bench" / "pareto.png")
-    (run / "bench" / "bench.json").write_text(json.dumps({"rows": [
-        {"model": "student", "engine": "ort", "provider": "cpu", "variant": "int8", "batch": 1, "p50_ms": 0.41,
-         "throughput_ips": 2400.5, "accuracy": 0.91, "model_mb": 0.11, "status": "ok"},
-        {"model": "student", "engine": "ort", "provider": "cuda", "variant": "fp16", "batch": 1, "status": "skipped",
-         "reason": "CUDAExecutionProvider not available"}]}))
+    (run / "bench" / "bench.json").write_text(
+        json.dumps(
+            {
+                "rows": [
+                    {
+                        "model": "student",
+                        "engine": "ort",
+                        "provider": "cpu",
+                        "variant": "int8",
+                        "batch": 1,
+                        "p50_ms": 0.41,
+                        "throughput_ips": 2400.5,
+                        "accuracy": 0.91,
+                        "model_mb": 0.11,
+                        "status": "ok",
+                    },
+                    {
+                        "model": "student",
+                        "engine": "ort",
+                        "provider": "cuda",
+                        "variant": "fp16",
+                        "batch": 1,
+                        "status": "skipped",
+                        "reason": "CUDAExecutionProvider not available",
+                    },
+                ]
+            }
+        )
+    )
     (run / "bench" / "bench.md").write_text("# zoo bench\n\n**Machine:** 2-core test CPU\n**Load:** load average 0.1\n")
     (run / "curation").mkdir()
     (run / "curation" / "report.json").write_text(json.dumps({"summary": {"images": 240, "exact_duplicates": 3}}))
@@ -122,8 +169,17 @@ window.addEventListener('load', () => {
 def _browser(exe: str, tmp: Path, *args: str) -> str:
     import subprocess
 
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", *args]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--virtual-time-budget=10000",
+        *args,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
@@ -147,6 +203,12 @@ def test_report_renders_in_a_real_browser(tiny_pipeline, chromium, tmp_path):
     assert result["broken"] == [] and result["images"] >= 15
     assert result["tables"] >= 8 and result["sections"] == list(SECTIONS)
     shot = tmp_path / "report.png"
-    _browser(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1300,2400", (Path(cfg.output) / "report" / "index.html").as_uri())
+    _browser(
+        chromium,
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1300,2400",
+        (Path(cfg.output) / "report" / "index.html").as_uri(),
+    )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (2400, 1300) and pixels.std() > 20  # something was drawn, not a blank page

@@ -69,8 +69,17 @@ def test_member_with_input_norm_trains_reloads_and_exports_with_fp32_parity(tmp_
 
     data = load_dataset("synthetic:48", 24, val_fraction=0.25, test_fraction=0.0)
     params = {**TINY_CNN, "input_norm": "od_std"}
-    run = train("custom_cnn", data, tmp_path / "run", image_size=24, params=params, epochs=1, batch_size=16,
-                tensorboard=False, evaluate_splits=("val",))
+    run = train(
+        "custom_cnn",
+        data,
+        tmp_path / "run",
+        image_size=24,
+        params=params,
+        epochs=1,
+        batch_size=16,
+        tensorboard=False,
+        evaluate_splits=("val",),
+    )
     model = load_model(run)
     assert model.get_layer("input_norm").mode == "od_std"
     x = data.split("val").images[:6].astype(np.float32)
@@ -209,7 +218,9 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     monkeypatch.setattr(robust, "shifted_member_probs", lambda source, split, fams, sevs, seed, bs: [shifted, shifted])
 
     plain = build_ensemble([sharp, steady], tmp_path / "plain", config=EnsembleConfig(folds=4))
-    robust_out = build_ensemble([sharp, steady], tmp_path / "robust", config=EnsembleConfig(folds=4, fit_shift=["colour"]))
+    robust_out = build_ensemble(
+        [sharp, steady], tmp_path / "robust", config=EnsembleConfig(folds=4, fit_shift=["colour"])
+    )
     w_plain = json.loads((plain / "ensemble.json").read_text())["weights"]
     spec = json.loads((robust_out / "ensemble.json").read_text())
     assert w_plain[0] > w_plain[1] and spec["weights"][1] > spec["weights"][0]

@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import TINY_CNN
+
 from zoo.artifacts import read_card
 from zoo.errors import ZooError
 from zoo.runs import load_model, load_probs
@@ -20,9 +20,17 @@ def test_run_folder_follows_the_artifact_contract(trained_run, synthetic_small):
     assert card["training"]["config"]["optimizer"] == "adamw"
     assert card["training"]["config"]["weight_decay"] == 1e-5
     assert card["training"]["epochs_run"] == 2
-    assert {"model.keras", "history.csv", "probs/val.npy", "probs/val_labels.npy", "probs/test.npy",
-            "eval/val/metrics.json", "eval/val/confusion_matrix.png", "eval/val/reliability.png",
-            "plots/training_curves.png"} <= set(card["files"])
+    assert {
+        "model.keras",
+        "history.csv",
+        "probs/val.npy",
+        "probs/val_labels.npy",
+        "probs/test.npy",
+        "eval/val/metrics.json",
+        "eval/val/confusion_matrix.png",
+        "eval/val/reliability.png",
+        "plots/training_curves.png",
+    } <= set(card["files"])
     assert not (trained_run / "checkpoint").exists()
     for split in ("val", "test"):
         assert 0.0 <= card["metrics"][split]["accuracy"] <= 1.0
@@ -55,16 +63,58 @@ def test_resume_continues_after_interruption_without_gap_or_repeat(tmp_path, syn
 
     monkeypatch.setattr(TrainingState, "save", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=4, batch_size=32, tensorboard=False, patience=10)
+        train(
+            "custom_cnn",
+            synthetic_small,
+            out,
+            image_size=24,
+            params=TINY_CNN,
+            epochs=4,
+            batch_size=32,
+            tensorboard=False,
+            patience=10,
+        )
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert not (out / "card.json").exists()
     with pytest.raises(ZooError, match="--resume"):
-        train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=4, batch_size=32, tensorboard=False, patience=10)
+        train(
+            "custom_cnn",
+            synthetic_small,
+            out,
+            image_size=24,
+            params=TINY_CNN,
+            epochs=4,
+            batch_size=32,
+            tensorboard=False,
+            patience=10,
+        )
     with pytest.raises(ZooError, match="configuration changed"):
-        train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=5, batch_size=32, tensorboard=False, patience=10, resume=True)
+        train(
+            "custom_cnn",
+            synthetic_small,
+            out,
+            image_size=24,
+            params=TINY_CNN,
+            epochs=5,
+            batch_size=32,
+            tensorboard=False,
+            patience=10,
+            resume=True,
+        )
     monkeypatch.setattr(TrainingState, "save", real_save)
-    run = train("custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=4, batch_size=32, tensorboard=False, patience=10, resume=True)
+    run = train(
+        "custom_cnn",
+        synthetic_small,
+        out,
+        image_size=24,
+        params=TINY_CNN,
+        epochs=4,
+        batch_size=32,
+        tensorboard=False,
+        patience=10,
+        resume=True,
+    )
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     # The learning-rate schedule continued where it stopped (optimizer state restored), not from warm-up.
@@ -84,14 +134,28 @@ def test_bad_training_options_are_clear(synthetic_small, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adam", "nadam", "lion"])
 def test_every_optimizer_trains(optimizer, tmp_path, synthetic_small):
-    run = train("custom_cnn", synthetic_small, tmp_path / optimizer, image_size=24, params=TINY_CNN, epochs=1, batch_size=64,
-                optimizer=optimizer, tensorboard=False, evaluate_splits=("val",))
+    run = train(
+        "custom_cnn",
+        synthetic_small,
+        tmp_path / optimizer,
+        image_size=24,
+        params=TINY_CNN,
+        epochs=1,
+        batch_size=64,
+        optimizer=optimizer,
+        tensorboard=False,
+        evaluate_splits=("val",),
+    )
     assert read_card(run)["training"]["config"]["optimizer"] == optimizer
 
 
 def test_phases_from_recipe_only_when_pretrained():
-    recipe = {"phases": [{"name": "head", "trainable_fraction": 0.0, "epochs": 2, "lr_scale": 1.0},
-                         {"name": "finetune", "trainable_fraction": 0.3, "lr_scale": 0.1}]}
+    recipe = {
+        "phases": [
+            {"name": "head", "trainable_fraction": 0.0, "epochs": 2, "lr_scale": 1.0},
+            {"name": "finetune", "trainable_fraction": 0.3, "lr_scale": 0.1},
+        ]
+    }
     cfg = TrainConfig(epochs=10)
     assert [p.name for p in resolve_phases(cfg, recipe, pretrained=False)] == ["train"]
     head, fine = resolve_phases(cfg, recipe, pretrained=True)
@@ -134,7 +198,9 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
 
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED)
-    r = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     training = json.loads(r.stdout.strip().splitlines()[-1])
     assert training["strategy"] == "MirroredStrategy" and training["replicas"] == 2

@@ -6,8 +6,7 @@ The model API is timm's: ``create_model(name, num_classes, image_size, **params)
 
 from zoo.errors import ZooError
 from zoo.registry import create_model, get_spec, list_models, register_model
-
-from zoo.version import version as _version  # noqa: E402
+from zoo.version import version as _version
 
 __version__ = _version()
 

@@ -29,8 +29,11 @@ def batchnorm_layers(model) -> list:
     """Every ``keras.layers.BatchNormalization`` inside ``model`` (nested models included)."""
     import keras
 
-    return [lyr for lyr in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(lyr, keras.layers.BatchNormalization)]
+    return [
+        lyr
+        for lyr in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(lyr, keras.layers.BatchNormalization)
+    ]
 
 
 def adapt_batchnorm(model, images: np.ndarray, *, batch_size: int = 128, prior: float = 0.0, seed: int = 0):

@@ -17,8 +17,9 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,17 @@ def environment() -> dict[str, str]:
     import importlib.metadata as md
 
     env = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("bloodcell-zoo", "tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "onnx", "tf2onnx", "onnxruntime"):
+    for dist in (
+        "bloodcell-zoo",
+        "tensorflow",
+        "tensorflow-cpu",
+        "keras",
+        "numpy",
+        "scikit-learn",
+        "onnx",
+        "tf2onnx",
+        "onnxruntime",
+    ):
         try:
             env[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -146,7 +157,7 @@ def environment() -> dict[str, str]:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def write_card(folder: str | os.PathLike, card: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +198,9 @@ def validate_card(card: Any, folder: Path | None = None) -> None:
     if missing:
         raise ZooError(f"{where}: missing key(s) {missing}")
     if card["schema"] != SCHEMA_VERSION or isinstance(card["schema"], bool):
-        raise ZooError(f"{where}: card schema {card['schema']!r} is not supported (this zoo reads schema {SCHEMA_VERSION})")
+        raise ZooError(
+            f"{where}: card schema {card['schema']!r} is not supported (this zoo reads schema {SCHEMA_VERSION})"
+        )
     if card["kind"] not in KINDS:
         raise ZooError(f"{where}: kind {card['kind']!r} is not one of {KINDS}")
     if not isinstance(card["name"], str) or not card["name"].strip() or len(card["name"]) > 255:

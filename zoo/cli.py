@@ -61,7 +61,10 @@ def _dispatch(args) -> int:
         print(f"zoo: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("zoo: interrupted (completed epochs and stages are kept; rerun with --resume / the same command)", file=sys.stderr)
+        print(
+            "zoo: interrupted (completed epochs and stages are kept; rerun with --resume / the same command)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -38,7 +38,9 @@ class DataConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ZooError(f"config: data.{name} must be in 0..1 (exclusive), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1:
-            raise ZooError(f"config: data.val_fraction + data.test_fraction must leave images for training, got {self.val_fraction} + {self.test_fraction}")
+            raise ZooError(
+                f"config: data.val_fraction + data.test_fraction must leave images for training, got {self.val_fraction} + {self.test_fraction}"
+            )
 
 
 @dataclass
@@ -80,8 +82,9 @@ class EvaluateConfig:
         if self.shift_split not in ("train", "val", "test"):
             raise ZooError(f"config: evaluate.shift_split must be train, val or test, got {self.shift_split!r}")
         if self.shift_reference is not None and self.shift_reference not in member_names:
-            raise ZooError(f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name "
-                           f"{member_names}")
+            raise ZooError(
+                f"config: evaluate.shift_reference '{self.shift_reference}' is not a member run name {member_names}"
+            )
 
 
 @dataclass
@@ -98,8 +101,13 @@ class EnsembleSection:
     vote_fit_shift: list[str] = field(default_factory=list)
 
     def to_stage(self, method: str, seed: int) -> EnsembleConfig:
-        return EnsembleConfig(method=method, calibrate=self.calibrate, tta="dihedral" if self.tta else None,
-                              seed=seed, fit_shift=list(self.vote_fit_shift) if method == "vote" else [])
+        return EnsembleConfig(
+            method=method,
+            calibrate=self.calibrate,
+            tta="dihedral" if self.tta else None,
+            seed=seed,
+            fit_shift=list(self.vote_fit_shift) if method == "vote" else [],
+        )
 
 
 @dataclass
@@ -117,10 +125,20 @@ class DistillSection:
     image_size: int | None = DistillConfig.image_size  # student input size (default: the teacher ensemble's)
 
     def to_stage(self, train: TrainConfig) -> DistillConfig:
-        return DistillConfig(student=self.student, params=dict(self.params) or None, epochs=self.epochs,
-                             alpha=self.alpha, temperature=self.temperature, batch_size=train.batch_size,
-                             learning_rate=train.learning_rate, weight_decay=train.weight_decay, augment=train.augment,
-                             patience=train.patience, seed=train.seed, image_size=self.image_size)
+        return DistillConfig(
+            student=self.student,
+            params=dict(self.params) or None,
+            epochs=self.epochs,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            batch_size=train.batch_size,
+            learning_rate=train.learning_rate,
+            weight_decay=train.weight_decay,
+            augment=train.augment,
+            patience=train.patience,
+            seed=train.seed,
+            image_size=self.image_size,
+        )
 
 
 @dataclass
@@ -152,7 +170,9 @@ class BenchConfig:
             raise ZooError("config: bench.batch_sizes must be >= 1, bench.iterations >= 1 and bench.warmup >= 0")
         bad = sorted(set(self.engines) - {"ort", "keras"}) + sorted(set(self.providers) - {"cpu", "cuda", "tensorrt"})
         if bad:
-            raise ZooError(f"config: bench engines/providers {bad} unknown; engines: ort, keras; providers: cpu, cuda, tensorrt")
+            raise ZooError(
+                f"config: bench engines/providers {bad} unknown; engines: ort, keras; providers: cpu, cuda, tensorrt"
+            )
 
 
 @dataclass
@@ -287,7 +307,9 @@ def load(path: str | Path | None = None) -> PipelineConfig:
     if path.exists() and not path.is_file():
         raise ZooError(f"{path}: not a regular file (a folder, FIFO or device); not read as a config")
     if not path.is_file():
-        raise ZooError(f"{path}: config file not found (built-ins: {', '.join(p.stem for p in sorted(BUILTIN.glob('*.toml')))})")
+        raise ZooError(
+            f"{path}: config file not found (built-ins: {', '.join(p.stem for p in sorted(BUILTIN.glob('*.toml')))})"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -53,7 +53,7 @@ class _Filter:
 
     def _emit(self, data: bytes) -> None:
         while data:
-            data = data[os.write(self.saved, data):]
+            data = data[os.write(self.saved, data) :]
 
     def _pump(self) -> None:
         pending = b""

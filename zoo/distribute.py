@@ -63,7 +63,9 @@ def patch_keras_for_multiworker() -> None:
         else:
             return original_build(self, None, data_batch)
         batch = tree.map_structure(
-            lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+            lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v,
+            batch,
+        )
         with strategy.scope():
             self._symbolic_build(data_batch=batch)
 

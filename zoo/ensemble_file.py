@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from zoo import validate
 from zoo.artifacts import card_sha256, read_card, read_json_strict
@@ -69,7 +70,9 @@ def check_members_agree(cards: Sequence[dict[str, Any]], names: Sequence[str]) -
             raise ZooError(f"members '{name}' and '{ref_name}' take different inputs: {diff}")
         fa, fb = data_fingerprint(card), data_fingerprint(ref)
         if fa != fb:
-            raise ZooError(f"members '{name}' and '{ref_name}' were trained on different data (fingerprint {fa} vs {fb})")
+            raise ZooError(
+                f"members '{name}' and '{ref_name}' were trained on different data (fingerprint {fa} vs {fb})"
+            )
     if data_fingerprint(ref) is None:
         log.warning("members record no data fingerprint; cannot check they saw the same data")
 
@@ -112,11 +115,15 @@ def read_ensemble(folder: str | os.PathLike) -> EnsembleFile:
             raise ZooError(f"{path}: ensemble member is a '{mcard['kind']}' folder, not a member or student run")
         recorded, sha = entry.get("card_sha256"), card_sha256(path)
         if not isinstance(recorded, str) or not recorded:
-            raise ZooError(f"{folder / SPEC_FILE}: member '{entry.get('name', path.name)}' records no card_sha256; "
-                           "cannot verify it is the member the ensemble was fitted on")
+            raise ZooError(
+                f"{folder / SPEC_FILE}: member '{entry.get('name', path.name)}' records no card_sha256; "
+                "cannot verify it is the member the ensemble was fitted on"
+            )
         if sha != recorded:
-            raise ZooError(f"{folder}: member '{entry.get('name', path.name)}' at {path} changed since the ensemble was built "
-                           f"(card sha256 {sha[:12]}… != recorded {recorded[:12]}…)")
+            raise ZooError(
+                f"{folder}: member '{entry.get('name', path.name)}' at {path} changed since the ensemble was built "
+                f"(card sha256 {sha[:12]}… != recorded {recorded[:12]}…)"
+            )
         paths.append(path)
         cards.append(mcard)
         shas.append(sha)

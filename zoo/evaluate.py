@@ -41,7 +41,9 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (len(labels), len(class_names)):
-        raise ZooError(f"probabilities of shape {probs.shape} do not match {len(labels)} labels × {len(class_names)} classes")
+        raise ZooError(
+            f"probabilities of shape {probs.shape} do not match {len(labels)} labels × {len(class_names)} classes"
+        )
     probs = np.clip(probs, 1e-12, 1.0)
     probs = probs / probs.sum(axis=1, keepdims=True)
     pred = probs.argmax(axis=1)
@@ -49,7 +51,18 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     precision, recall, f1, support = skm.precision_recall_fscore_support(labels, pred, labels=k, zero_division=0)
     present = np.unique(labels)
     try:
-        auc = float(skm.roc_auc_score(labels, probs[:, present] / probs[:, present].sum(1, keepdims=True), multi_class="ovr", labels=present)) if len(present) > 2 else None
+        auc = (
+            float(
+                skm.roc_auc_score(
+                    labels,
+                    probs[:, present] / probs[:, present].sum(1, keepdims=True),
+                    multi_class="ovr",
+                    labels=present,
+                )
+            )
+            if len(present) > 2
+            else None
+        )
     except ValueError:
         auc = None
     return {
@@ -61,14 +74,21 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str
         "nll": float(skm.log_loss(labels, probs, labels=k)),
         "ece": expected_calibration_error(labels, probs),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": skm.confusion_matrix(labels, pred, labels=k).tolist(),
     }
 
 
-def write_report(out_dir: str | os.PathLike, labels: np.ndarray, probs: np.ndarray, class_names: list[str], title: str) -> dict[str, Any]:
+def write_report(
+    out_dir: str | os.PathLike, labels: np.ndarray, probs: np.ndarray, class_names: list[str], title: str
+) -> dict[str, Any]:
     """metrics.json + confusion-matrix and reliability-diagram PNGs in ``out_dir``; returns the metrics."""
     from zoo import plots
 
@@ -85,7 +105,9 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "nll", "ece") if k in m}
 
 
-def predict_folder(folder: str | os.PathLike, images: np.ndarray, card: dict[str, Any] | None = None, batch_size: int = 256) -> np.ndarray:
+def predict_folder(
+    folder: str | os.PathLike, images: np.ndarray, card: dict[str, Any] | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Probabilities of any complete artifact folder on uint8 images.
 
     Members and students run here; other kinds (ensemble, export) through the loader their
@@ -101,7 +123,9 @@ def predict_folder(folder: str | os.PathLike, images: np.ndarray, card: dict[str
     return np.asarray(load_predictor(folder, card)(images), dtype=np.float32)
 
 
-def score_split(folder: str | os.PathLike, model, split: str, part, class_names: list[str], title: str) -> tuple[dict[str, Any], np.ndarray]:
+def score_split(
+    folder: str | os.PathLike, model, split: str, part, class_names: list[str], title: str
+) -> tuple[dict[str, Any], np.ndarray]:
     """Predict one split with a freshly trained model and store what later stages read.
 
     Writes ``probs/<split>.npy`` + ``probs/<split>_labels.npy`` (for ensembling) and
@@ -117,7 +141,9 @@ def score_split(folder: str | os.PathLike, model, split: str, part, class_names:
 def _predict_adapted(folder: Path, card: dict[str, Any], images: np.ndarray, seed: int) -> np.ndarray:
     """Probabilities after test-time BN adaptation on ``images`` themselves (the model file is untouched)."""
     if card["kind"] not in ("member", "student"):
-        raise ZooError(f"--adapt-bn applies to member and student runs, not {card['kind']} folders (adapt each member instead)")
+        raise ZooError(
+            f"--adapt-bn applies to member and student runs, not {card['kind']} folders (adapt each member instead)"
+        )
     from zoo.adapt import adapt_batchnorm
     from zoo.runs import load_model
 
@@ -187,5 +213,12 @@ def evaluate(
     metrics = dict(card.get("metrics", {}))
     metrics[name] = headline(result)
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
-    log.info("%s on %s: accuracy %.4f, macro F1 %.4f, ECE %.4f", card["name"], name, result["accuracy"], result["macro_f1"], result["ece"])
+    log.info(
+        "%s on %s: accuracy %.4f, macro F1 %.4f, ECE %.4f",
+        card["name"],
+        name,
+        result["accuracy"],
+        result["macro_f1"],
+        result["ece"],
+    )
     return result

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -62,7 +63,9 @@ def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
     maps = np.asarray(maps, dtype=np.float32)
     if maps.shape[1:] == (size, size):
         return maps
-    return np.stack([np.asarray(Image.fromarray(m).resize((size, size), Image.BILINEAR)) for m in maps]).astype(np.float32)
+    return np.stack([np.asarray(Image.fromarray(m).resize((size, size), Image.BILINEAR)) for m in maps]).astype(
+        np.float32
+    )
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
@@ -124,7 +127,11 @@ class _Trace:
         else:
             feats = y = self.features(y, training=False)
         for i, lay in enumerate(self.after):
-            if i == len(self.after) - 1 and isinstance(lay, keras.layers.Dense) and lay.activation is keras.activations.softmax:
+            if (
+                i == len(self.after) - 1
+                and isinstance(lay, keras.layers.Dense)
+                and lay.activation is keras.activations.softmax
+            ):
                 logits = keras.ops.matmul(keras.ops.cast(y, lay.kernel.dtype), lay.kernel)  # mixed precision: cast
                 if lay.use_bias:
                     logits = logits + lay.bias
@@ -142,12 +149,16 @@ class GradCam:
         self.model = model
         self.name = name or model.name
         self.image_size = int(model.inputs[0].shape[1])
-        self.classes = list(classes) if classes is not None else [str(i) for i in range(int(model.outputs[0].shape[-1]))]
+        self.classes = (
+            list(classes) if classes is not None else [str(i) for i in range(int(model.outputs[0].shape[-1]))]
+        )
         self._trace = _Trace(model)
         self.feature_layer = self._trace.layer.name
         self._nested = self._trace.inner is not None
 
-    def explain(self, images: np.ndarray, target: np.ndarray | None = None, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    def explain(
+        self, images: np.ndarray, target: np.ndarray | None = None, batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
         import tensorflow as tf
 
         images = np.asarray(images)
@@ -164,17 +175,27 @@ class GradCam:
             probs.append(np.asarray(p, dtype=np.float32))
             maps.append(_normalise(cam))
         if not probs:
-            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self.image_size, self.image_size), np.float32)
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros(
+                (0, self.image_size, self.image_size), np.float32
+            )
         reference = np.asarray(self.model.predict(images[:2].astype(np.float32), verbose=0))
         if not np.allclose(reference, probs[0][:2], atol=1e-3):
-            raise ZooError(f"model '{self.name}': Grad-CAM could not trace it from input to output as one chain of layers")
+            raise ZooError(
+                f"model '{self.name}': Grad-CAM could not trace it from input to output as one chain of layers"
+            )
         return np.concatenate(probs), _normalise(resize_maps(np.concatenate(maps), self.image_size))
 
 
 # ----------------------------------------------------------------------------- occlusion
-def occlusion(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, target: np.ndarray | None = None,
-              patch: int | None = None, stride: int | None = None, fill: float = 128.0,
-              batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def occlusion(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    target: np.ndarray | None = None,
+    patch: int | None = None,
+    stride: int | None = None,
+    fill: float = 128.0,
+    batch_size: int = 128,
+) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and occlusion heat maps of a black-box ``predict(uint8-like images) -> probs``.
 
     The heat of a pixel is the mean drop of the explained class' probability over the patches

@@ -125,7 +125,9 @@ def check_target(
     for src in sources:
         s = Path(src).resolve()
         if target == s or target in s.parents:
-            raise ZooError(f"{label}: contains the source {src}; writing there would replace it (choose a folder outside it)")
+            raise ZooError(
+                f"{label}: contains the source {src}; writing there would replace it (choose a folder outside it)"
+            )
         if s.is_dir() and s in target.parents:
             raise ZooError(f"{label}: lies inside the source {src}; choose a folder outside it")
     if not out.exists():
@@ -140,10 +142,14 @@ def check_target(
         try:
             card = read_card(out, verify=False)
         except ZooError as exc:
-            raise ZooError(f"{label}: holds a card.json that is not a valid zoo card ({exc}); refusing to replace it") from None
+            raise ZooError(
+                f"{label}: holds a card.json that is not a valid zoo card ({exc}); refusing to replace it"
+            ) from None
         if card["kind"] not in kinds:
-            raise ZooError(f"{label}: holds a complete '{card['kind']}' artifact, not a '{kinds[0]}'; refusing to replace it "
-                           "(choose another folder)")
+            raise ZooError(
+                f"{label}: holds a complete '{card['kind']}' artifact, not a '{kinds[0]}'; refusing to replace it "
+                "(choose another folder)"
+            )
         if not force:
             how = f"pass {force_flag} to replace it" if force_flag else "choose another folder or delete it yourself"
             noun = "run" if card["kind"] in ("member", "student") else card["kind"]
@@ -151,12 +157,16 @@ def check_target(
         extra = _unlisted(out, card)
         if extra:
             shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
-            raise ZooError(f"{label}: holds file(s) its card does not list ({shown}); refusing to delete them with {force_flag}")
+            raise ZooError(
+                f"{label}: holds file(s) its card does not list ({shown}); refusing to delete them with {force_flag}"
+            )
         return "replace"
     if resumable and _own_incomplete(out, kinds):
         return "incomplete"
-    raise ZooError(f"{label}: exists, is not empty and holds files no zoo command finished (no card.json); refusing to "
-                   "write into it (choose a new or empty folder)")
+    raise ZooError(
+        f"{label}: exists, is not empty and holds files no zoo command finished (no card.json); refusing to "
+        "write into it (choose a new or empty folder)"
+    )
 
 
 # ----------------------------------------------------------------------------- partial folders
@@ -183,7 +193,7 @@ def clean_partials(out: Path) -> list[Path]:
     except OSError:
         return removed
     for p in siblings:
-        tail = p.name[len(prefix):]
+        tail = p.name[len(prefix) :]
         if not (p.name.startswith(prefix) and tail.isdigit() and p.is_dir() and not p.is_symlink()):
             continue
         if marker_kind(p) is None or (int(tail) != os.getpid() and _alive(int(tail))):
@@ -207,8 +217,10 @@ def writer_lock(out: str | os.PathLike) -> Iterator[Path]:
         lock = FileLock(str(path), timeout=0)
         lock.acquire()
     except Timeout:
-        raise ZooError(f"{out}: another zoo command is writing this folder right now (lock {path.name}); "
-                       "wait for it to finish or choose another --out") from None
+        raise ZooError(
+            f"{out}: another zoo command is writing this folder right now (lock {path.name}); "
+            "wait for it to finish or choose another --out"
+        ) from None
     except OSError as exc:
         raise ZooError(f"{out}: cannot create the folder or its lock ({exc.strerror or exc})") from None
     try:
@@ -236,8 +248,15 @@ class Claim:
     flag: str
 
     def recheck(self) -> str:
-        return check_target(self.out, self.kinds, force=self.force, sources=self.sources, resumable=self.resumable,
-                            force_flag=self.force_flag, flag=self.flag)
+        return check_target(
+            self.out,
+            self.kinds,
+            force=self.force,
+            sources=self.sources,
+            resumable=self.resumable,
+            force_flag=self.force_flag,
+            flag=self.flag,
+        )
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
@@ -281,7 +300,9 @@ def claim(
 ) -> Iterator[Claim]:
     """Check ``out`` against the ownership rule, lock it, clean stale partials; yield a :class:`Claim`."""
     out = Path(out).absolute()
-    args = dict(force=force, sources=tuple(str(s) for s in sources), resumable=resumable, force_flag=force_flag, flag=flag)
+    args = dict(
+        force=force, sources=tuple(str(s) for s in sources), resumable=resumable, force_flag=force_flag, flag=flag
+    )
     check_target(out, kind, **args)  # refuse before creating anything, even the lock file
     with writer_lock(out):
         status = check_target(out, kind, **args)

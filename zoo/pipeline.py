@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from zoo.artifacts import read_card, write_json, write_text
 from zoo.config import PipelineConfig
@@ -53,7 +53,12 @@ class Context:
 
             d = self.cfg.data
             self._dataset = load_dataset(
-                d.source, d.image_size, seed=d.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction, skip_bad=d.skip_bad_files
+                d.source,
+                d.image_size,
+                seed=d.seed,
+                val_fraction=d.val_fraction,
+                test_fraction=d.test_fraction,
+                skip_bad=d.skip_bad_files,
             )
         return self._dataset
 
@@ -67,8 +72,14 @@ class Context:
             from zoo.data import load_dataset
 
             d = self.cfg.data
-            self._sized[size] = load_dataset(d.source, size, seed=d.seed, val_fraction=d.val_fraction,
-                                             test_fraction=d.test_fraction, skip_bad=d.skip_bad_files)
+            self._sized[size] = load_dataset(
+                d.source,
+                size,
+                seed=d.seed,
+                val_fraction=d.val_fraction,
+                test_fraction=d.test_fraction,
+                skip_bad=d.skip_bad_files,
+            )
         return self._sized[size]
 
     # The run's folder layout: every stage and the report find folders through these.
@@ -102,8 +113,16 @@ def _train_stage(ctx: Context, m) -> Stage:
 
         resume = (out / "checkpoint" / "state.json").exists()  # else train restarts only a run of its own making
         size = m.image_size or ctx.cfg.data.image_size
-        train(m.member, ctx.dataset_at(size), out, image_size=size, params=m.params, weights=m.weights,
-              config=ctx.cfg.member_train(m), resume=resume)
+        train(
+            m.member,
+            ctx.dataset_at(size),
+            out,
+            image_size=size,
+            params=m.params,
+            weights=m.weights,
+            config=ctx.cfg.member_train(m),
+            resume=resume,
+        )
 
     return Stage(f"train {m.run_name} ({m.member})", [out], run, resumable=True)
 
@@ -234,10 +253,16 @@ def write_summary(ctx: Context) -> Path:
         rows.append(row)
     # In-sample scores of fitted combiners are kept in their cards but are not comparable: not shown.
     not_splits = ("name", "kind", "folder", "shift_suite")
-    splits = sorted({s for r in rows for s in r if s not in not_splits and "in_sample" not in s},
-                    key=lambda s: (s.split("-")[0] != "val", s))
-    lines = [f"# {ctx.cfg.name}: results", "", "| model | kind | " + " | ".join(f"{s} acc | {s} F1 | {s} ECE" for s in splits) + " |",
-             "|---|---|" + "---|---|---|" * len(splits)]
+    splits = sorted(
+        {s for r in rows for s in r if s not in not_splits and "in_sample" not in s},
+        key=lambda s: (s.split("-")[0] != "val", s),
+    )
+    lines = [
+        f"# {ctx.cfg.name}: results",
+        "",
+        "| model | kind | " + " | ".join(f"{s} acc | {s} F1 | {s} ECE" for s in splits) + " |",
+        "|---|---|" + "---|---|---|" * len(splits),
+    ]
     for r in rows:
         cells = []
         for s in splits:
@@ -250,14 +275,21 @@ def write_summary(ctx: Context) -> Path:
     write_text(report / "summary.md", "\n".join(lines) + "\n")
     shifted = [r for r in rows if r.get("shift_suite")]
     if rows and splits:
-        bars = [{**r, SHIFT_BAR: {"accuracy": r["shift_suite"]["mean_out_of_family_accuracy"]}}
-                if r.get("shift_suite") else r for r in rows]
+        bars = [
+            {**r, SHIFT_BAR: {"accuracy": r["shift_suite"]["mean_out_of_family_accuracy"]}}
+            if r.get("shift_suite")
+            else r
+            for r in rows
+        ]
         plots.comparison_bars(report / "summary.png", bars, splits + ([SHIFT_BAR] if shifted else []))
     if shifted:
         from zoo.shift.report import load_results, plot_models
 
-        plot_models(report / "shift_suite.png", {r["name"]: load_results(r["folder"]) for r in shifted},
-                    f"{ctx.cfg.name}: shift suite on {shifted[0]['shift_suite']['split']} (dashed: in-family)")
+        plot_models(
+            report / "shift_suite.png",
+            {r["name"]: load_results(r["folder"]) for r in shifted},
+            f"{ctx.cfg.name}: shift suite on {shifted[0]['shift_suite']['split']} (dashed: in-family)",
+        )
     return report / "summary.md"
 
 
@@ -274,10 +306,22 @@ def _shift_row(folder: Path, card: dict) -> dict | None:
         r = load_results(folder)
     except ZooError:
         return None
-    keys = ("mean_out_of_family_accuracy", "mean_in_family_accuracy", "out_of_family", "in_family", "mce",
-            "mce_out_of_family", "ce_normalised", "reference")
-    return {"split": r.get("data", {}).get("split"), "n": r["n"], "clean_accuracy": r["clean"]["accuracy"],
-            **{k: r.get(k) for k in keys}}
+    keys = (
+        "mean_out_of_family_accuracy",
+        "mean_in_family_accuracy",
+        "out_of_family",
+        "in_family",
+        "mce",
+        "mce_out_of_family",
+        "ce_normalised",
+        "reference",
+    )
+    return {
+        "split": r.get("data", {}).get("split"),
+        "n": r["n"],
+        "clean_accuracy": r["clean"]["accuracy"],
+        **{k: r.get(k) for k in keys},
+    }
 
 
 def _shift_lines(rows: list[dict]) -> list[str]:
@@ -290,21 +334,30 @@ def _shift_lines(rows: list[dict]) -> list[str]:
 
     s0 = shifted[0]["shift_suite"]
     ref = next((r["shift_suite"]["reference"] for r in shifted if r["shift_suite"].get("reference")), None)
-    lines = ["", f"## Shift suite: clean vs shifted ({s0['split']} split, {s0['n']} images per cell)", "",
-             "Out-of-family = the shift families a model's training augmentation did not cover (leave-one-family-out); "
-             "only those support a robustness claim. In-family results are shown apart. "
-             + (f"mCE is normalised to `{ref}` (ImageNet-C convention)." if ref
-                else "mCE is unnormalised (mean top-1 error)."),
-             "",
-             "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family "
-             "| mCE | mCE out-of-family |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Shift suite: clean vs shifted ({s0['split']} split, {s0['n']} images per cell)",
+        "",
+        "Out-of-family = the shift families a model's training augmentation did not cover (leave-one-family-out); "
+        "only those support a robustness claim. In-family results are shown apart. "
+        + (
+            f"mCE is normalised to `{ref}` (ImageNet-C convention)."
+            if ref
+            else "mCE is unnormalised (mean top-1 error)."
+        ),
+        "",
+        "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family "
+        "| mCE | mCE out-of-family |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in shifted:
         s = r["shift_suite"]
         mce_oof = "—" if s["mce_out_of_family"] is None else f"{s['mce_out_of_family']:.3f}"
-        lines.append(f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | "
-                     f"{pct(s['mean_out_of_family_accuracy'])} | "
-                     f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} "
-                     f"| {mce_oof} |")
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | "
+            f"{pct(s['mean_out_of_family_accuracy'])} | "
+            f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} "
+            f"| {mce_oof} |"
+        )
     lines += ["", "Per family and severity: `report/shift_suite.png`, and each model's `eval/shift_suite.md`."]
     return lines

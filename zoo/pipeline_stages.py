@@ -88,4 +88,12 @@ def _suite_done(folder: Path, e) -> bool:
     )
 
 
-FACTORIES: list = [shift_suite_members, stage_ensemble, shift_suite_ensembles, stage_distill, shift_suite_student, export_stages, bench_stages]
+FACTORIES: list = [
+    shift_suite_members,
+    stage_ensemble,
+    shift_suite_ensembles,
+    stage_distill,
+    shift_suite_student,
+    export_stages,
+    bench_stages,
+]

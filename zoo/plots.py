@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from zoo.artifacts import atomic_path  # noqa: E402
+from zoo.artifacts import atomic_path
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
@@ -28,7 +28,9 @@ def confusion_matrix(path, matrix, class_names, title: str = "") -> Path:
     matrix = np.asarray(matrix)
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
-    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=ax, colorbar=False, xticks_rotation=45, cmap="Blues")
+    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
+        ax=ax, colorbar=False, xticks_rotation=45, cmap="Blues"
+    )
     ax.set_title(title)
     return save_figure(fig, path)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from zoo.errors import ZooError
 
 # Families register lazily: importing zoo.models imports every family module.
-_REGISTRY: dict[str, "ModelSpec"] = {}
+_REGISTRY: dict[str, ModelSpec] = {}
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ class ModelSpec:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise ZooError(
-                f"unknown parameter(s) {unknown} for member '{self.name}'; "
-                f"it takes: {sorted(self.defaults) or 'none'}"
+                f"unknown parameter(s) {unknown} for member '{self.name}'; it takes: {sorted(self.defaults) or 'none'}"
             )
         merged = {**self.defaults, **params}
         size = int(image_size or self.default_image_size)

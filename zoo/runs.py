@@ -39,7 +39,9 @@ def load_model(folder: str | os.PathLike, card: dict[str, Any] | None = None, in
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways (zip, JSON, h5, config keys)
         detail = " ".join(str(exc).split())[:300]
-        raise ZooError(f"{path}: cannot load Keras model, corrupt or not a zoo model? ({type(exc).__name__}: {detail})") from None
+        raise ZooError(
+            f"{path}: cannot load Keras model, corrupt or not a zoo model? ({type(exc).__name__}: {detail})"
+        ) from None
     check_model_outputs(model, card, str(path))
     return model if input_size is None else resized_input(model, int(input_size))
 
@@ -50,8 +52,10 @@ def check_model_outputs(model, card: dict[str, Any], where: str) -> None:
     try:
         out = model(np.full((1, size, size, 3), 128.0, np.float32), training=False)
     except Exception as exc:  # noqa: BLE001 - a model built for another input shape fails in Keras/TF-specific ways
-        raise ZooError(f"{where}: the model does not take the card's input (1, {size}, {size}, 3): "
-                       f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+        raise ZooError(
+            f"{where}: the model does not take the card's input (1, {size}, {size}, 3): "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from None
     probabilities(np.asarray(out), where, len(card["classes"]))
 
 
@@ -73,7 +77,9 @@ def resized_input(model, input_size: int):
     return keras.Model(inputs, model(x), name=f"{model.name}_from{input_size}")
 
 
-def load_probs(folder: str | os.PathLike, split: str, card: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_probs(
+    folder: str | os.PathLike, split: str, card: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Stored ``(probabilities (N, C), labels (N,))`` of a run on ``split``."""
     folder = Path(folder)
     card = card or read_card(folder)

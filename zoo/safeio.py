@@ -38,8 +38,13 @@ class NotReadable(ZooError, OSError):
 
 
 def kind_of(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -49,7 +54,9 @@ def _check(path: str | os.PathLike, st: os.stat_result, limit: int | None) -> os
     if not stat.S_ISREG(st.st_mode):
         raise NotReadable(path, f"is {kind_of(st.st_mode)}, not a regular file; not read")
     if limit is not None and st.st_size > limit:
-        raise NotReadable(path, f"file is {st.st_size:,} bytes, above the {limit:,}-byte limit for this kind of file; not read")
+        raise NotReadable(
+            path, f"file is {st.st_size:,} bytes, above the {limit:,}-byte limit for this kind of file; not read"
+        )
     return st
 
 

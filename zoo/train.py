@@ -105,7 +105,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         d["phases"] = [Phase(**p) if isinstance(p, dict) else p for p in d.get("phases", [])]
         known = {f.name for f in fields(cls)}
@@ -155,11 +155,27 @@ def resolve_phases(cfg: TrainConfig, recipe: dict[str, Any], pretrained: bool) -
     else:
         phases = [Phase()]
     if cfg.trainable_fraction is not None:
-        phases = [Phase(p.name, p.epochs, p.lr_scale, cfg.trainable_fraction if (p.trainable_fraction or 0) > 0 else p.trainable_fraction) for p in phases]
+        phases = [
+            Phase(
+                p.name,
+                p.epochs,
+                p.lr_scale,
+                cfg.trainable_fraction if (p.trainable_fraction or 0) > 0 else p.trainable_fraction,
+            )
+            for p in phases
+        ]
     fixed = sum(p.epochs or 0 for p in phases)
     open_ = [p for p in phases if p.epochs is None]
     remaining = max(1, cfg.epochs - fixed)
-    return [Phase(p.name, p.epochs if p.epochs is not None else max(1, remaining // len(open_)), p.lr_scale, p.trainable_fraction) for p in phases]
+    return [
+        Phase(
+            p.name,
+            p.epochs if p.epochs is not None else max(1, remaining // len(open_)),
+            p.lr_scale,
+            p.trainable_fraction,
+        )
+        for p in phases
+    ]
 
 
 def apply_trainable(model, fraction: float | None) -> None:
@@ -222,7 +238,7 @@ def make_optimizer(cfg: TrainConfig, lr_scale: float, steps: int):
     return keras.optimizers.Adam(**kw)
 
 
-def _callbacks(run: Path, state: "TrainingState", cfg: TrainConfig, phase_epochs: int):
+def _callbacks(run: Path, state: TrainingState, cfg: TrainConfig, phase_epochs: int):
     import keras
 
     class Resumable(keras.callbacks.EarlyStopping):
@@ -254,7 +270,12 @@ def _callbacks(run: Path, state: "TrainingState", cfg: TrainConfig, phase_epochs
 
     # Explicit mode: "auto" cannot tell for metrics given as functions (a TrainHooks metric named "accuracy").
     mode = "max" if "acc" in cfg.monitor else "min" if "loss" in cfg.monitor else "auto"
-    cbs = [StopOnNonFinite(), Resumable(monitor=cfg.monitor, patience=cfg.patience, mode=mode, restore_best_weights=False, start_from_epoch=0)]
+    cbs = [
+        StopOnNonFinite(),
+        Resumable(
+            monitor=cfg.monitor, patience=cfg.patience, mode=mode, restore_best_weights=False, start_from_epoch=0
+        ),
+    ]
     if cfg.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(run / "logs"), write_graph=False, profile_batch=0))
     return cbs
@@ -280,7 +301,7 @@ class TrainingState:
         self._t0 = time.time()
 
     @classmethod
-    def load(cls, run: Path, config: dict[str, Any]) -> "TrainingState":
+    def load(cls, run: Path, config: dict[str, Any]) -> TrainingState:
         st = cls(run, config)
         data = json.loads(st.path.read_text())
         if data["config"] != json.loads(json.dumps(config)):
@@ -299,7 +320,12 @@ class TrainingState:
 
     def epoch_done(self, model, epoch: int, logs: dict, improved: bool, wait: int, best, best_epoch: int) -> None:
         lr = model.optimizer.learning_rate
-        row = {"epoch": len(self.history) + 1, "phase": self.phase_name, "phase_epoch": epoch + 1, "learning_rate": float(np.asarray(lr))}
+        row = {
+            "epoch": len(self.history) + 1,
+            "phase": self.phase_name,
+            "phase_epoch": epoch + 1,
+            "learning_rate": float(np.asarray(lr)),
+        }
         row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
         row["seconds"] = round(time.time() - self._t0, 2)
         self._t0 = time.time()
@@ -315,7 +341,11 @@ class TrainingState:
             self.best_file = best_name
         previous = self.weights_file
         self.epoch, self.weights_file = epoch + 1, weights
-        self.es_wait, self.es_best, self.es_best_epoch = int(wait), (None if best is None else float(best)), int(best_epoch)
+        self.es_wait, self.es_best, self.es_best_epoch = (
+            int(wait),
+            (None if best is None else float(best)),
+            int(best_epoch),
+        )
         self.rng = capture_rng(model, self.augment_policy)
         self.save()
         if previous and previous != weights:
@@ -327,11 +357,17 @@ class TrainingState:
 
 
 def _finite_logs(logs) -> bool:
-    return all(np.isfinite(float(np.asarray(v))) for k, v in (logs or {}).items() if k != "learning_rate" and np.ndim(v) == 0)
+    return all(
+        np.isfinite(float(np.asarray(v))) for k, v in (logs or {}).items() if k != "learning_rate" and np.ndim(v) == 0
+    )
 
 
 def _bad_logs(logs) -> str:
-    bad = {k: float(np.asarray(v)) for k, v in (logs or {}).items() if np.ndim(v) == 0 and not np.isfinite(float(np.asarray(v)))}
+    bad = {
+        k: float(np.asarray(v))
+        for k, v in (logs or {}).items()
+        if np.ndim(v) == 0 and not np.isfinite(float(np.asarray(v)))
+    }
     return ", ".join(f"{k} {v}" for k, v in bad.items()) or "non-finite metrics"
 
 
@@ -360,7 +396,11 @@ def restore_rng(model, policy, saved: dict[str, Any]) -> None:
         for v, value in zip(variables, states):
             v.assign(np.asarray(value, dtype=v.dtype))
     elif states:
-        log.warning("resume: the model has %d random-generator states, the checkpoint %d; not restored", len(variables), len(states))
+        log.warning(
+            "resume: the model has %d random-generator states, the checkpoint %d; not restored",
+            len(variables),
+            len(states),
+        )
     if policy is not None and saved.get("augment") is not None:
         policy.set_random_state(saved["augment"])
 
@@ -508,10 +548,24 @@ def _load_data(data, size: int, cfg: TrainConfig):
     return dataset
 
 
-def _open_state(run: Path, member: str, params: dict[str, Any], size: int, dataset, cfg: TrainConfig,
-                hooks: TrainHooks, resume: bool) -> TrainingState:
+def _open_state(
+    run: Path,
+    member: str,
+    params: dict[str, Any],
+    size: int,
+    dataset,
+    cfg: TrainConfig,
+    hooks: TrainHooks,
+    resume: bool,
+) -> TrainingState:
     """The run's checkpointed state (loaded when resuming: the identity must match), folder and marker."""
-    identity = {"member": member, "params": params, "image_size": size, "data": dataset.fingerprint, "train": cfg.to_dict()}
+    identity = {
+        "member": member,
+        "params": params,
+        "image_size": size,
+        "data": dataset.fingerprint,
+        "train": cfg.to_dict(),
+    }
     if hooks.identity:
         identity["hooks"] = hooks.identity
     identity = json.loads(json.dumps(identity, default=str))
@@ -530,15 +584,27 @@ def _fit(job: _Job):
     from zoo.data.pipeline import class_weights, make_dataset, steps_per_epoch
 
     run, spec, params, size, dataset, cfg, phases, state, strategy, hooks = (
-        job.run, job.spec, job.params, job.size, job.dataset, job.cfg, job.phases, job.state, job.strategy, job.hooks)
+        job.run,
+        job.spec,
+        job.params,
+        job.size,
+        job.dataset,
+        job.cfg,
+        job.phases,
+        job.state,
+        job.strategy,
+        job.hooks,
+    )
     train_split = dataset.split("train")
     val_split = dataset.splits.get("val")
     policy = build_policy(cfg.augment, num_classes=dataset.num_classes, seed=cfg.seed)
     # Every generator the policy draws from (its own, Keras layers', keras-cv's) is checkpointed with the epoch.
     state.augment_policy = policy
     cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
-    val_ds = with_targets(make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False,
-                                       deterministic=cfg.deterministic), hooks.targets)
+    val_ds = with_targets(
+        make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False, deterministic=cfg.deterministic),
+        hooks.targets,
+    )
     steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
 
     with strategy.scope():
@@ -563,13 +629,28 @@ def _fit(job: _Job):
         elif index > 0 and state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         if state.epoch < phase.epochs and not (state.es_wait >= cfg.patience and state.epoch > 0):
-            log.info("phase '%s': epochs %d..%d, trainable params %d", phase.name, state.epoch + 1, phase.epochs, sum(int(np.prod(v.shape)) for v in model.trainable_weights))
+            log.info(
+                "phase '%s': epochs %d..%d, trainable params %d",
+                phase.name,
+                state.epoch + 1,
+                phase.epochs,
+                sum(int(np.prod(v.shape)) for v in model.trainable_weights),
+            )
             # Epoch e of this phase is ordered by (seed, first + e) alone: a resumed run sees the
             # same batches as one that never stopped.
             first = sum(p.epochs for p in phases[:index])
-            train_ds = make_dataset(train_split, dataset.num_classes, cfg.batch_size, training=True, policy=policy, weights=cw,
-                                    balance=cfg.balance, seed=cfg.seed, epochs=(first + state.epoch, first + phase.epochs),
-                                    deterministic=cfg.deterministic)
+            train_ds = make_dataset(
+                train_split,
+                dataset.num_classes,
+                cfg.batch_size,
+                training=True,
+                policy=policy,
+                weights=cw,
+                balance=cfg.balance,
+                seed=cfg.seed,
+                epochs=(first + state.epoch, first + phase.epochs),
+                deterministic=cfg.deterministic,
+            )
             train_ds = with_targets(train_ds, hooks.targets)
             model.fit(
                 train_ds,
@@ -581,8 +662,14 @@ def _fit(job: _Job):
                 verbose="auto",
             )
             if state.diverged:
-                then = (f"the folder keeps its last good epoch ({len(state.history)}) and can be resumed with --resume, "
-                        "or start a new --out with a lower --lr") if state.history else "nothing to resume; rerun with a lower --lr"
+                then = (
+                    (
+                        f"the folder keeps its last good epoch ({len(state.history)}) and can be resumed with --resume, "
+                        "or start a new --out with a lower --lr"
+                    )
+                    if state.history
+                    else "nothing to resume; rerun with a lower --lr"
+                )
                 raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); {then}")
         if state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
@@ -594,7 +681,17 @@ def _fit(job: _Job):
 def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
     run, spec, params, size, dataset, cfg, phases, state, strategy, hooks = (
-        job.run, job.spec, job.params, job.size, job.dataset, job.cfg, job.phases, job.state, job.strategy, job.hooks)
+        job.run,
+        job.spec,
+        job.params,
+        job.size,
+        job.dataset,
+        job.cfg,
+        job.phases,
+        job.state,
+        job.strategy,
+        job.hooks,
+    )
     from zoo import plots
     from zoo.augment.spec import covered_families
     from zoo.evaluate import score_split
@@ -611,7 +708,10 @@ def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
         if part is None or len(part) == 0:
             continue
         metrics[split], _ = score_split(run, clean, split, part, dataset.class_names, f"{spec.name} · {split}")
-    best = max(state.history, key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")))
+    best = max(
+        state.history,
+        key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")),
+    )
     card = {
         "kind": hooks.kind,
         "name": run.name,
@@ -620,7 +720,15 @@ def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
         "params": params,
         "parameter_count": int(clean.count_params()),  # "params" above: the builder's hyper-parameters
         "classes": list(dataset.class_names),
-        "input": {"image_size": size, "channels": 3, "dtype": "float32", "range": [0, 255], "color": "RGB", "resize": "bilinear", "preprocessing": "inside model"},
+        "input": {
+            "image_size": size,
+            "channels": 3,
+            "dtype": "float32",
+            "range": [0, 255],
+            "color": "RGB",
+            "resize": "bilinear",
+            "preprocessing": "inside model",
+        },
         "model_file": "model.keras",
         "data": {**dataset.summary(), "seed": cfg.seed},
         "training": {

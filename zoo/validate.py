@@ -33,7 +33,9 @@ def class_names(value: Any, where: str) -> list[str]:
         raise ZooError(f"{where}: {len(value)} class names, above the limit of {MAX_CLASSES}")
     for c in value:
         if not isinstance(c, str) or not c.strip() or len(c) > MAX_CLASS_NAME or any(ch in c for ch in "\n\r\0"):
-            raise ZooError(f"{where}: class name {str(c)[:60]!r} is not a non-empty one-line string of at most {MAX_CLASS_NAME} characters")
+            raise ZooError(
+                f"{where}: class name {str(c)[:60]!r} is not a non-empty one-line string of at most {MAX_CLASS_NAME} characters"
+            )
     if len(set(value)) != len(value):
         dup = sorted({c for c in value if value.count(c) > 1})
         raise ZooError(f"{where}: duplicate class names {dup}")
@@ -46,7 +48,9 @@ def image_size(value: Any, where: str) -> int:
     return value
 
 
-def number(value: Any, where: str, *, low: float | None = None, high: float | None = None, low_open: bool = False) -> float:
+def number(
+    value: Any, where: str, *, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> float:
     """A finite real number (not a bool) in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ZooError(f"{where}: must be a finite number, got {value!r}")
@@ -57,7 +61,9 @@ def number(value: Any, where: str, *, low: float | None = None, high: float | No
     return float(value)
 
 
-def finite_array(value: Any, where: str, shape: tuple[int, ...] | None = None, *, nonnegative: bool = False) -> np.ndarray:
+def finite_array(
+    value: Any, where: str, shape: tuple[int, ...] | None = None, *, nonnegative: bool = False
+) -> np.ndarray:
     """A numeric array (nested lists of numbers), finite, optionally of ``shape`` and >= 0."""
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -85,7 +91,9 @@ def probabilities(p: Any, where: str, classes: int | None = None) -> np.ndarray:
     anything else is not a classifier the zoo can use, whatever its metadata says)."""
     arr = np.asarray(p)
     if arr.ndim != 2 or (classes is not None and arr.shape[1] != classes):
-        raise ZooError(f"{where}: outputs have shape {arr.shape}, expected (N, {classes if classes is not None else 'C'})")
+        raise ZooError(
+            f"{where}: outputs have shape {arr.shape}, expected (N, {classes if classes is not None else 'C'})"
+        )
     if arr.size == 0:
         return arr
     a = arr.astype(np.float64)
@@ -97,7 +105,9 @@ def probabilities(p: Any, where: str, classes: int | None = None) -> np.ndarray:
     sums = a.sum(axis=1)
     worst = float(np.abs(sums - 1).max())
     if worst > SUM_ATOL:
-        raise ZooError(f"{where}: output rows sum to {float(sums.min()):.4g}..{float(sums.max()):.4g}, not 1; not probabilities, refused")
+        raise ZooError(
+            f"{where}: output rows sum to {float(sums.min()):.4g}..{float(sums.max()):.4g}, not 1; not probabilities, refused"
+        )
     return arr
 
 

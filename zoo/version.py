@@ -22,7 +22,9 @@ def version() -> str:
     import tomllib
 
     try:
-        project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))[
+            "project"
+        ]
     except (OSError, ValueError, KeyError):
         return UNKNOWN
     return str(project.get("version", UNKNOWN)) if project.get("name") == DISTRIBUTION else UNKNOWN

@@ -22,7 +22,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 class Unavailable(Exception):
@@ -82,8 +87,15 @@ def session_options(threads: int = 0, opt_level: str = "all", profile_prefix: st
     return opts
 
 
-def ort_engine(model, provider: str, *, threads: int = 0, opt_level: str = "all", io_binding: bool | None = None,
-               profile_prefix: str | None = None) -> Engine:
+def ort_engine(
+    model,
+    provider: str,
+    *,
+    threads: int = 0,
+    opt_level: str = "all",
+    io_binding: bool | None = None,
+    profile_prefix: str | None = None,
+) -> Engine:
     """An ORT session on ``provider`` (cpu|cuda|tensorrt). Raises :class:`Unavailable` when the build lacks it."""
     import onnxruntime as ort
 
@@ -91,7 +103,9 @@ def ort_engine(model, provider: str, *, threads: int = 0, opt_level: str = "all"
     available = ort.get_available_providers()
     if want not in available:
         raise Unavailable(f"{want} not in this onnxruntime build (has {', '.join(available)})")
-    providers = [want] + (["CUDAExecutionProvider"] if provider == "tensorrt" and "CUDAExecutionProvider" in available else [])
+    providers = [want] + (
+        ["CUDAExecutionProvider"] if provider == "tensorrt" and "CUDAExecutionProvider" in available else []
+    )
     if want != "CPUExecutionProvider":
         providers.append("CPUExecutionProvider")
     src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
@@ -113,8 +127,12 @@ def ort_engine(model, provider: str, *, threads: int = 0, opt_level: str = "all"
         io_binding = device == "cuda"
 
     def predict(images: np.ndarray, batch: int) -> np.ndarray:
-        return np.concatenate([sess.run(None, {name: np.ascontiguousarray(images[i:i + batch], dtype=np.float32)})[0]
-                               for i in range(0, len(images), batch)]).astype(np.float32)
+        return np.concatenate(
+            [
+                sess.run(None, {name: np.ascontiguousarray(images[i : i + batch], dtype=np.float32)})[0]
+                for i in range(0, len(images), batch)
+            ]
+        ).astype(np.float32)
 
     if io_binding:
         cache: dict[int, Any] = {}
@@ -131,6 +149,7 @@ def ort_engine(model, provider: str, *, threads: int = 0, opt_level: str = "all"
             if device == "cuda":
                 cache[key].synchronize_outputs()
     else:
+
         def run(x: np.ndarray):
             return sess.run(None, {name: x})
 
@@ -172,7 +191,7 @@ def keras_engine(source, mode: str, *, threads: int = 0) -> Engine:
         def direct(v):
             outs = []
             for i in range(0, len(v), batch):
-                xb = tf.convert_to_tensor(v[i:i + batch])
+                xb = tf.convert_to_tensor(v[i : i + batch])
                 outs.append((call(xb) if call else model(xb, training=False)).numpy())
             return np.concatenate(outs)
 
@@ -204,6 +223,11 @@ def time_engine(engine: Engine, x: np.ndarray, warmup: int, iterations: int, max
         times.append(time.perf_counter() - t)
     ms = np.asarray(times) * 1000
     p50 = float(np.percentile(ms, 50))
-    return {"iterations": len(times), "p50_ms": round(p50, 4), "p90_ms": round(float(np.percentile(ms, 90)), 4),
-            "p99_ms": round(float(np.percentile(ms, 99)), 4), "mean_ms": round(float(ms.mean()), 4),
-            "throughput_ips": round(len(x) * len(times) / max(1e-9, float(np.sum(times))), 1)}
+    return {
+        "iterations": len(times),
+        "p50_ms": round(p50, 4),
+        "p90_ms": round(float(np.percentile(ms, 90)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "mean_ms": round(float(ms.mean()), 4),
+        "throughput_ips": round(len(x) * len(times) / max(1e-9, float(np.sum(times))), 1),
+    }

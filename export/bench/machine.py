@@ -23,7 +23,18 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "onnx", "tensorflow", "keras", "tf2onnx", "numpy")
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16", "asimd", "asimddp")
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "amx_bf16",
+    "avx512_bf16",
+    "asimd",
+    "asimddp",
+)
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
@@ -44,8 +55,12 @@ def _cpuinfo() -> tuple[str, list[str]]:
 def gpus() -> list[dict]:
     """GPUs that ``nvidia-smi`` reports (name, memory in MiB, driver); empty without one."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     if out.returncode != 0:
@@ -61,8 +76,12 @@ def gpus() -> list[dict]:
 def gpu_memory_used_mib() -> float | None:
     """Memory in use on GPU 0 now (MiB), or None without ``nvidia-smi``."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return float(out.stdout.strip().splitlines()[0]) if out.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return None
@@ -123,11 +142,20 @@ def conditions() -> dict:
             except psutil.Error:
                 continue
             if cpu > 20 and p.pid != os.getpid():
-                busy.append({"pid": p.pid, "cpu_percent": round(cpu), "cmd": " ".join(p.info["cmdline"] or [p.info["name"] or ""])[:100]})
+                busy.append(
+                    {
+                        "pid": p.pid,
+                        "cpu_percent": round(cpu),
+                        "cmd": " ".join(p.info["cmdline"] or [p.info["name"] or ""])[:100],
+                    }
+                )
     except ImportError:
         pass
-    return {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()], "other_busy_processes": busy}
+    return {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "other_busy_processes": busy,
+    }
 
 
 def one_line(m: dict) -> str:
@@ -166,7 +194,9 @@ def gemm_peak(threads: int = 0, n: int = 1024, seconds: float = 1.0) -> dict:
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            sess = ort.InferenceSession(_gemm_model(n, integer).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                _gemm_model(n, integer).SerializeToString(), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # noqa: BLE001 - an ORT build without the kernel: report, do not fail the benchmark
             out[key] = None
             log.warning("GEMM peak %s: %s", key, exc)

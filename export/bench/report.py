@@ -51,7 +51,9 @@ def markdown(doc: dict) -> str:
         f"**Load:** {c['before']['time']}: load average {c['before']['loadavg_1_5_15']} -> {c['after']['loadavg_1_5_15']}, "
         f"{len(c['before']['other_busy_processes'])} other process(es) above 20% CPU at the start.",
         f"**GEMM peak** (ORT, {pk.get('n', '?')}³, threads {pk.get('threads', '?')}): fp32 {pk.get('fp32_gmacs')} GMAC/s, "
-        f"int8 (u8×s8) {pk.get('int8_gmacs')} GMAC/s." if pk else "**GEMM peak:** not measured (no CPU rows).",
+        f"int8 (u8×s8) {pk.get('int8_gmacs')} GMAC/s."
+        if pk
+        else "**GEMM peak:** not measured (no CPU rows).",
         f"**Settings:** batch sizes {s['batch_sizes']}, threads {s['threads']}, {s['warmup']} warm-up + up to "
         f"{s['iterations']} timed runs (≤ {s['max_seconds']} s) per row; graph optimisation `{s['graph_optimization_level']}`; "
         + (f"accuracy on `{s['data']}` split `{s['split']}`." if s["data"] else "accuracy from the cards (no --data)."),
@@ -59,22 +61,56 @@ def markdown(doc: dict) -> str:
     ]
     if doc.get("note"):
         lines += [f"Note: {doc['note']}", ""]
-    lines += ["| model | engine | provider | variant | batch | p50 ms | p90 ms | p99 ms | img/s | MMAC/img | GMAC/s | % peak | "
-              "accuracy | bal. acc | macro F1 | NLL | ECE | start s | peak RSS MB | MB | status |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "| model | engine | provider | variant | batch | p50 ms | p90 ms | p99 ms | img/s | MMAC/img | GMAC/s | % peak | "
+        "accuracy | bal. acc | macro F1 | NLL | ECE | start s | peak RSS MB | MB | status |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in doc["rows"]:
         macs = None if r["macs_per_image"] is None else r["macs_per_image"] / 1e6
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
-        lines.append("| " + " | ".join([
-            r["model"], r["engine"], r["provider"], r["variant"], _fmt(r["batch"]), _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3),
-            _fmt(r["p99_ms"], 3), _fmt(r["throughput_ips"], 0), _fmt(macs, 1), _fmt(r["gmacs_per_s"], 1), _fmt(r["pct_of_peak"], 0),
-            _fmt(r["accuracy"], 4), _fmt(r["balanced_accuracy"], 4), _fmt(r["macro_f1"], 4), _fmt(r["nll"], 4), _fmt(r["ece"], 4),
-            _fmt(r["session_start_s"], 2), _fmt(r["peak_rss_mb"], 0), _fmt(r["model_mb"], 2), status.replace("|", "/")]) + " |")
-    lines += ["", "## Graphs", "", "| model | variant | nodes | Transpose | quant format | compute ops left in float |", "|---|---|---:|---:|---|---|"]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["model"],
+                    r["engine"],
+                    r["provider"],
+                    r["variant"],
+                    _fmt(r["batch"]),
+                    _fmt(r["p50_ms"], 3),
+                    _fmt(r["p90_ms"], 3),
+                    _fmt(r["p99_ms"], 3),
+                    _fmt(r["throughput_ips"], 0),
+                    _fmt(macs, 1),
+                    _fmt(r["gmacs_per_s"], 1),
+                    _fmt(r["pct_of_peak"], 0),
+                    _fmt(r["accuracy"], 4),
+                    _fmt(r["balanced_accuracy"], 4),
+                    _fmt(r["macro_f1"], 4),
+                    _fmt(r["nll"], 4),
+                    _fmt(r["ece"], 4),
+                    _fmt(r["session_start_s"], 2),
+                    _fmt(r["peak_rss_mb"], 0),
+                    _fmt(r["model_mb"], 2),
+                    status.replace("|", "/"),
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "## Graphs",
+        "",
+        "| model | variant | nodes | Transpose | quant format | compute ops left in float |",
+        "|---|---|---:|---:|---|---|",
+    ]
     for name, variants in doc["graphs"].items():
         for v, g in variants.items():
-            lines.append(f"| {name} | {v} | {g['nodes']} | {g['transposes']} | {g['quant_format'] or ''} | "
-                         f"{len(g['float_compute_ops'])} |")
+            lines.append(
+                f"| {name} | {v} | {g['nodes']} | {g['transposes']} | {g['quant_format'] or ''} | "
+                f"{len(g['float_compute_ops'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -104,8 +140,10 @@ def pareto_png(path: Path, doc: dict) -> Path:
     plt = plots.plt
     ok = [r for r in doc["rows"] if r["status"] == "ok" and r["throughput_ips"]]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    specs = ((axes[0], "ms_per_image", "latency per image (ms, p50 / batch; log)", True),
-             (axes[1], "throughput_ips", "throughput (images/s; log)", False))
+    specs = (
+        (axes[0], "ms_per_image", "latency per image (ms, p50 / batch; log)", True),
+        (axes[1], "throughput_ips", "throughput (images/s; log)", False),
+    )
     labels = sorted({_label(r) for r in ok})
     cmap = plt.get_cmap("tab20")
     colour = {lab: cmap(i % 20) for i, lab in enumerate(labels)}
@@ -118,18 +156,35 @@ def pareto_png(path: Path, doc: dict) -> Path:
             y = r["accuracy"] if have_acc else 0.0
             if y is None:
                 continue
-            ax.scatter(r[key], y, color=colour[_label(r)], marker=markers.get(r["batch"], "o"), s=40, edgecolor="k", linewidth=0.4)
+            ax.scatter(
+                r[key],
+                y,
+                color=colour[_label(r)],
+                marker=markers.get(r["batch"], "o"),
+                s=40,
+                edgecolor="k",
+                linewidth=0.4,
+            )
             pts.append((r[key], y))
         front = _front(pts, lower)
         if front:
-            ax.step([p[0] for p in front], [p[1] for p in front], where="post" if lower else "pre", color="gray", ls="--",
-                    lw=1, label="Pareto front")
+            ax.step(
+                [p[0] for p in front],
+                [p[1] for p in front],
+                where="post" if lower else "pre",
+                color="gray",
+                ls="--",
+                lw=1,
+                label="Pareto front",
+            )
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy" if have_acc else "(no accuracy: pass --data)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colour[lab], marker="o", ls="", label=lab) for lab in labels]
-    handles += [plt.Line2D([], [], color="k", marker=markers[b], ls="", label=f"batch {b}", mfc="none") for b in batches]
+    handles += [
+        plt.Line2D([], [], color="k", marker=markers[b], ls="", label=f"batch {b}", mfc="none") for b in batches
+    ]
     if handles:
         axes[1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if not ok:

@@ -40,10 +40,34 @@ VARIANTS = ("fp32", "fp16", "int8")
 DEFAULT_VARIANTS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16"), "tensorrt": ("fp32", "fp16")}
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
 COLUMNS = (
-    "model", "kind", "engine", "provider", "variant", "batch", "threads", "status", "reason", "iterations",
-    "p50_ms", "p90_ms", "p99_ms", "ms_per_image", "throughput_ips", "session_start_s", "peak_rss_mb", "gpu_mem_mb",
-    "model_mb", "params", "macs_per_image", "gmacs_per_s", "peak_gmacs_per_s", "pct_of_peak",
-    *METRIC_KEYS, "accuracy_source", "eval_images", "providers_used",
+    "model",
+    "kind",
+    "engine",
+    "provider",
+    "variant",
+    "batch",
+    "threads",
+    "status",
+    "reason",
+    "iterations",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "ms_per_image",
+    "throughput_ips",
+    "session_start_s",
+    "peak_rss_mb",
+    "gpu_mem_mb",
+    "model_mb",
+    "params",
+    "macs_per_image",
+    "gmacs_per_s",
+    "peak_gmacs_per_s",
+    "pct_of_peak",
+    *METRIC_KEYS,
+    "accuracy_source",
+    "eval_images",
+    "providers_used",
 )
 
 
@@ -74,7 +98,9 @@ def _model_bytes(model) -> int | None:
     return model.ByteSize() if hasattr(model, "ByteSize") else None
 
 
-def _eval_images(data, split: str, size: int, classes: list[str], limit: int | None, cache: dict) -> tuple[np.ndarray, np.ndarray] | None:
+def _eval_images(
+    data, split: str, size: int, classes: list[str], limit: int | None, cache: dict
+) -> tuple[np.ndarray, np.ndarray] | None:
     if data is None:
         return None
     from zoo.data import Dataset, load_dataset
@@ -104,13 +130,24 @@ def _timing_batch(size: int, batch: int, images: np.ndarray | None) -> np.ndarra
 
 def _row(t: Target, engine: str, provider: str, variant: str, batch: int | None, threads: int, **kw) -> dict:
     row = {c: None for c in COLUMNS}
-    row.update(model=t.name, kind=t.kind, engine=engine, provider=provider, variant=variant, batch=batch,
-               threads=threads or "default", status="ok", reason="")
+    row.update(
+        model=t.name,
+        kind=t.kind,
+        engine=engine,
+        provider=provider,
+        variant=variant,
+        batch=batch,
+        threads=threads or "default",
+        status="ok",
+        reason="",
+    )
     row.update(kw)
     return row
 
 
-def _cases(t: Target, engines: list[str], providers: list[str], variants: list[str] | None) -> list[tuple[str, str, str]]:
+def _cases(
+    t: Target, engines: list[str], providers: list[str], variants: list[str] | None
+) -> list[tuple[str, str, str]]:
     out = []
     if "ort" in engines:
         for p in providers:
@@ -121,8 +158,23 @@ def _cases(t: Target, engines: list[str], providers: list[str], variants: list[s
     return out
 
 
-def bench_target(t: Target, *, engines, providers, variants, batch_sizes, threads, warmup, iterations, max_seconds,
-                 eval_data, peak: dict, opt_level: str = "all", profile_dir: Path | None = None, bar=None) -> list[dict]:
+def bench_target(
+    t: Target,
+    *,
+    engines,
+    providers,
+    variants,
+    batch_sizes,
+    threads,
+    warmup,
+    iterations,
+    max_seconds,
+    eval_data,
+    peak: dict,
+    opt_level: str = "all",
+    profile_dir: Path | None = None,
+    bar=None,
+) -> list[dict]:
     """Rows for one target (see module docstring)."""
     rows: list[dict] = []
     fp32 = t.onnx.get("fp32") or next(iter(t.onnx.values()), None)
@@ -131,9 +183,12 @@ def bench_target(t: Target, *, engines, providers, variants, batch_sizes, thread
         params = graph.count_parameters(fp32)
         macs = graph.count_macs(fp32)["macs"]
     for engine, provider, variant in _cases(t, engines, providers, variants):
+
         def skipped(reason: str, status: str = "skipped", engine=engine, provider=provider, variant=variant) -> None:
             log.info("%s %s/%s/%s: %s (%s)", t.name, engine, provider, variant, status, reason)
-            rows.extend(_row(t, engine, provider, variant, b, threads, status=status, reason=reason) for b in batch_sizes)
+            rows.extend(
+                _row(t, engine, provider, variant, b, threads, status=status, reason=reason) for b in batch_sizes
+            )
             if bar is not None:
                 bar.update(len(batch_sizes))
 
@@ -142,7 +197,10 @@ def bench_target(t: Target, *, engines, providers, variants, batch_sizes, thread
             if engine == "ort":
                 model_file = t.onnx.get(variant)
                 if model_file is None:
-                    skipped(f"no {variant} file" + (" (export with `zoo export --quantize int8 --dtype fp16`)" if t.onnx else ""))
+                    skipped(
+                        f"no {variant} file"
+                        + (" (export with `zoo export --quantize int8 --dtype fp16`)" if t.onnx else "")
+                    )
                     continue
                 prefix = str(profile_dir / f"{t.name}-{provider}-{variant}") if profile_dir else None
                 eng = ort_engine(model_file, provider, threads=threads, opt_level=opt_level, profile_prefix=prefix)
@@ -179,22 +237,54 @@ def bench_target(t: Target, *, engines, providers, variants, batch_sizes, thread
                 with RssSampler() as rss:
                     res = time_engine(eng, x, warmup, iterations, max_seconds)
             except Exception as exc:  # noqa: BLE001 - a batch size the provider cannot run (memory): reported
-                rows.append(_row(t, engine, provider, variant, b, threads, status="failed",
-                                 reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"))
+                rows.append(
+                    _row(
+                        t,
+                        engine,
+                        provider,
+                        variant,
+                        b,
+                        threads,
+                        status="failed",
+                        reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                    )
+                )
                 continue
             finally:
                 if bar is not None:
                     bar.update(1)
             gpu1 = machine.gpu_memory_used_mib() if gpu0 is not None else None
             gmacs = round(macs * res["throughput_ips"] / 1e9, 2) if macs else None
-            pk = peak.get("int8_gmacs" if variant == "int8" else "fp32_gmacs") if provider == "cpu" or engine != "ort" else None
-            rows.append(_row(
-                t, engine, provider, variant, b, threads, **res, ms_per_image=round(res["p50_ms"] / b, 4),
-                session_start_s=round(eng.start_s, 3), peak_rss_mb=rss.peak_mb, gpu_mem_mb=gpu1,
-                model_mb=None if size_b is None else round(size_b / 1e6, 3), params=params, macs_per_image=macs,
-                gmacs_per_s=gmacs, peak_gmacs_per_s=pk, pct_of_peak=round(100 * gmacs / pk, 1) if gmacs and pk else None,
-                **metrics, accuracy_source=source, eval_images=None if eval_data is None else len(eval_data[1]),
-                providers_used=",".join(eng.providers)))
+            pk = (
+                peak.get("int8_gmacs" if variant == "int8" else "fp32_gmacs")
+                if provider == "cpu" or engine != "ort"
+                else None
+            )
+            rows.append(
+                _row(
+                    t,
+                    engine,
+                    provider,
+                    variant,
+                    b,
+                    threads,
+                    **res,
+                    ms_per_image=round(res["p50_ms"] / b, 4),
+                    session_start_s=round(eng.start_s, 3),
+                    peak_rss_mb=rss.peak_mb,
+                    gpu_mem_mb=gpu1,
+                    model_mb=None if size_b is None else round(size_b / 1e6, 3),
+                    params=params,
+                    macs_per_image=macs,
+                    gmacs_per_s=gmacs,
+                    peak_gmacs_per_s=pk,
+                    pct_of_peak=round(100 * gmacs / pk, 1) if gmacs and pk else None,
+                    **metrics,
+                    accuracy_source=source,
+                    eval_images=None if eval_data is None else len(eval_data[1]),
+                    providers_used=",".join(eng.providers),
+                )
+            )
         eng.close()
     return rows
 
@@ -249,9 +339,22 @@ def bench(
     try:
         for t in targets:
             ev = _eval_images(data, split, t.image_size, t.classes, limit, cache)
-            rows += bench_target(t, engines=engines, providers=providers, variants=variants, batch_sizes=batch_sizes,
-                                 threads=threads, warmup=warmup, iterations=iterations, max_seconds=max_seconds,
-                                 eval_data=ev, peak=peak, opt_level=opt_level, profile_dir=profile_dir, bar=bar)
+            rows += bench_target(
+                t,
+                engines=engines,
+                providers=providers,
+                variants=variants,
+                batch_sizes=batch_sizes,
+                threads=threads,
+                warmup=warmup,
+                iterations=iterations,
+                max_seconds=max_seconds,
+                eval_data=ev,
+                peak=peak,
+                opt_level=opt_level,
+                profile_dir=profile_dir,
+                bar=bar,
+            )
             graphs[t.name] = {v: graph.inspect_graph(m) for v, m in t.onnx.items()}
     finally:
         if bar is not None:
@@ -260,19 +363,39 @@ def bench(
         "machine": machine.describe(),
         "conditions": {"before": before, "after": machine.conditions()},
         "gemm_peak": peak,
-        "settings": {"models": [str(m) for m in models], "engines": engines, "providers": providers,
-                     "variants": variants or {p: list(DEFAULT_VARIANTS[p]) for p in providers}, "batch_sizes": batch_sizes,
-                     "threads": threads or "default", "warmup": warmup, "iterations": iterations, "max_seconds": max_seconds,
-                     "data": None if data is None else str(getattr(data, "source", data)), "split": split, "limit": limit,
-                     "graph_optimization_level": opt_level},
+        "settings": {
+            "models": [str(m) for m in models],
+            "engines": engines,
+            "providers": providers,
+            "variants": variants or {p: list(DEFAULT_VARIANTS[p]) for p in providers},
+            "batch_sizes": batch_sizes,
+            "threads": threads or "default",
+            "warmup": warmup,
+            "iterations": iterations,
+            "max_seconds": max_seconds,
+            "data": None if data is None else str(getattr(data, "source", data)),
+            "split": split,
+            "limit": limit,
+            "graph_optimization_level": opt_level,
+        },
         "note": note,
         "seconds": round(time.time() - t0, 1),
         "columns": list(COLUMNS),
         "rows": rows,
         "graphs": graphs,
-        "targets": [{"name": t.name, "kind": t.kind, "origin": t.origin, "image_size": t.image_size,
-                     "files": {v: str(p) if isinstance(p, (str, os.PathLike)) else "converted in memory (fp32)"
-                               for v, p in t.onnx.items()},
-                     "keras_source": None if t.keras_source is None else str(t.keras_source)} for t in targets],
+        "targets": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "origin": t.origin,
+                "image_size": t.image_size,
+                "files": {
+                    v: str(p) if isinstance(p, (str, os.PathLike)) else "converted in memory (fp32)"
+                    for v, p in t.onnx.items()
+                },
+                "keras_source": None if t.keras_source is None else str(t.keras_source),
+            }
+            for t in targets
+        ],
     }
     return report.write(out, doc)

@@ -9,8 +9,9 @@ exists (written last); it benches whatever exports ``[export]`` produced.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = "bench"
 
@@ -30,10 +31,22 @@ def bench_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
     def run() -> None:
         from export.bench import bench
 
-        bench(models, out, engines=bcfg.engines, providers=bcfg.providers, batch_sizes=bcfg.batch_sizes,
-              threads=bcfg.threads, warmup=bcfg.warmup, iterations=bcfg.iterations, max_seconds=bcfg.max_seconds,
-              data=ctx.dataset, split="val", limit=bcfg.eval_images or None, force=True,
-              note=f"zoo run '{ctx.cfg.name}'")
+        bench(
+            models,
+            out,
+            engines=bcfg.engines,
+            providers=bcfg.providers,
+            batch_sizes=bcfg.batch_sizes,
+            threads=bcfg.threads,
+            warmup=bcfg.warmup,
+            iterations=bcfg.iterations,
+            max_seconds=bcfg.max_seconds,
+            data=ctx.dataset,
+            split="val",
+            limit=bcfg.eval_images or None,
+            force=True,
+            note=f"zoo run '{ctx.cfg.name}'",
+        )
 
     stage = Stage("benchmark exports (latency, throughput, accuracy)", [], run)
     stage.complete = (out / "bench.json").is_file  # type: ignore[method-assign]

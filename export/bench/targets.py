@@ -41,8 +41,14 @@ def _export_target(folder: Path) -> Target:
     card = read_card(folder)
     src = card.get("source", {}) if isinstance(card.get("source"), dict) else {}
     files = {v: folder / f for v, f in VARIANT_FILES.items() if (folder / f).is_file()}
-    t = Target(str(card["name"]), str(src.get("kind", "export")), int(card["input"]["image_size"]), list(card["classes"]),
-               files, origin=str(folder))
+    t = Target(
+        str(card["name"]),
+        str(src.get("kind", "export")),
+        int(card["input"]["image_size"]),
+        list(card["classes"]),
+        files,
+        origin=str(folder),
+    )
     for v, entry in (card.get("variants") or {}).items():
         acc = (entry.get("parity") or {}).get("accuracy") if isinstance(entry, dict) else None
         if acc is not None:
@@ -94,7 +100,9 @@ def _source_target(folder: Path, card: dict, opset: int) -> Target:
     src = open_source(folder)
     log.info("%s: no export found next to it; converting to fp32 ONNX in memory (fp16/int8 need `zoo export`)", folder)
     proto = build_onnx(src, opset=opset)
-    t = Target(src.name, kind, src.image_size, src.classes, {"fp32": proto}, keras_source=src.folder, origin=str(folder))
+    t = Target(
+        src.name, kind, src.image_size, src.classes, {"fp32": proto}, keras_source=src.folder, origin=str(folder)
+    )
     val = (card.get("metrics") or {}).get("val")
     if isinstance(val, dict) and val.get("accuracy") is not None:
         t.recorded_accuracy["keras"] = float(val["accuracy"])
@@ -129,7 +137,9 @@ def resolve(model: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Target:
             classes = [str(i) for i in range(out_dims[-1].dim_value or 0)]
             name = path.name
             if not size or not classes:
-                raise ZooError(f"{path}: no zoo metadata and no static (batch, S, S, 3) input / class count to bench it") from None
+                raise ZooError(
+                    f"{path}: no zoo metadata and no static (batch, S, S, 3) input / class count to bench it"
+                ) from None
         variant = "int8" if ".int8." in path.name else "fp16" if ".fp16." in path.name else "fp32"
         return Target(name, "onnx", size, classes, {variant: path}, keras_note="a bare .onnx file", origin=str(path))
     if not path.is_dir():

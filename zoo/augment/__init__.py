@@ -13,17 +13,28 @@ validation set. This module stays importable without TensorFlow; the heavy parts
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from zoo.augment.spec import OPS, PRESETS, available_policies, canonical, describe, parse
 
 if TYPE_CHECKING:
     from zoo.augment.policy import Policy
 
-__all__ = ["build_policy", "Policy", "available_policies", "describe", "parse", "canonical", "OPS", "PRESETS", "shifted_copy"]
+__all__ = [
+    "build_policy",
+    "Policy",
+    "available_policies",
+    "describe",
+    "parse",
+    "canonical",
+    "OPS",
+    "PRESETS",
+    "shifted_copy",
+]
 
 
-def build_policy(spec: str | Sequence[str] | Mapping[str, Any] | None, *, num_classes: int, seed: int = 0) -> "Policy":
+def build_policy(spec: str | Sequence[str] | Mapping[str, Any] | None, *, num_classes: int, seed: int = 0) -> Policy:
     """Parse and validate ``spec`` (raises ZooError listing what exists) and build the policy."""
     from zoo.augment.policy import Policy
 

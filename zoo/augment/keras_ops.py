@@ -44,7 +44,10 @@ def randaugment(rng: tf.random.Generator, seed: int, num_ops: int, factor: float
         shape = images.shape
         for _ in range(num_ops):
             pick = rng.uniform([], 0, len(subs), dtype=tf.int32)
-            branches = [lambda sub=sub, x=images: tf.ensure_shape(tf.cast(sub(x, training=True), tf.float32), shape) for sub in subs]
+            branches = [
+                lambda sub=sub, x=images: tf.ensure_shape(tf.cast(sub(x, training=True), tf.float32), shape)
+                for sub in subs
+            ]
             images = tf.switch_case(pick, branches)
         return images
 
@@ -52,7 +55,9 @@ def randaugment(rng: tf.random.Generator, seed: int, num_ops: int, factor: float
 
 
 def cutout(seed: int, scale: float, p: float) -> BatchFn:
-    layer = keras.layers.RandomErasing(factor=(p, p), scale=(0.02, scale), fill_value=0.0, value_range=(0, 255), seed=seed, **_F32)
+    layer = keras.layers.RandomErasing(
+        factor=(p, p), scale=(0.02, scale), fill_value=0.0, value_range=(0, 255), seed=seed, **_F32
+    )
     return owning(images_only(lambda images: layer(images, training=True)), layer)
 
 

@@ -29,7 +29,14 @@ def gridmask(rng: tf.random.Generator, seed: int, ratio: float) -> BatchFn:
         def get_config(self):
             return {"upper": ratio}
 
-    layer = keras_cv.layers.GridMask(ratio_factor=RatioSampler(), rotation_factor=0.15, fill_mode="constant", fill_value=0, seed=seed, dtype="float32")
+    layer = keras_cv.layers.GridMask(
+        ratio_factor=RatioSampler(),
+        rotation_factor=0.15,
+        fill_mode="constant",
+        fill_value=0,
+        seed=seed,
+        dtype="float32",
+    )
     fn = images_only(lambda images: layer(images, training=True))
     fn.layers = (layer,)
     return fn

@@ -14,7 +14,7 @@ changes (per-image groups, subsets for probabilities).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -71,7 +71,10 @@ def _per_group(images: tf.Tensor, groups: tf.Tensor, transforms: list[Callable[[
     parts = tf.dynamic_partition(images, groups, n)
     positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), groups, n)
     # empty groups skip their transform (some kernels mis-shape empty batches, e.g. padded convs)
-    done = [tf.cond(tf.shape(part)[0] > 0, lambda t=t, part=part: t(part), lambda part=part: part) for t, part in zip(transforms, parts)]
+    done = [
+        tf.cond(tf.shape(part)[0] > 0, lambda t=t, part=part: t(part), lambda part=part: part)
+        for t, part in zip(transforms, parts)
+    ]
     return tf.dynamic_stitch(positions, done)
 
 

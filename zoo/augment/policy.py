@@ -8,7 +8,8 @@ inside ``tf.data.Dataset.map`` only traces ops and never creates variables.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -114,7 +115,10 @@ class Policy:
     def random_state(self) -> dict[str, list]:
         """JSON-ready snapshot of all random state, for exact resume (see :meth:`set_random_state`)."""
         tf_gens, keras_states = self._generators()
-        return {"tf": [g.state.numpy().tolist() for g in tf_gens], "keras": [tf.convert_to_tensor(v).numpy().tolist() for v in keras_states]}
+        return {
+            "tf": [g.state.numpy().tolist() for g in tf_gens],
+            "keras": [tf.convert_to_tensor(v).numpy().tolist() for v in keras_states],
+        }
 
     def set_random_state(self, state: dict[str, list]) -> None:
         """Restore a :meth:`random_state` snapshot taken from a policy built with the same spec."""

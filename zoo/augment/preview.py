@@ -25,7 +25,9 @@ def sample_per_class(source, image_size: int, seed: int = 0, split: str = "train
     rng = np.random.default_rng(seed)
     names, images = [], []
     for cls in sc.class_names:
-        recs = [r for r in sc.records if r.label == cls and r.split == split] or [r for r in sc.records if r.label == cls]
+        recs = [r for r in sc.records if r.label == cls and r.split == split] or [
+            r for r in sc.records if r.label == cls
+        ]
         for k in rng.permutation(len(recs)):
             rec = recs[k]
             if rec.path is None:

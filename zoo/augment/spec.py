@@ -16,8 +16,9 @@ pure Python (no TensorFlow) so the CLI can validate and list policies cheaply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from zoo.errors import ZooError
 
@@ -68,7 +69,11 @@ def _p(default: float) -> Param:
 OPS: dict[str, OpInfo] = {
     op.name: op
     for op in (
-        OpInfo("flip_rot90", "geometry", "random horizontal/vertical flips and 90° rotations (all 8 symmetries of a square; cells have no orientation)"),
+        OpInfo(
+            "flip_rot90",
+            "geometry",
+            "random horizontal/vertical flips and 90° rotations (all 8 symmetries of a square; cells have no orientation)",
+        ),
         OpInfo(
             "stain",
             "colour",
@@ -88,7 +93,13 @@ OPS: dict[str, OpInfo] = {
             "colour",
             "AugMix-style mixing (Hendrycks et al. 2020): width chains of depth random photometric ops (brightness, white balance, contrast, gamma, HED stain scale, saturation) mixed with Dirichlet weights, blended with the original",
             (
-                Param("strength", 0.5, 0.0, 1.0, help="op magnitude (1: brightness ×e^±0.5, white balance ×e^±0.3, stain ×1±0.6)"),
+                Param(
+                    "strength",
+                    0.5,
+                    0.0,
+                    1.0,
+                    help="op magnitude (1: brightness ×e^±0.5, white balance ×e^±0.3, stain ×1±0.6)",
+                ),
                 Param("width", 3, 1, 5, integer=True, help="chains mixed"),
                 Param("depth", 2, 1, 4, integer=True, help="ops per chain"),
                 _p(1.0),
@@ -120,7 +131,11 @@ OPS: dict[str, OpInfo] = {
             "randaugment",
             "randaugment",
             "keras.layers.RandAugment (num_ops ops of 11, same ops per batch, per-image magnitudes)",
-            (Param("num_ops", 2, 1, 11, integer=True, help="ops per image"), Param("factor", 0.5, 0.0, 1.0, help="magnitude"), _p(1.0)),
+            (
+                Param("num_ops", 2, 1, 11, integer=True, help="ops per image"),
+                Param("factor", 0.5, 0.0, 1.0, help="magnitude"),
+                _p(1.0),
+            ),
             backend="keras",
             # its 11 ops: colour degeneration, solarization (colour); brightness, contrast, auto-contrast,
             # equalization (illumination); sharpness, which also blurs (optics); posterization (sensor);
@@ -263,7 +278,9 @@ def _parse_args(info: OpInfo, args: list[str]) -> dict[str, float | int]:
         if "=" in arg:
             key, _, raw = (s.strip() for s in arg.partition("="))
             if key not in params:
-                raise ZooError(f"augmentation '{info.name}' has no parameter '{key}'; it takes: {', '.join(params) or 'none'}")
+                raise ZooError(
+                    f"augmentation '{info.name}' has no parameter '{key}'; it takes: {', '.join(params) or 'none'}"
+                )
             param = params[key]
         else:
             if arg == "":

@@ -44,9 +44,12 @@ def register(sub) -> None:
         help="with --shift-suite: stratified subsample of the split (0 = all; default 600)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--adapt-bn", action="store_true",
-                   help="first re-estimate BatchNorm statistics on the scored images themselves (no labels; one lab's set "
-                        "of a few hundred images or more; member/student runs)")
+    p.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="first re-estimate BatchNorm statistics on the scored images themselves (no labels; one lab's set "
+        "of a few hundred images or more; member/student runs)",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,8 +62,10 @@ def run(args) -> int:
         if args.shifted:
             raise ZooError("--shifted and --shift-suite are separate evaluations; give one")
         if args.adapt_bn:
-            raise ZooError("--adapt-bn applies to one split (e.g. --shifted); per-cell BN adaptation on the suite is in "
-                           "benchmarks/robustness.py")
+            raise ZooError(
+                "--adapt-bn applies to one split (e.g. --shifted); per-cell BN adaptation on the suite is in "
+                "benchmarks/robustness.py"
+            )
         return _suite(args)
     if args.reference:
         raise ZooError("--reference applies to --shift-suite")

@@ -12,8 +12,9 @@ import csv
 import io
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,14 +28,25 @@ def register(sub) -> None:
         "explain",
         help="Grad-CAM / occlusion heat maps: where a run, ensemble or export looked in each image",
         description="For each image: a PNG with the original and a heat-map overlay (predicted class and probability "
-                    "in the title), plus predictions.csv. Members and students: Grad-CAM on their last convolutional "
-                    "feature map; ensembles: their members' Grad-CAMs averaged with the ensemble's weights; ONNX "
-                    "exports (or a bare .onnx): an occlusion map from ONNX Runtime. --out must be a new folder.",
+        "in the title), plus predictions.csv. Members and students: Grad-CAM on their last convolutional "
+        "feature map; ensembles: their members' Grad-CAMs averaged with the ensemble's weights; ONNX "
+        "exports (or a bare .onnx): an occlusion map from ONNX Runtime. --out must be a new folder.",
     )
-    p.add_argument("model", metavar="RUN|ENSEMBLE|EXPORT", help="member/student run folder, ensemble folder, export folder or .onnx")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders (searched recursively, hidden skipped)")
+    p.add_argument(
+        "model",
+        metavar="RUN|ENSEMBLE|EXPORT",
+        help="member/student run folder, ensemble folder, export folder or .onnx",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE|FOLDER",
+        help="image files and/or folders (searched recursively, hidden skipped)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="new folder for the PNGs and predictions.csv")
-    p.add_argument("--variant", choices=("fp32", "fp16", "int8"), help="which ONNX file of an export folder (default fp32)")
+    p.add_argument(
+        "--variant", choices=("fp32", "fp16", "int8"), help="which ONNX file of an export folder (default fp32)"
+    )
     p.set_defaults(func=run)
 
 
@@ -85,8 +97,13 @@ def load_explainer(path: str | os.PathLike, variant: str | None = None):
 
 
 # ----------------------------------------------------------------------------- files
-def explain_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
-                  variant: str | None = None, batch_size: int = 16) -> tuple[Path, list[dict[str, Any]]]:
+def explain_files(
+    model: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    variant: str | None = None,
+    batch_size: int = 16,
+) -> tuple[Path, list[dict[str, Any]]]:
     """Write one overlay PNG per readable image and ``predictions.csv`` into the new folder ``out``.
 
     Images are listed and read like ``zoo predict`` does (hidden files skipped, special files never
@@ -112,8 +129,16 @@ def explain_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                 k = int(np.argmax(p))
                 png = f"{len(rows):04d}_{f.stem}.png"
                 explanation_figure(partial / png, img, h, f"{f.name}: {classes[k]} ({p[k]:.1%})", explainer.method)
-                rows.append({"file": str(f), "status": "ok", "predicted": classes[k], "confidence": f"{p[k]:.6f}",
-                             "overlay": png, **{c: f"{v:.6f}" for c, v in zip(classes, p)}})
+                rows.append(
+                    {
+                        "file": str(f),
+                        "status": "ok",
+                        "predicted": classes[k],
+                        "confidence": f"{p[k]:.6f}",
+                        "overlay": png,
+                        **{c: f"{v:.6f}" for c, v in zip(classes, p)},
+                    }
+                )
             pending.clear()
 
         for f in files:
@@ -127,9 +152,13 @@ def explain_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                 flush()
         flush()
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["file", "status", "predicted", "confidence", "overlay", *classes], restval="")
+        writer = csv.DictWriter(
+            buf, fieldnames=["file", "status", "predicted", "confidence", "overlay", *classes], restval=""
+        )
         writer.writeheader()
         writer.writerows(rows)
         write_text(partial / "predictions.csv", buf.getvalue())
-    log.info("%s (%s): %d overlays in %s", explainer.name, explainer.method, sum(r["status"] == "ok" for r in rows), out)
+    log.info(
+        "%s (%s): %d overlays in %s", explainer.name, explainer.method, sum(r["status"] == "ok" for r in rows), out
+    )
     return Path(out), rows

@@ -14,25 +14,43 @@ def register(sub) -> None:
         "export",
         help="export a run or ensemble to ONNX (verified parity; optional fp16 / int8)",
         description="Convert a member/student run or a whole ensemble (all members, the combination and the temperature "
-                    "in one graph) to ONNX with tf2onnx, check it against Keras with ONNX Runtime on validation images "
-                    "(fp32 must agree to --atol, else nothing is written), optionally add fp16 and static int8 (QDQ) "
-                    "variants with their accuracy change. OUT is a folder: model.onnx, model.fp16.onnx, model.int8.onnx, "
-                    "card.json (kind 'export', the parity report).",
+        "in one graph) to ONNX with tf2onnx, check it against Keras with ONNX Runtime on validation images "
+        "(fp32 must agree to --atol, else nothing is written), optionally add fp16 and static int8 (QDQ) "
+        "variants with their accuracy change. OUT is a folder: model.onnx, model.fp16.onnx, model.int8.onnx, "
+        "card.json (kind 'export', the parity report).",
     )
     p.add_argument("source", metavar="RUN|ENSEMBLE", help="run folder (member/student) or ensemble folder")
     p.add_argument("--out", required=True, metavar="FOLDER", help="export folder to create")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, default {DEFAULT_OPSET})")
-    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16 also writes model.fp16.onnx (for GPUs); model.onnx is always fp32")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: also write model.int8.onnx (static QDQ, per-channel)")
-    p.add_argument("--calibration-data", metavar="SOURCE",
-                   help="int8 calibration images: data source whose train split is used (default: --data / the card's data)")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}, default {DEFAULT_OPSET})",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16 also writes model.fp16.onnx (for GPUs); model.onnx is always fp32",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: also write model.int8.onnx (static QDQ, per-channel)",
+    )
+    p.add_argument(
+        "--calibration-data",
+        metavar="SOURCE",
+        help="int8 calibration images: data source whose train split is used (default: --data / the card's data)",
+    )
     p.add_argument("--calibration-size", type=int, default=256, metavar="N", help="calibration images (default 256)")
     p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--data", metavar="SOURCE", help="parity images: data source (default: the one in the card)")
     p.add_argument("--split", default="val", help="split to check parity on (default val)")
-    p.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N parity images (default 1000; 0 = all)")
+    p.add_argument(
+        "--limit", type=int, default=1000, metavar="N", help="at most N parity images (default 1000; 0 = all)"
+    )
     p.add_argument("--atol", type=float, default=1e-4, help="fp32 max |Δprobability| allowed (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--force", action="store_true", help="replace an existing complete export folder")
@@ -42,19 +60,28 @@ def register(sub) -> None:
         "predict",
         help="classify image files/folders with an exported ONNX model (no TensorFlow)",
         description="Read images of any size and format (EXIF orientation, grayscale, RGBA, 16-bit handled), resize them "
-                    "to the model's input size from its metadata, and write class, confidence and per-class probabilities. "
-                    "Unreadable files are listed with status 'error' and the reason; they do not stop the run.",
+        "to the model's input size from its metadata, and write class, confidence and per-class probabilities. "
+        "Unreadable files are listed with status 'error' and the reason; they do not stop the run.",
     )
     q.add_argument("model", metavar="MODEL", help="exported .onnx file or export folder")
-    q.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders (searched recursively)")
+    q.add_argument(
+        "inputs", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders (searched recursively)"
+    )
     q.add_argument("--out", metavar="FILE", help="write predictions to FILE.csv or FILE.json (default: CSV on stdout)")
     q.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
-                   help="ONNX Runtime execution provider (auto: CUDA if available, else CPU)")
+    q.add_argument(
+        "--provider",
+        choices=("auto", "cpu", "cuda", "tensorrt"),
+        default="auto",
+        help="ONNX Runtime execution provider (auto: CUDA if available, else CPU)",
+    )
     q.add_argument("--variant", choices=("fp32", "fp16", "int8"), help="which file of an export folder (default fp32)")
-    q.add_argument("--allow-unverified", action="store_true",
-                   help="use a model whose metadata has no parity record (warns instead of refusing)")
+    q.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="use a model whose metadata has no parity record (warns instead of refusing)",
+    )
     q.set_defaults(func=run_predict)
 
 
@@ -82,8 +109,14 @@ def run_export(args) -> int:
     card = read_export(out)
     for name, v in card["variants"].items():
         r = v["parity"]
-        acc = f"  accuracy {r['accuracy']:.4f} ({r['accuracy_change'] * 100:+.2f} pts vs Keras)" if r.get("accuracy") is not None else ""
-        print(f"{name:5s} {v['file']:17s} {v['bytes'] / 1e6:7.2f} MB  max|Δp| {r['max_abs_diff']:.2e}  top-1 agreement {r['top1_agreement']:.4f}{acc}")
+        acc = (
+            f"  accuracy {r['accuracy']:.4f} ({r['accuracy_change'] * 100:+.2f} pts vs Keras)"
+            if r.get("accuracy") is not None
+            else ""
+        )
+        print(
+            f"{name:5s} {v['file']:17s} {v['bytes'] / 1e6:7.2f} MB  max|Δp| {r['max_abs_diff']:.2e}  top-1 agreement {r['top1_agreement']:.4f}{acc}"
+        )
     print(f"export: {out}")
     return 0
 
@@ -97,8 +130,14 @@ def run_predict(args) -> int:
         from zoo.ownership import check_file_target
 
         check_file_target(args.out, force=args.force)
-    model, records = predict_files(args.model, args.inputs, batch_size=args.batch_size, provider=args.provider,
-                                   variant=args.variant, allow_unverified=args.allow_unverified)
+    model, records = predict_files(
+        args.model,
+        args.inputs,
+        batch_size=args.batch_size,
+        provider=args.provider,
+        variant=args.variant,
+        allow_unverified=args.allow_unverified,
+    )
     if args.out:
         path = write_predictions(records, model.classes, args.out, model)
         print(f"{summarize(records)}; predictions: {path}", file=sys.stderr)

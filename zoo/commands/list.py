@@ -9,7 +9,9 @@ def register(sub) -> None:
     p = sub.add_parser("list", help="registered members (params, default size) and trained runs with key metrics")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter on member names")
     p.add_argument("--runs", default="runs", help="folder searched for run/ensemble folders (default: runs)")
-    p.add_argument("--count-params", action="store_true", help="build each member to count its weights (slow for large ones)")
+    p.add_argument(
+        "--count-params", action="store_true", help="build each member to count its weights (slow for large ones)"
+    )
     p.set_defaults(func=run)
 
 
@@ -27,7 +29,11 @@ def run(args) -> int:
     from zoo.errors import ZooError
     from zoo.registry import get_spec, list_models
 
-    print(f"{'member':<18} {'family':<11} {'size':>4}" + (f" {'weights':>8}" if args.count_params else "") + "  description")
+    print(
+        f"{'member':<18} {'family':<11} {'size':>4}"
+        + (f" {'weights':>8}" if args.count_params else "")
+        + "  description"
+    )
     for name in list_models(args.pattern):
         spec = get_spec(name)
         count = f" {_count_params(name, spec.default_image_size):>8}" if args.count_params else ""
@@ -46,6 +52,9 @@ def run(args) -> int:
             continue
         m = card.get("metrics", {})
         what = card.get("member") or card.get("method") or card.get("source_kind") or ""
-        acc = lambda s: f"{m[s]['accuracy']:.4f}" if isinstance(m.get(s), dict) and "accuracy" in m[s] else "-"  # noqa: E731
+
+        def acc(s, m=m):
+            return f"{m[s]['accuracy']:.4f}" if isinstance(m.get(s), dict) and "accuracy" in m[s] else "-"
+
         print(f"{str(c.parent.relative_to(root)):<48} {card['kind']:<8} {what:<16} {acc('val'):>8} {acc('test'):>8}")
     return 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run the pipeline (data → members → evaluate → ensemble → distill → export)",
-                       description="Run every incomplete stage of a TOML pipeline; complete stages are skipped, an "
-                                   "interrupted training continues from its last epoch. Without --config: the built-in "
-                                   "quickstart on synthetic data (offline, a few minutes on 2 CPU cores).")
+    p = sub.add_parser(
+        "run",
+        help="run the pipeline (data → members → evaluate → ensemble → distill → export)",
+        description="Run every incomplete stage of a TOML pipeline; complete stages are skipped, an "
+        "interrupted training continues from its last epoch. Without --config: the built-in "
+        "quickstart on synthetic data (offline, a few minutes on 2 CPU cores).",
+    )
     p.add_argument("--config", help="pipeline TOML file, or a built-in name (quickstart, pbc-cpu)")
     p.add_argument("--data", help="override [data].source, e.g. ../shared/data/pbc128 or bloodmnist:64")
     p.add_argument("--output", help="override the output folder")

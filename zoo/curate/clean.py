@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 MODES = ("link", "copy", "list")
 
 
-def clean(source, out: str | os.PathLike, *, mode: str = "link", config: CurateConfig | None = None, **overrides) -> dict[str, Any]:
+def clean(
+    source, out: str | os.PathLike, *, mode: str = "link", config: CurateConfig | None = None, **overrides
+) -> dict[str, Any]:
     """Inspect ``source`` and write the cleaned copy (or drop list) under ``out``; returns a summary."""
     if mode not in MODES:
         raise ZooError(f"clean mode '{mode}' is not one of {', '.join(MODES)}")
@@ -52,7 +54,14 @@ def _write(inspection, tmp: Path, out: Path, mode: str) -> dict[str, Any]:
     dropped = {d["file"] for d in rep["drop"]}
     write_outputs(inspection, tmp)
     write_text(tmp / "drop.txt", "".join(f"{d['file']}\t{d['reason']}\n" for d in rep["drop"]))
-    summary = {"source": str(sc.source), "mode": mode, "images": len(sc.records), "dropped": len(dropped), "kept": len(sc.records) - len(dropped), "out": str(out)}
+    summary = {
+        "source": str(sc.source),
+        "mode": mode,
+        "images": len(sc.records),
+        "dropped": len(dropped),
+        "kept": len(sc.records) - len(dropped),
+        "out": str(out),
+    }
     if mode == "list":
         summary["drop_list"] = str(out / "drop.txt")
         return summary
@@ -74,5 +83,12 @@ def _write(inspection, tmp: Path, out: Path, mode: str) -> dict[str, Any]:
         copied += 1
     data = out / "data"
     summary.update({"data": str(data), "linked": linked, "copied": copied})
-    log.info("cleaned copy: %d kept (%d linked, %d copied), %d dropped -> %s", linked + copied, linked, copied, len(dropped), data)
+    log.info(
+        "cleaned copy: %d kept (%d linked, %d copied), %d dropped -> %s",
+        linked + copied,
+        linked,
+        copied,
+        len(dropped),
+        data,
+    )
     return summary

@@ -16,7 +16,16 @@ from scipy.ndimage import gaussian_filter
 
 from zoo.curate.features import Features, dihedral
 
-SYMMETRIES = ("identity", "rot90", "rot180", "rot270", "transpose", "rot90+transpose", "rot180+transpose", "rot270+transpose")
+SYMMETRIES = (
+    "identity",
+    "rot90",
+    "rot180",
+    "rot270",
+    "transpose",
+    "rot90+transpose",
+    "rot180+transpose",
+    "rot270+transpose",
+)
 
 
 class UnionFind:
@@ -74,12 +83,16 @@ def shift_ncc(a: np.ndarray, b: np.ndarray, max_shift: int = 8) -> np.ndarray:
     a = a - a.mean((1, 2), keepdims=True)
     b = b - b.mean((1, 2), keepdims=True)
     xc = np.fft.irfft2(np.fft.rfft2(a) * np.conj(np.fft.rfft2(b)), s=(s, s))
-    xc = np.fft.fftshift(xc, axes=(1, 2))[:, s // 2 - max_shift : s // 2 + max_shift + 1, s // 2 - max_shift : s // 2 + max_shift + 1]
+    xc = np.fft.fftshift(xc, axes=(1, 2))[
+        :, s // 2 - max_shift : s // 2 + max_shift + 1, s // 2 - max_shift : s // 2 + max_shift + 1
+    ]
     norm = np.linalg.norm(a, axis=(1, 2)) * np.linalg.norm(b, axis=(1, 2))
     return np.where(norm > 1e-6, xc.reshape(len(a), -1).max(1) / np.maximum(norm, 1e-6), 0.0)
 
 
-def near_pairs(feats: Features, candidates: np.ndarray, *, max_hamming: int = 10, min_score: float = 0.85) -> list[dict]:
+def near_pairs(
+    feats: Features, candidates: np.ndarray, *, max_hamming: int = 10, min_score: float = 0.85
+) -> list[dict]:
     """Verified near-duplicate pairs among ``candidates`` (indices; give one per exact group)."""
     candidates = np.asarray(candidates, dtype=np.int64)
     if len(candidates) < 2:
@@ -112,5 +125,13 @@ def near_pairs(feats: Features, candidates: np.ndarray, *, max_hamming: int = 10
         scores = shift_ncc(a, hp[part[:, 1]])
         for (i, j, t, h), score in zip(part, scores):
             if score >= min_score:
-                out.append({"a": int(candidates[i]), "b": int(candidates[j]), "hamming": int(h), "score": round(float(score), 4), "symmetry": SYMMETRIES[t]})
+                out.append(
+                    {
+                        "a": int(candidates[i]),
+                        "b": int(candidates[j]),
+                        "hamming": int(h),
+                        "score": round(float(score), 4),
+                        "symmetry": SYMMETRIES[t],
+                    }
+                )
     return out

@@ -126,6 +126,8 @@ def compute(scan: Scan, workers: int = 2) -> Features:
                 if result:
                     feats.file_sha[i] = result[0]
                 continue
-            feats.file_sha[i], feats.sizes[i], feats.gray[i], feats.phash[i], feats.pixel_sha[i], feats.stats[i] = result
+            feats.file_sha[i], feats.sizes[i], feats.gray[i], feats.phash[i], feats.pixel_sha[i], feats.stats[i] = (
+                result
+            )
             feats.ok[i] = True
     return feats

@@ -60,7 +60,9 @@ class Inspection:
     feats: Any = field(repr=False, default=None)
 
 
-def inspect(source, *, out: str | os.PathLike | None = None, config: CurateConfig | None = None, **overrides) -> dict[str, Any]:
+def inspect(
+    source, *, out: str | os.PathLike | None = None, config: CurateConfig | None = None, **overrides
+) -> dict[str, Any]:
     """Inspect a class-folder tree, another ``--data`` source, or a loaded Dataset; return the report.
 
     With ``out``, also writes ``report.json``, ``report.md`` and ``flagged.png`` there.
@@ -111,7 +113,15 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
         # a near pair between exact groups stands for every copy in both groups
         a = in_exact[p["a"]]["members"] if p["a"] in in_exact else [p["a"]]
         b = in_exact[p["b"]]["members"] if p["b"] in in_exact else [p["b"]]
-        near_out.append({**describe([p["a"], p["b"]]), "hamming": p["hamming"], "score": p["score"], "symmetry": p["symmetry"], "_members": a + b})
+        near_out.append(
+            {
+                **describe([p["a"], p["b"]]),
+                "hamming": p["hamming"],
+                "score": p["score"],
+                "symmetry": p["symmetry"],
+                "_members": a + b,
+            }
+        )
 
     # duplicate clusters = exact groups joined by near pairs; decide what to drop per cluster
     uf = duplicates.UnionFind(len(recs))
@@ -172,9 +182,21 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
         "exact_duplicates": exact_out,
         "near_duplicates": near_out,
         "leakage": dict(leakage),
-        "outliers": [{"file": recs[o["index"]].rel, "split": recs[o["index"]].split, "class": recs[o["index"]].label, "score": o["score"], "reasons": o["reasons"]} for o in found_outliers],
+        "outliers": [
+            {
+                "file": recs[o["index"]].rel,
+                "split": recs[o["index"]].split,
+                "class": recs[o["index"]].label,
+                "score": o["score"],
+                "reasons": o["reasons"],
+            }
+            for o in found_outliers
+        ],
         "outlier_method": outlier_method,
-        "drop": [{"file": recs[i].rel, "split": recs[i].split, "class": recs[i].label, "reason": r} for i, r in sorted(drop.items(), key=lambda kv: recs[kv[0]].rel)],
+        "drop": [
+            {"file": recs[i].rel, "split": recs[i].split, "class": recs[i].label, "reason": r}
+            for i, r in sorted(drop.items(), key=lambda kv: recs[kv[0]].rel)
+        ],
         "summary": {
             "images": len(recs),
             "unreadable": len(feats.errors),

@@ -27,7 +27,9 @@ MIN_IMAGES = 8
 BLANK_RANGE = 0.05  # luminance p99.5 - p0.5 below this: a (nearly) uniform image (a lone platelet spans ~0.3)
 
 
-def find_outliers(stats: np.ndarray, ok: np.ndarray, *, threshold: float = 10.0, n_neighbors: int = 5) -> tuple[list[dict], dict]:
+def find_outliers(
+    stats: np.ndarray, ok: np.ndarray, *, threshold: float = 10.0, n_neighbors: int = 5
+) -> tuple[list[dict], dict]:
     """``[{index, score, reasons}]`` plus a note on the method, for readable images only."""
     from sklearn.neighbors import NearestNeighbors
 
@@ -36,8 +38,16 @@ def find_outliers(stats: np.ndarray, ok: np.ndarray, *, threshold: float = 10.0,
     lum_range = stats[idx, FEATURE_NAMES.index("lum_p995")] - stats[idx, FEATURE_NAMES.index("lum_p005")]
     for i, r in zip(idx, lum_range):
         if r < BLANK_RANGE:
-            out[int(i)] = {"index": int(i), "score": None, "reasons": [f"nearly uniform image (luminance range {r:.3f})"]}
-    method = {"method": "k-nearest-neighbour distance ratio on robust-standardised colour statistics", "threshold": threshold, "features": list(FEATURE_NAMES)}
+            out[int(i)] = {
+                "index": int(i),
+                "score": None,
+                "reasons": [f"nearly uniform image (luminance range {r:.3f})"],
+            }
+    method = {
+        "method": "k-nearest-neighbour distance ratio on robust-standardised colour statistics",
+        "threshold": threshold,
+        "features": list(FEATURE_NAMES),
+    }
     if len(idx) < MIN_IMAGES:
         method["skipped"] = f"fewer than {MIN_IMAGES} readable images"
         return sorted(out.values(), key=lambda o: o["index"]), method
@@ -55,5 +65,7 @@ def find_outliers(stats: np.ndarray, ok: np.ndarray, *, threshold: float = 10.0,
         why = ", ".join(f"{FEATURE_NAMES[f]} {z[pos, f]:+.0f}σ" for f in top)
         entry = out.setdefault(i, {"index": i, "score": None, "reasons": []})
         entry["score"] = round(float(scores[pos]), 2)
-        entry["reasons"].append(f"colour statistics far from every other image ({scores[pos]:.1f}× the typical neighbour distance; {why})")
+        entry["reasons"].append(
+            f"colour statistics far from every other image ({scores[pos]:.1f}× the typical neighbour distance; {why})"
+        )
     return sorted(out.values(), key=lambda o: o["index"]), method

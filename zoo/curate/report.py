@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from zoo.artifacts import atomic_path, write_json, write_text  # noqa: E402
+from zoo.artifacts import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 40
 MAX_LIST = 50
 
 
-def montage(path: str | os.PathLike, rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], *, cell: float = 1.6, title: str = "") -> Path:
+def montage(
+    path: str | os.PathLike,
+    rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]],
+    *,
+    cell: float = 1.6,
+    title: str = "",
+) -> Path:
     """A PNG grid: one row per ``(row title, [(uint8 image, caption), ...])``."""
     rows = list(rows)
     ncols = max((len(r[1]) for r in rows), default=1)
@@ -71,14 +78,42 @@ def flagged_rows(inspection) -> list[tuple[str, list[tuple[np.ndarray, str]]]]:
     rows = []
     for g in rep["exact_duplicates"]:
         tag = "exact" + (" LEAK" if g["cross_split"] else "") + (" LABELS" if g["conflicting_labels"] else "")
-        rows.append((tag, [(_image(inspection, f), _caption(f, s, c)) for f, s, c in list(zip(g["files"], g["splits"], g["classes"]))[:5]]))
+        rows.append(
+            (
+                tag,
+                [
+                    (_image(inspection, f), _caption(f, s, c))
+                    for f, s, c in list(zip(g["files"], g["splits"], g["classes"]))[:5]
+                ],
+            )
+        )
     for g in rep["near_duplicates"]:
-        tag = f"near {g['score']:.2f}" + (" LEAK" if g["cross_split"] else "") + (" LABELS" if g["conflicting_labels"] else "")
-        rows.append((tag, [(_image(inspection, f), _caption(f, s, c)) for f, s, c in zip(g["files"], g["splits"], g["classes"])]))
+        tag = (
+            f"near {g['score']:.2f}"
+            + (" LEAK" if g["cross_split"] else "")
+            + (" LABELS" if g["conflicting_labels"] else "")
+        )
+        rows.append(
+            (
+                tag,
+                [(_image(inspection, f), _caption(f, s, c)) for f, s, c in zip(g["files"], g["splits"], g["classes"])],
+            )
+        )
     outl = rep["outliers"]
     for start in range(0, len(outl), 5):
         chunk = outl[start : start + 5]
-        rows.append(("outliers", [(_image(inspection, o["file"]), _caption(o["file"], o["split"], o["class"]) + (f"\nscore {o['score']}" if o["score"] else "")) for o in chunk]))
+        rows.append(
+            (
+                "outliers",
+                [
+                    (
+                        _image(inspection, o["file"]),
+                        _caption(o["file"], o["split"], o["class"]) + (f"\nscore {o['score']}" if o["score"] else ""),
+                    )
+                    for o in chunk
+                ],
+            )
+        )
     if len(rows) > MAX_ROWS:
         log.info("flagged.png shows the first %d of %d findings", MAX_ROWS, len(rows))
     return rows[:MAX_ROWS]
@@ -86,7 +121,12 @@ def flagged_rows(inspection) -> list[tuple[str, list[tuple[np.ndarray, str]]]]:
 
 def to_markdown(rep: dict[str, Any]) -> str:
     s = rep["summary"]
-    lines = [f"# Data inspection: `{rep['source']}`", "", f"Layout: {rep['layout']} · images: {s['images']} · classes: {len(rep['classes'])}", ""]
+    lines = [
+        f"# Data inspection: `{rep['source']}`",
+        "",
+        f"Layout: {rep['layout']} · images: {s['images']} · classes: {len(rep['classes'])}",
+        "",
+    ]
     lines += ["| finding | count |", "|---|---|"]
     lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in s.items() if k != "images"]
     splits = list(rep["counts"])
@@ -95,26 +135,50 @@ def to_markdown(rep: dict[str, Any]) -> str:
         lines.append(f"| {c} | " + " | ".join(str(rep["counts"][sp].get(c, 0)) for sp in splits) + " |")
     lines.append("| **total** | " + " | ".join(str(sum(rep["counts"][sp].values())) for sp in splits) + " |")
     sz = rep["image_sizes"]
-    lines += ["", "## Image sizes", "", f"{sz['note']}: " + ", ".join(f"{k} ×{v}" for k, v in list(sz["distinct"].items())[:10])]
+    lines += [
+        "",
+        "## Image sizes",
+        "",
+        f"{sz['note']}: " + ", ".join(f"{k} ×{v}" for k, v in list(sz["distinct"].items())[:10]),
+    ]
     if len(sz["distinct"]) > 10:
         lines.append(f"(and {len(sz['distinct']) - 10} more sizes; width {sz['width']}, height {sz['height']})")
-    for key, title in (("unreadable", "Unreadable files"), ("empty_class_folders", "Empty class folders"), ("other_files", "Non-image files")):
+    for key, title in (
+        ("unreadable", "Unreadable files"),
+        ("empty_class_folders", "Empty class folders"),
+        ("other_files", "Non-image files"),
+    ):
         if rep[key]:
-            lines += ["", f"## {title}", ""] + [f"- `{x['file']}`: {x['reason']}" if isinstance(x, dict) else f"- `{x}`" for x in rep[key][:MAX_LIST]]
+            lines += ["", f"## {title}", ""] + [
+                f"- `{x['file']}`: {x['reason']}" if isinstance(x, dict) else f"- `{x}`" for x in rep[key][:MAX_LIST]
+            ]
     if rep["leakage"]:
-        lines += ["", "## Leakage across splits", ""] + [f"- {k}: {v} duplicate group(s)" for k, v in rep["leakage"].items()]
+        lines += ["", "## Leakage across splits", ""] + [
+            f"- {k}: {v} duplicate group(s)" for k, v in rep["leakage"].items()
+        ]
 
     def flags(g):
-        return ("**cross-split** " if g["cross_split"] else "") + ("**conflicting labels** " if g["conflicting_labels"] else "")
+        return ("**cross-split** " if g["cross_split"] else "") + (
+            "**conflicting labels** " if g["conflicting_labels"] else ""
+        )
 
     if rep["exact_duplicates"]:
         lines += ["", "## Exact duplicates", ""]
-        lines += [f"- {flags(g)}({g['match']}) " + ", ".join(f"`{f}`" for f in g["files"]) for g in rep["exact_duplicates"][:MAX_LIST]]
+        lines += [
+            f"- {flags(g)}({g['match']}) " + ", ".join(f"`{f}`" for f in g["files"])
+            for g in rep["exact_duplicates"][:MAX_LIST]
+        ]
     if rep["near_duplicates"]:
         lines += ["", "## Near duplicates", ""]
-        lines += [f"- {flags(g)}score {g['score']:.3f}, pHash {g['hamming']} bits, {g['symmetry']}: " + ", ".join(f"`{f}`" for f in g["files"]) for g in rep["near_duplicates"][:MAX_LIST]]
+        lines += [
+            f"- {flags(g)}score {g['score']:.3f}, pHash {g['hamming']} bits, {g['symmetry']}: "
+            + ", ".join(f"`{f}`" for f in g["files"])
+            for g in rep["near_duplicates"][:MAX_LIST]
+        ]
     if rep["outliers"]:
-        lines += ["", "## Outliers", ""] + [f"- `{o['file']}`: {'; '.join(o['reasons'])}" for o in rep["outliers"][:MAX_LIST]]
+        lines += ["", "## Outliers", ""] + [
+            f"- `{o['file']}`: {'; '.join(o['reasons'])}" for o in rep["outliers"][:MAX_LIST]
+        ]
     for key in ("exact_duplicates", "near_duplicates", "outliers"):
         if len(rep[key]) > MAX_LIST:
             lines.append(f"\n({len(rep[key]) - MAX_LIST} more {key.replace('_', ' ')} in report.json)")
@@ -133,7 +197,10 @@ def to_markdown(rep: dict[str, Any]) -> str:
 
 def write_outputs(inspection, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": write_json(out / "report.json", inspection.report), "markdown": write_text(out / "report.md", to_markdown(inspection.report))}
+    paths = {
+        "json": write_json(out / "report.json", inspection.report),
+        "markdown": write_text(out / "report.md", to_markdown(inspection.report)),
+    }
     rows = flagged_rows(inspection)
     if rows:
         paths["png"] = montage(out / "flagged.png", rows, title=f"flagged in {Path(inspection.report['source']).name}")

@@ -86,7 +86,9 @@ def _scan_folder(root: Path) -> Scan:
                     if not n.lower().endswith(IMAGE_EXTENSIONS):
                         other.append((Path(dirpath) / n).relative_to(root).as_posix())
     if not records:
-        raise ZooError(f"{root}: no images found in class folders (expected ROOT/<class>/*.jpg or ROOT/train/<class>/*.jpg)")
+        raise ZooError(
+            f"{root}: no images found in class folders (expected ROOT/<class>/*.jpg or ROOT/train/<class>/*.jpg)"
+        )
     return Scan(str(root), root, sorted(classes), records, layout, sorted(empty), sorted(other))
 
 
@@ -103,4 +105,6 @@ def _from_dataset(ds) -> Scan:
             rel = os.path.relpath(f, ds.source) if f and os.path.isdir(ds.source) else (f or f"{split}/{i}")
             records.append(Record(rel, ds.class_names[label], split, f if on_disk else None, None if on_disk else i))
     root = Path(ds.source) if os.path.isdir(ds.source) else None
-    return Scan(ds.source, root, list(ds.class_names), records, "arrays" if arrays else "dataset", arrays=arrays or None)
+    return Scan(
+        ds.source, root, list(ds.class_names), records, "arrays" if arrays else "dataset", arrays=arrays or None
+    )

@@ -18,8 +18,8 @@ from zoo.data.dataset import SPLITS, Dataset, Fingerprint, Split
 from zoo.data.images import IMAGE_EXTENSIONS, BadImage, decode
 from zoo.data.splitting import stratified_split
 from zoo.errors import ZooError
-from zoo.safeio import MAX_IMAGE_BYTES, NotReadable, read_bytes
 from zoo.progress import progress
+from zoo.safeio import MAX_IMAGE_BYTES, NotReadable, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,10 @@ def _class_dirs(root: Path) -> list[Path]:
         try:
             p.name.encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
-            raise ZooError(f"{os.fsencode(p)!r}: folder name is not valid UTF-8; class names go into cards, plots and "
-                           "ONNX metadata, so rename the folder (e.g. `convmv -f latin1 -t utf8`)") from None
+            raise ZooError(
+                f"{os.fsencode(p)!r}: folder name is not valid UTF-8; class names go into cards, plots and "
+                "ONNX metadata, so rename the folder (e.g. `convmv -f latin1 -t utf8`)"
+            ) from None
     return dirs
 
 
@@ -108,7 +110,9 @@ def load_folder(
     arrays: dict[str, list] = {}
     skipped: list[dict[str, str]] = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for (split, path, label), data, pixels, error in progress(pool.map(read, items), total=len(items), desc=f"loading {root.name}"):
+        for (split, path, label), data, pixels, error in progress(
+            pool.map(read, items), total=len(items), desc=f"loading {root.name}"
+        ):
             rel = path.relative_to(root).as_posix()
             if error is not None:
                 if not skip_bad:

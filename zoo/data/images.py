@@ -33,7 +33,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     elif img.mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
         lo, hi = arr.min(), arr.max()
-        img = Image.fromarray(np.rint((arr - lo) * (255.0 / ((hi - lo) or 1.0))).clip(0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(
+            np.rint((arr - lo) * (255.0 / ((hi - lo) or 1.0))).clip(0, 255).astype(np.uint8), mode="L"
+        )
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -55,7 +57,9 @@ def decode(data: bytes, size: int | None, name: str = "<bytes>") -> np.ndarray:
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise BadImage(f"image is {w}×{h} pixels, above the {MAX_PIXELS:,}-pixel limit (decompression-bomb guard)")
+                    raise BadImage(
+                        f"image is {w}×{h} pixels, above the {MAX_PIXELS:,}-pixel limit (decompression-bomb guard)"
+                    )
                 if min(w, h) < MIN_SIDE:
                     raise BadImage(f"image is {w}×{h} pixels, too small to classify")
                 img.load()

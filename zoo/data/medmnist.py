@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -60,14 +59,17 @@ def fetch_bloodmnist(size: int = 64, *, url_base: str = RECORD, timeout: float =
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or 0)
-            with open(tmp, "wb") as fh, bar(total=total or None, unit="B", unit_scale=True, desc=name, file=sys.stderr) as pb:
+            with (
+                open(tmp, "wb") as fh,
+                bar(total=total or None, unit="B", unit_scale=True, desc=name, file=sys.stderr) as pb,
+            ):
                 for block in iter(lambda: response.read(1 << 20), b""):
                     fh.write(block)
                     pb.update(len(block))
             got = _md5(tmp)
             if got != md5:
                 raise ZooError(f"{url}: downloaded file has MD5 {got}, expected {md5}; not used")
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         raise ZooError(
             f"cannot download BloodMNIST from {url} ({getattr(exc, 'reason', exc)}); "
             f"offline? put {name} in {target.parent} or pass --data path/to/{name}"

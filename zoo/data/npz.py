@@ -56,7 +56,9 @@ def to_uint8_rgb(images: np.ndarray, where: str) -> np.ndarray:
     if images.shape[-1] not in (1, 3, 4) and images.shape[1] in (1, 3):
         images = np.moveaxis(images, 1, -1)  # channels-first
     if min(images.shape[1:3]) < 2:
-        raise ZooError(f"{where}: images are {images.shape[1]}×{images.shape[2]} pixels (shape {images.shape}), too small to classify")
+        raise ZooError(
+            f"{where}: images are {images.shape[1]}×{images.shape[2]} pixels (shape {images.shape}), too small to classify"
+        )
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     elif images.shape[-1] == 4:
@@ -74,7 +76,9 @@ def to_uint8_rgb(images: np.ndarray, where: str) -> np.ndarray:
     return images.astype(np.uint8)
 
 
-def to_labels(labels: np.ndarray, n: int, where: str, class_names: list[str] | None = None) -> tuple[np.ndarray, list[str] | None]:
+def to_labels(
+    labels: np.ndarray, n: int, where: str, class_names: list[str] | None = None
+) -> tuple[np.ndarray, list[str] | None]:
     """Integer labels from ints, one-hot rows or class-name strings; names when the data has them."""
     if labels.ndim == 2 and labels.shape[1] > 1:
         labels = labels.argmax(axis=1)
@@ -98,13 +102,17 @@ def to_labels(labels: np.ndarray, n: int, where: str, class_names: list[str] | N
     if class_names is not None and labels.size and labels.max() >= len(class_names):
         raise ZooError(f"{where}: label {labels.max()} out of range for {len(class_names)} classes")
     if class_names is None and labels.size and labels.max() >= MAX_IMPLIED_CLASSES:
-        raise ZooError(f"{where}: label {labels.max()} would mean more than {MAX_IMPLIED_CLASSES} classes; "
-                       "fix the labels or store a 'class_names' array in the archive")
+        raise ZooError(
+            f"{where}: label {labels.max()} would mean more than {MAX_IMPLIED_CLASSES} classes; "
+            "fix the labels or store a 'class_names' array in the archive"
+        )
     return labels, None
 
 
 def default_names(num_classes: int) -> list[str]:
-    return BLOOD_CLASSES[:num_classes] if num_classes <= len(BLOOD_CLASSES) else [f"class_{i}" for i in range(num_classes)]
+    return (
+        BLOOD_CLASSES[:num_classes] if num_classes <= len(BLOOD_CLASSES) else [f"class_{i}" for i in range(num_classes)]
+    )
 
 
 def load_npz(path, image_size: int, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:

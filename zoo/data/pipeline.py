@@ -58,7 +58,9 @@ def make_dataset(
         start, stop = epochs
         plan = np.stack([epoch_order(split.labels, seed, e, balance) for e in range(start, stop)]).astype(np.int32)
         images, hot = tf.constant(split.images), tf.constant(onehot)
-        ds = tf.data.Dataset.from_tensor_slices(plan).flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        ds = tf.data.Dataset.from_tensor_slices(plan).flat_map(
+            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        )
         ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(hot, idx)), num_parallel_calls=par)
     else:
         if training and balance:
@@ -84,7 +86,10 @@ def _balanced(images, onehot, labels, num_classes, target, seed) -> tf.data.Data
     for c in present:
         idx = np.flatnonzero(labels == c)
         per_class.append(
-            tf.data.Dataset.from_tensor_slices((images[idx], onehot[idx])).cache().shuffle(len(idx), seed=seed + c).repeat()
+            tf.data.Dataset.from_tensor_slices((images[idx], onehot[idx]))
+            .cache()
+            .shuffle(len(idx), seed=seed + c)
+            .repeat()
         )
     mixed = tf.data.Dataset.sample_from_datasets(per_class, seed=seed, stop_on_empty_dataset=False)
     return mixed.take(target * len(present))

@@ -100,7 +100,9 @@ def _nucleus(kind, xx, yy, cx, cy, r, rng):
     angle = rng.uniform(0, 2 * np.pi)
     ux, uy = np.cos(angle), np.sin(angle)
     if kind == "round":
-        return _disk(xx, yy, cx + rng.normal(0, 0.03), cy + rng.normal(0, 0.03), r * rng.uniform(0.72, 0.86)), rng.uniform(0.85, 1.0)
+        return _disk(
+            xx, yy, cx + rng.normal(0, 0.03), cy + rng.normal(0, 0.03), r * rng.uniform(0.72, 0.86)
+        ), rng.uniform(0.85, 1.0)
     if kind == "dense":
         off = r * rng.uniform(0.0, 0.25)
         return _disk(xx, yy, cx + off * ux, cy + off * uy, r * rng.uniform(0.5, 0.66)), 1.1
@@ -158,7 +160,10 @@ def load_synthetic(
     from zoo.progress import progress
 
     images = np.stack(
-        [render(int(y), image_size, np.random.default_rng([seed, i])) for i, y in progress(enumerate(labels), total=n, desc="synthetic")]
+        [
+            render(int(y), image_size, np.random.default_rng([seed, i]))
+            for i, y in progress(enumerate(labels), total=n, desc="synthetic")
+        ]
     )
     fp = Fingerprint()
     fp.add("synthetic", GENERATOR_VERSION, seed, n, labels.tobytes())

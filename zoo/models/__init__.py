@@ -3,6 +3,8 @@
 One module (or folder) per family, keras-hub style; each adds itself with ``@register_model``.
 """
 
-from zoo.models import custom_cnn  # noqa: F401
-from zoo.models import convnext  # noqa: F401
-from zoo.models import mobilenet_v3  # noqa: F401
+from zoo.models import (
+    convnext,  # noqa: F401
+    custom_cnn,  # noqa: F401
+    mobilenet_v3,  # noqa: F401
+)

@@ -38,7 +38,8 @@ def classifier_head(
     reg = keras.regularizers.L1L2(l1=l1l2, l2=l1l2) if l1l2 else None
     init = {"kernel_initializer": initializer()} if initializer is not None else {}
     if logits_name is None:
-        return layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="probs",
-                            **init)(x)
+        return layers.Dense(
+            num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="probs", **init
+        )(x)
     x = layers.Dense(num_classes, kernel_regularizer=reg, name=logits_name, **init)(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(x)

@@ -77,7 +77,9 @@ def _inverted_residual(x, expansion, out, kernel, stride, se, hswish, name):
 def _build(num_classes, image_size, width, blocks, stem_width, head_width, dropout, l1l2, name):
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
-    x = layers.Conv2D(_make_divisible(stem_width * width), 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.Conv2D(
+        _make_divisible(stem_width * width), 3, strides=2, padding="same", use_bias=False, name="stem_conv"
+    )(x)
     x = _hswish(_bn(x, "stem_bn"), "stem_act")
     for i, (e, c, k, s, se, hs) in enumerate(blocks):
         x = _inverted_residual(x, e, _make_divisible(c * width), k, s, se, hs, f"b{i}")
@@ -120,4 +122,6 @@ def mobilenet_v3_tiny(
     dropout: float = 0.2,
     l1l2: float = 1e-4,
 ):
-    return _build(num_classes, image_size, width, SMALL_BLOCKS, stem_width, head_width, dropout, l1l2, "mobilenet_v3_tiny")
+    return _build(
+        num_classes, image_size, width, SMALL_BLOCKS, stem_width, head_width, dropout, l1l2, "mobilenet_v3_tiny"
+    )

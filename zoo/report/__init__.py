@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zoo.artifacts import write_text
 from zoo.report import sections as sec
@@ -48,17 +49,25 @@ def build_report(layout, explainer_for: Callable[[Path], Any] | None = None) -> 
     for sid, title, build in builders:
         try:
             sections.append(build())
-        except Exception as exc:  # noqa: BLE001 - one unreadable artifact must not cost the reader the whole page
+        except Exception as exc:  # one unreadable artifact must not cost the reader the whole page
             log.warning("report section '%s' failed: %s", title, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             s = Section(sid, title)
             s.missing(f"This section could not be built: {type(exc).__name__}: {exc}")
             sections.append(s)
     cfg = layout.cfg
-    facts = [("run", str(layout.root)), ("config", cfg.name), ("data", f"{cfg.data.source} @ {cfg.data.image_size} px"),
-             ("members", str(len(cfg.members))), ("generated", time.strftime("%Y-%m-%d %H:%M"))]
-    html = render(f"{cfg.name}: blood-cell classifier report",
-                  "From data to deployable model: what was trained, how well it works, where it fails and how fast it runs.",
-                  sections, facts)
+    facts = [
+        ("run", str(layout.root)),
+        ("config", cfg.name),
+        ("data", f"{cfg.data.source} @ {cfg.data.image_size} px"),
+        ("members", str(len(cfg.members))),
+        ("generated", time.strftime("%Y-%m-%d %H:%M")),
+    ]
+    html = render(
+        f"{cfg.name}: blood-cell classifier report",
+        "From data to deployable model: what was trained, how well it works, where it fails and how fast it runs.",
+        sections,
+        facts,
+    )
     path = write_text(Path(layout.report_dir()) / REPORT_FILE, html)
     log.info("report: %s (%.0f KB, %.0fs)", path, path.stat().st_size / 1024, time.time() - t0)
     return path

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 TEMPLATE = "report.html.j2"
 
@@ -27,15 +28,23 @@ class Section:
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> None:
         """Rows of cells; numbers are right-aligned (cells are shown as given: format them first)."""
         rows = [["" if c is None else str(c) for c in r] for r in rows]
-        numeric = [bool(rows) and all(_looks_numeric(r[i]) for r in rows if i < len(r) and r[i]) for i in range(len(columns))]
-        self.blocks.append({"kind": "table", "columns": list(columns), "rows": rows, "numeric": numeric, "caption": caption})
+        numeric = [
+            bool(rows) and all(_looks_numeric(r[i]) for r in rows if i < len(r) and r[i]) for i in range(len(columns))
+        ]
+        self.blocks.append(
+            {"kind": "table", "columns": list(columns), "rows": rows, "numeric": numeric, "caption": caption}
+        )
 
     def figure(self, path: str | os.PathLike, caption: str = "", size: str = "m") -> bool:
         """Embed a PNG; ``size``: s (thumb), g (gallery), m (square plot), l (half width), w (wide), xl (full). False if absent."""
         uri = data_uri(path)
         if uri is None:
             return False
-        grid = self.blocks[-1] if self.blocks and self.blocks[-1]["kind"] == "figures" and self.blocks[-1].get("open") else None
+        grid = (
+            self.blocks[-1]
+            if self.blocks and self.blocks[-1]["kind"] == "figures" and self.blocks[-1].get("open")
+            else None
+        )
         item = {"src": uri, "caption": caption, "size": size}
         if grid is None:
             self.blocks.append({"kind": "figures", "items": [item], "open": True})
@@ -79,7 +88,9 @@ def data_uri(path: str | os.PathLike) -> str | None:
     path = Path(path)
     if not path.is_file():
         return None
-    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}.get(path.suffix.lower())
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}.get(
+        path.suffix.lower()
+    )
     if mime is None:
         return None
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
@@ -89,9 +100,13 @@ def render(title: str, subtitle: str, sections: Sequence[Section], facts: Sequen
     """The whole page as one string."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("zoo.report", "templates"),
-                             autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("zoo.report", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template(TEMPLATE).render(title=title, subtitle=subtitle, sections=sections, facts=facts)
 
 

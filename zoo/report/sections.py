@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,11 @@ def members(layout) -> list[tuple[str, Path]]:
 
 def ensembles(layout) -> list[tuple[str, Path]]:
     e = layout.cfg.ensemble
-    return [(f"{m} ensemble", Path(layout.ensemble_dir(m))) for m in e.methods] if e.enabled and len(layout.cfg.members) > 1 else []
+    return (
+        [(f"{m} ensemble", Path(layout.ensemble_dir(m))) for m in e.methods]
+        if e.enabled and len(layout.cfg.members) > 1
+        else []
+    )
 
 
 def artifacts(layout) -> list[tuple[str, Path]]:
@@ -91,16 +96,23 @@ def _not_run(what: str, folder: Path) -> str:
 
 # ----------------------------------------------------------------------------- sections
 def overview(layout) -> Section:
-    s = Section("overview", "Results at a glance",
-                "Every complete model of this run on each split; ensembles and the student are fitted or trained "
-                "on train/val only, so the test split is held out for all of them.")
+    s = Section(
+        "overview",
+        "Results at a glance",
+        "Every complete model of this run on each split; ensembles and the student are fitted or trained "
+        "on train/val only, so the test split is held out for all of them.",
+    )
     rows = []
     splits: list[str] = []
     for name, folder in artifacts(layout):
         c = card(folder)
         if c is None:
             continue
-        metrics = {k: v for k, v in c.get("metrics", {}).items() if isinstance(v, dict) and "accuracy" in v and "in_sample" not in k}
+        metrics = {
+            k: v
+            for k, v in c.get("metrics", {}).items()
+            if isinstance(v, dict) and "accuracy" in v and "in_sample" not in k
+        }
         splits += [k for k in metrics if k not in splits]
         n_params = parameter_count(c)
         if c.get("kind") == "ensemble" and not n_params:
@@ -108,9 +120,19 @@ def overview(layout) -> Section:
         rows.append((name, c, metrics, n_params))
     splits.sort(key=lambda k: (k.split("-")[0] != "val", k.split("-")[0] != "test", k))
     if rows:
-        s.table(["model", "kind", "parameters", *[f"{sp} accuracy" for sp in splits], *[f"{sp} macro F1" for sp in splits]],
-                [[n, c["kind"], count(p), *[pct(m.get(sp, {}).get("accuracy")) for sp in splits],
-                  *[pct(m.get(sp, {}).get("macro_f1")) for sp in splits]] for n, c, m, p in rows])
+        s.table(
+            ["model", "kind", "parameters", *[f"{sp} accuracy" for sp in splits], *[f"{sp} macro F1" for sp in splits]],
+            [
+                [
+                    n,
+                    c["kind"],
+                    count(p),
+                    *[pct(m.get(sp, {}).get("accuracy")) for sp in splits],
+                    *[pct(m.get(sp, {}).get("macro_f1")) for sp in splits],
+                ]
+                for n, c, m, p in rows
+            ],
+        )
     else:
         s.missing("No complete model yet: the first training stage has not finished.")
     summary = Path(layout.report_dir()) / "summary.png"
@@ -120,7 +142,9 @@ def overview(layout) -> Section:
 
 
 def data(layout) -> Section:
-    s = Section("data", "Data", "Class counts per split, a few training images of every class, and what curation found.")
+    s = Section(
+        "data", "Data", "Class counts per split, a few training images of every class, and what curation found."
+    )
     counts, classes = None, None
     for _, folder in members(layout):
         c = card(folder)
@@ -135,7 +159,10 @@ def data(layout) -> Section:
     s.text(f"Source: {source} at {layout.cfg.data.image_size} px.")
     if counts and classes:
         splits = list(counts)
-        rows = [[c, *[str(counts[sp][i]) for sp in splits], str(sum(counts[sp][i] for sp in splits))] for i, c in enumerate(classes)]
+        rows = [
+            [c, *[str(counts[sp][i]) for sp in splits], str(sum(counts[sp][i] for sp in splits))]
+            for i, c in enumerate(classes)
+        ]
         rows.append(["total", *[str(sum(counts[sp])) for sp in splits], str(sum(sum(counts[sp]) for sp in splits))])
         s.table(["class", *splits, "all"], rows, "images per class and split")
     else:
@@ -160,8 +187,10 @@ def _curation(layout, s: Section) -> None:
         s.table(["finding", "count"], [[k.replace("_", " "), str(v)] for k, v in rep["summary"].items()])
         s.figure(folder / "flagged.png", "flagged images (duplicates, outliers, unreadable files)", "xl")
     if not found:
-        s.missing("Curation findings: none recorded for this run. Run `zoo data inspect DATA --out "
-                  f"{layout.curation_dir()}` to add them (duplicates, leakage across splits, outliers).")
+        s.missing(
+            "Curation findings: none recorded for this run. Run `zoo data inspect DATA --out "
+            f"{layout.curation_dir()}` to add them (duplicates, leakage across splits, outliers)."
+        )
 
 
 def _curation_folders(layout) -> list[Path]:
@@ -173,8 +202,11 @@ def _curation_folders(layout) -> list[Path]:
 
 
 def training(layout) -> Section:
-    s = Section("training", "Training curves", "Loss, accuracy and learning rate per epoch (train vs val); dotted lines "
-                "mark a new training phase.")
+    s = Section(
+        "training",
+        "Training curves",
+        "Loss, accuracy and learning rate per epoch (train vs val); dotted lines mark a new training phase.",
+    )
     runs = members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
     rows = []
     for name, folder in runs:
@@ -183,8 +215,17 @@ def training(layout) -> Section:
             s.missing(_not_run(name, folder))
             continue
         t = c.get("training", {})
-        rows.append([name, c.get("member", ""), count(parameter_count(c)), str(t.get("epochs_run", "")), str(t.get("best_epoch", "")),
-                     f"{float(t['seconds']) / 60:.1f} min" if "seconds" in t else "", _augment(t.get("augment"))])
+        rows.append(
+            [
+                name,
+                c.get("member", ""),
+                count(parameter_count(c)),
+                str(t.get("epochs_run", "")),
+                str(t.get("best_epoch", "")),
+                f"{float(t['seconds']) / 60:.1f} min" if "seconds" in t else "",
+                _augment(t.get("augment")),
+            ]
+        )
         png = folder / "plots" / "training_curves.png"
         if not png.is_file() and (folder / "history.csv").is_file():
             png = _curves_from_history(layout, name, folder / "history.csv")
@@ -192,8 +233,16 @@ def training(layout) -> Section:
             s.missing(f"{name}: no training curves (no history.csv).")
     if rows:
         s.end_figures()
-        s.blocks.insert(0, {"kind": "table", "columns": ["run", "member", "parameters", "epochs", "best epoch", "time", "augmentation"],
-                            "rows": rows, "numeric": [False, False, True, True, True, True, False], "caption": ""})
+        s.blocks.insert(
+            0,
+            {
+                "kind": "table",
+                "columns": ["run", "member", "parameters", "epochs", "best epoch", "time", "augmentation"],
+                "rows": rows,
+                "numeric": [False, False, True, True, True, True, False],
+                "caption": "",
+            },
+        )
     return s
 
 
@@ -219,8 +268,12 @@ def _curves_from_history(layout, name: str, path: Path) -> Path:
 
 
 def member_metrics(layout) -> Section:
-    s = Section("members", "Per-member metrics", "Each member (and the student) on every split it was scored on: "
-                "accuracy, balanced accuracy, macro F1, ROC AUC (one-vs-rest), NLL and expected calibration error.")
+    s = Section(
+        "members",
+        "Per-member metrics",
+        "Each member (and the student) on every split it was scored on: "
+        "accuracy, balanced accuracy, macro F1, ROC AUC (one-vs-rest), NLL and expected calibration error.",
+    )
     rows = []
     runs = members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
     for name, folder in runs:
@@ -230,8 +283,19 @@ def member_metrics(layout) -> Section:
             continue
         for split, m in c.get("metrics", {}).items():
             if isinstance(m, dict) and "accuracy" in m:
-                rows.append([name, split, str(m.get("n", "")), pct(m.get("accuracy")), pct(m.get("balanced_accuracy")),
-                             pct(m.get("macro_f1")), num(m.get("roc_auc_ovr")), num(m.get("nll")), pct(m.get("ece"))])
+                rows.append(
+                    [
+                        name,
+                        split,
+                        str(m.get("n", "")),
+                        pct(m.get("accuracy")),
+                        pct(m.get("balanced_accuracy")),
+                        pct(m.get("macro_f1")),
+                        num(m.get("roc_auc_ovr")),
+                        num(m.get("nll")),
+                        pct(m.get("ece")),
+                    ]
+                )
     if rows:
         s.table(["model", "split", "images", "accuracy", "balanced acc.", "macro F1", "ROC AUC", "NLL", "ECE"], rows)
     per_class = _per_class(layout)
@@ -252,15 +316,25 @@ def _per_class(layout) -> tuple[str, list[str], list[list[str]]] | None:
         table[name] = m["per_class"]
     if not table:
         return None
-    rows = [[cls, *[pct(table[n][cls].get("recall"), 1) for n in table], str(next(iter(table.values()))[cls].get("support", ""))]
-            for cls in cols]
+    rows = [
+        [
+            cls,
+            *[pct(table[n][cls].get("recall"), 1) for n in table],
+            str(next(iter(table.values()))[cls].get("support", "")),
+        ]
+        for cls in cols
+    ]
     return split, ["class", *table, "images"], rows
 
 
 def ensemble_comparison(layout) -> Section:
-    s = Section("ensembles", "Ensemble comparison", "Members vs soft voting vs stacking on the same images, without and "
-                "with temperature scaling (+T). Fitted rows on the fit split are scored out-of-fold; other splits are held "
-                "out. Intervals are 95% bootstrap confidence intervals where the ensemble stage recorded them.")
+    s = Section(
+        "ensembles",
+        "Ensemble comparison",
+        "Members vs soft voting vs stacking on the same images, without and "
+        "with temperature scaling (+T). Fitted rows on the fit split are scored out-of-fold; other splits are held "
+        "out. Intervals are 95% bootstrap confidence intervals where the ensemble stage recorded them.",
+    )
     ens = ensembles(layout)
     if not ens:
         s.missing("Ensembles are not enabled in this run's config (or it has fewer than two members).")
@@ -295,13 +369,30 @@ def ensemble_comparison(layout) -> Section:
     return s
 
 
-_BASE = ("split", "model", "group", "calibrated", "scored", "n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
+_BASE = (
+    "split",
+    "model",
+    "group",
+    "calibrated",
+    "scored",
+    "n",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "nll",
+    "ece",
+)
 
 
 def _ci(row: dict[str, Any], key: str) -> str:
     """`` [lo, hi]`` for the CI of ``key`` in any of the shapes a comparison row may carry it."""
     plain = (("ci_low", "ci_high"),) if key == "accuracy" else ()  # ensemble.compare: the accuracy's bootstrap CI
-    for lo_key, hi_key in (*plain,(f"{key}_lo", f"{key}_hi"), (f"{key}_low", f"{key}_high"), (f"{key}_ci_low", f"{key}_ci_high")):
+    for lo_key, hi_key in (
+        *plain,
+        (f"{key}_lo", f"{key}_hi"),
+        (f"{key}_low", f"{key}_high"),
+        (f"{key}_ci_low", f"{key}_ci_high"),
+    ):
         if lo_key in row and hi_key in row:
             return f" [{pct(row[lo_key], 1)}, {pct(row[hi_key], 1)}]"
     ci = row.get(f"{key}_ci")
@@ -325,14 +416,20 @@ def _evidence(r: dict[str, Any]) -> list[str]:
     """``Δ vs reference`` and ``McNemar p (b/c)`` cells of a comparison row (ensemble.compare's evidence)."""
     diff = r.get("diff_vs_reference")
     p = r.get("mcnemar_p")
-    return [f"{100 * float(diff):+.2f} pts" if isinstance(diff, (int, float)) else "",
-            f"{float(p):.3g} ({r.get('mcnemar_b', '?')}/{r.get('mcnemar_c', '?')})" if isinstance(p, (int, float)) else ""]
+    return [
+        f"{100 * float(diff):+.2f} pts" if isinstance(diff, (int, float)) else "",
+        f"{float(p):.3g} ({r.get('mcnemar_b', '?')}/{r.get('mcnemar_c', '?')})" if isinstance(p, (int, float)) else "",
+    ]
 
 
 def _comparison_tables(s: Section, rows: list[dict[str, Any]]) -> None:
     evidence = any("mcnemar_p" in r or "diff_vs_reference" in r for r in rows)
     reference = next((r["reference"] for r in rows if r.get("reference")), "the best member")
-    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _BASE and k not in _EVIDENCE and not _is_ci_key(k)]
+    extra = [
+        k
+        for k in dict.fromkeys(k for r in rows for k in r)
+        if k not in _BASE and k not in _EVIDENCE and not _is_ci_key(k)
+    ]
     extra = [k for k in extra if all(isinstance(r.get(k), (int, float, str, type(None))) for r in rows)]
     for split in dict.fromkeys(r.get("split") for r in rows):
         sub = [r for r in rows if r.get("split") == split]
@@ -340,15 +437,36 @@ def _comparison_tables(s: Section, rows: list[dict[str, Any]]) -> None:
         table = []
         for r in sub:
             acc = pct(r.get("accuracy")) + _ci(r, "accuracy") + (" ★" if r.get("accuracy") == best else "")
-            table.append([r.get("model", ""), "yes" if r.get("calibrated") else "no", r.get("scored", ""), acc,
-                          pct(r.get("macro_f1")) + _ci(r, "macro_f1"), num(r.get("nll")), pct(r.get("ece")) + _ci(r, "ece"),
-                          *(_evidence(r) if evidence else []), *[_cell(r.get(k)) for k in extra]])
+            table.append(
+                [
+                    r.get("model", ""),
+                    "yes" if r.get("calibrated") else "no",
+                    r.get("scored", ""),
+                    acc,
+                    pct(r.get("macro_f1")) + _ci(r, "macro_f1"),
+                    num(r.get("nll")),
+                    pct(r.get("ece")) + _ci(r, "ece"),
+                    *(_evidence(r) if evidence else []),
+                    *[_cell(r.get(k)) for k in extra],
+                ]
+            )
         n = sub[0].get("n", "")
-        s.table(["model", "+T", "scored", "accuracy [95% CI]" if any("ci_low" in r for r in sub) else "accuracy", "macro F1",
-                 "NLL", "ECE", *([f"Δ vs {reference}", "McNemar p (b/c)"] if evidence else []),
-                 *[k.replace("_", " ") for k in extra]], table,
-                f"split {split} ({n} images); ★ best accuracy" + ("; b/c: images only the reference / only this model "
-                                                                   "got right" if evidence else ""))
+        s.table(
+            [
+                "model",
+                "+T",
+                "scored",
+                "accuracy [95% CI]" if any("ci_low" in r for r in sub) else "accuracy",
+                "macro F1",
+                "NLL",
+                "ECE",
+                *([f"Δ vs {reference}", "McNemar p (b/c)"] if evidence else []),
+                *[k.replace("_", " ") for k in extra],
+            ],
+            table,
+            f"split {split} ({n} images); ★ best accuracy"
+            + ("; b/c: images only the reference / only this model got right" if evidence else ""),
+        )
 
 
 def _cell(v: Any) -> str:
@@ -358,8 +476,12 @@ def _cell(v: Any) -> str:
 
 
 def distillation(layout) -> Section:
-    s = Section("distillation", "Distillation", "The student trained to imitate the teacher ensemble: how much accuracy "
-                "it keeps at what fraction of the parameters.")
+    s = Section(
+        "distillation",
+        "Distillation",
+        "The student trained to imitate the teacher ensemble: how much accuracy "
+        "it keeps at what fraction of the parameters.",
+    )
     if not layout.cfg.distill.enabled:
         s.missing("Distillation is not enabled in this run's config.")
         return s
@@ -376,15 +498,36 @@ def distillation(layout) -> Section:
     for split in [k for k in sm if isinstance(sm.get(k), dict) and "accuracy" in sm[k]]:
         t = tm.get(split, {}) if isinstance(tm, dict) else {}
         gap = (sm[split]["accuracy"] - t["accuracy"]) if "accuracy" in t else None
-        rows.append([split, pct(t.get("accuracy")), pct(sm[split].get("accuracy")),
-                     f"{100 * gap:+.2f} pts" if gap is not None else "", pct(agree.get(split)) if isinstance(agree, dict) else "",
-                     pct(t.get("ece")), pct(sm[split].get("ece"))])
-    s.text(f"Teacher: {teacher.get('method', layout.cfg.distill.teacher)} ensemble of {teacher.get('members', '?')} members"
-           + (f" ({count(teacher_params)} parameters)" if teacher_params else "")
-           + f"; student: {c.get('member', '?')} with {count(parameter_count(c))} parameters; "
-           f"temperature {d.get('temperature', '?')}, alpha {d.get('alpha', '?')}.")
+        rows.append(
+            [
+                split,
+                pct(t.get("accuracy")),
+                pct(sm[split].get("accuracy")),
+                f"{100 * gap:+.2f} pts" if gap is not None else "",
+                pct(agree.get(split)) if isinstance(agree, dict) else "",
+                pct(t.get("ece")),
+                pct(sm[split].get("ece")),
+            ]
+        )
+    s.text(
+        f"Teacher: {teacher.get('method', layout.cfg.distill.teacher)} ensemble of {teacher.get('members', '?')} members"
+        + (f" ({count(teacher_params)} parameters)" if teacher_params else "")
+        + f"; student: {c.get('member', '?')} with {count(parameter_count(c))} parameters; "
+        f"temperature {d.get('temperature', '?')}, alpha {d.get('alpha', '?')}."
+    )
     if rows:
-        s.table(["split", "teacher accuracy", "student accuracy", "student − teacher", "agreement", "teacher ECE", "student ECE"], rows)
+        s.table(
+            [
+                "split",
+                "teacher accuracy",
+                "student accuracy",
+                "student − teacher",
+                "agreement",
+                "teacher ECE",
+                "student ECE",
+            ],
+            rows,
+        )
     return s
 
 
@@ -405,8 +548,12 @@ def _ensemble_parameters(layout, folder: Path) -> int | None:
 
 
 def exports(layout) -> Section:
-    s = Section("export", "ONNX export: parity and sizes", "Every exported model was checked against its Keras source on "
-                "validation images: the largest probability difference, top-1 agreement and the accuracy change per variant.")
+    s = Section(
+        "export",
+        "ONNX export: parity and sizes",
+        "Every exported model was checked against its Keras source on "
+        "validation images: the largest probability difference, top-1 agreement and the accuracy change per variant.",
+    )
     root = Path(layout.exports_dir())
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     rows = []
@@ -418,37 +565,70 @@ def exports(layout) -> Section:
         for variant, v in (c.get("variants") or {}).items():
             p = v.get("parity", {}) if isinstance(v, dict) else {}
             passed = p.get("passed")
-            rows.append([folder.name, variant, v.get("file", ""), megabytes(v.get("bytes")), f"{float(p['max_abs_diff']):.1e}" if "max_abs_diff" in p else "",
-                         pct(p.get("top1_agreement")), pct(p.get("accuracy")),
-                         f"{100 * float(p['accuracy_change']):+.2f} pts" if p.get("accuracy_change") is not None else "",
-                         "passed" if passed else "failed" if passed is False else "reported"])
+            rows.append(
+                [
+                    folder.name,
+                    variant,
+                    v.get("file", ""),
+                    megabytes(v.get("bytes")),
+                    f"{float(p['max_abs_diff']):.1e}" if "max_abs_diff" in p else "",
+                    pct(p.get("top1_agreement")),
+                    pct(p.get("accuracy")),
+                    f"{100 * float(p['accuracy_change']):+.2f} pts" if p.get("accuracy_change") is not None else "",
+                    "passed" if passed else "failed" if passed is False else "reported",
+                ]
+            )
     if rows:
-        s.table(["export", "variant", "file", "size", "max |Δp|", "top-1 agreement", "accuracy", "Δ accuracy", "parity"], rows)
+        s.table(
+            ["export", "variant", "file", "size", "max |Δp|", "top-1 agreement", "accuracy", "Δ accuracy", "parity"],
+            rows,
+        )
     elif not folders:
         s.missing("No exports in this run (the [export] stage is disabled or has not run).")
     return s
 
 
-BENCH_COLUMNS = (("model", "model"), ("engine", "engine"), ("provider", "provider"), ("variant", "variant"), ("batch", "batch"),
-                 ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("throughput_ips", "img/s"), ("accuracy", "accuracy"),
-                 ("model_mb", "MB"), ("status", "status"))
+BENCH_COLUMNS = (
+    ("model", "model"),
+    ("engine", "engine"),
+    ("provider", "provider"),
+    ("variant", "variant"),
+    ("batch", "batch"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("throughput_ips", "img/s"),
+    ("accuracy", "accuracy"),
+    ("model_mb", "MB"),
+    ("status", "status"),
+)
 
 
 def benchmark(layout) -> Section:
-    s = Section("benchmark", "Benchmark: accuracy vs speed", "Latency and throughput of each model and engine next to its "
-                "accuracy on the same images (from `zoo bench`), with the Pareto front.")
+    s = Section(
+        "benchmark",
+        "Benchmark: accuracy vs speed",
+        "Latency and throughput of each model and engine next to its "
+        "accuracy on the same images (from `zoo bench`), with the Pareto front.",
+    )
     bench = Path(layout.bench_dir())
     for line in _bench_context(bench / "bench.md"):
         s.text(line)
     shown = s.figure(bench / "pareto.png", "accuracy vs latency and throughput (bench/pareto.png)", "xl")
     doc = read_json(bench / "bench.json")
-    rows = doc.get("rows") if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else read_csv(bench / "bench.csv")
+    rows = (
+        doc.get("rows")
+        if isinstance(doc, dict) and isinstance(doc.get("rows"), list)
+        else read_csv(bench / "bench.csv")
+    )
     rows = [r for r in rows if isinstance(r, dict)]
     measured = [r for r in rows if r.get("status", "ok") == "ok"]
     if measured:
         cols = [(k, label) for k, label in BENCH_COLUMNS if k != "status" and any(k in r for r in measured)]
-        s.table([label for _, label in cols], [[_bench_cell(r, k) for k, _ in cols] for r in measured[:80]],
-                "bench/bench.json" + (" (first 80 rows)" if len(measured) > 80 else ""))
+        s.table(
+            [label for _, label in cols],
+            [[_bench_cell(r, k) for k, _ in cols] for r in measured[:80]],
+            "bench/bench.json" + (" (first 80 rows)" if len(measured) > 80 else ""),
+        )
     skipped: dict[str, int] = {}
     for r in rows:
         if r.get("status", "ok") != "ok":
@@ -457,8 +637,10 @@ def benchmark(layout) -> Section:
     for why, n in list(skipped.items())[:6]:
         s.text(f"{n} row(s) {why}")
     if not shown and not rows:
-        s.missing(f"No benchmark in this run ({bench} has no pareto.png or bench.json): enable [bench] in the config "
-                  "or run `zoo bench` on the exports.")
+        s.missing(
+            f"No benchmark in this run ({bench} has no pareto.png or bench.json): enable [bench] in the config "
+            "or run `zoo bench` on the exports."
+        )
     return s
 
 
@@ -504,8 +686,12 @@ def confusion(layout) -> Section:
 
 def reliability(layout) -> Section:
     split = report_split(layout)
-    s = Section("reliability", "Reliability diagrams", f"Does a predicted 90% mean right 90% of the time? Accuracy per "
-                f"confidence bin on the {split} split (perfect calibration lies on the diagonal); ECE in each title.")
+    s = Section(
+        "reliability",
+        "Reliability diagrams",
+        f"Does a predicted 90% mean right 90% of the time? Accuracy per "
+        f"confidence bin on the {split} split (perfect calibration lies on the diagonal); ECE in each title.",
+    )
     for name, folder in artifacts(layout):
         png = folder / "eval" / split / "reliability.png"
         if not png.is_file():
@@ -536,9 +722,13 @@ def _generated(layout, folder: Path, name: str, split: str, what: str) -> Path |
 
 
 def robustness(layout) -> Section:
-    s = Section("robustness", "Clean vs shifted accuracy", "Accuracy on clean images and on copies shifted the way "
-                "another lab's images differ (stain, illumination, optics, sensor). Out-of-family results use shift "
-                "families the model never trained on.")
+    s = Section(
+        "robustness",
+        "Clean vs shifted accuracy",
+        "Accuracy on clean images and on copies shifted the way "
+        "another lab's images differ (stain, illumination, optics, sensor). Out-of-family results use shift "
+        "families the model never trained on.",
+    )
     report = Path(layout.report_dir())
     shown = False
     shifted = read_json(report / "shifted.json")
@@ -548,26 +738,50 @@ def robustness(layout) -> Section:
             c = card(Path(layout.member_dir(name)))
             clean = (c or {}).get("metrics", {}).get("val", {}).get("accuracy")
             acc = m.get("accuracy") if isinstance(m, dict) else None
-            rows.append([name, pct(clean), pct(acc), f"{100 * (acc - clean):+.2f} pts" if clean is not None and acc is not None else ""])
-        s.table(["member", "val clean", "val shifted", "change"], rows,
-                f"stain/blur/noise shift at severity {shifted.get('severity')} (the generator the `shift` augmentation also uses: in-family)")
+            rows.append(
+                [
+                    name,
+                    pct(clean),
+                    pct(acc),
+                    f"{100 * (acc - clean):+.2f} pts" if clean is not None and acc is not None else "",
+                ]
+            )
+        s.table(
+            ["member", "val clean", "val shifted", "change"],
+            rows,
+            f"stain/blur/noise shift at severity {shifted.get('severity')} (the generator the `shift` augmentation also uses: in-family)",
+        )
         shown = True
-    suites = [(name, res) for name, folder in artifacts(layout) + _export_artifacts(layout)
-              if isinstance(res := read_json(folder / "eval" / "shift_suite.json"), dict) and isinstance(res.get("families"), dict)]
+    suites = [
+        (name, res)
+        for name, folder in artifacts(layout) + _export_artifacts(layout)
+        if isinstance(res := read_json(folder / "eval" / "shift_suite.json"), dict)
+        and isinstance(res.get("families"), dict)
+    ]
     if suites:
         _suite_tables(s, suites)
         shown = True
     shown |= s.figure(report / "shift_suite.png", "accuracy per shift family (report/shift_suite.png)", "xl")
     summary = read_json(report / "summary.json")
     if isinstance(summary, list) and summary:
-        cols = [k for k in dict.fromkeys(k for r in summary if isinstance(r, dict) for k in r)
-                if k not in ("name", "kind", "folder") and "in_sample" not in k and any(isinstance(r.get(k), dict) and "accuracy" in r[k] for r in summary)]
+        cols = [
+            k
+            for k in dict.fromkeys(k for r in summary if isinstance(r, dict) for k in r)
+            if k not in ("name", "kind", "folder")
+            and "in_sample" not in k
+            and any(isinstance(r.get(k), dict) and "accuracy" in r[k] for r in summary)
+        ]
         if any(k != "val" and k != "test" for k in cols):
-            s.table(["model", *cols], [[r.get("name", ""), *[pct((r.get(k) or {}).get("accuracy")) for k in cols]] for r in summary],
-                    "accuracy per evaluation column (report/summary.json)")
+            s.table(
+                ["model", *cols],
+                [[r.get("name", ""), *[pct((r.get(k) or {}).get("accuracy")) for k in cols]] for r in summary],
+                "accuracy per evaluation column (report/summary.json)",
+            )
     if not shown:
-        s.missing("No shifted evaluation in this run: set [evaluate].shifted in the config, or run "
-                  "`zoo evaluate RUN --shift-suite` for the per-family suite.")
+        s.missing(
+            "No shifted evaluation in this run: set [evaluate].shifted in the config, or run "
+            "`zoo evaluate RUN --shift-suite` for the per-family suite."
+        )
     return s
 
 
@@ -582,14 +796,34 @@ def _suite_tables(s: Section, suites: list[tuple[str, dict[str, Any]]]) -> None:
     for name, r in suites:
         clean = (r.get("clean") or {}).get("accuracy") if isinstance(r.get("clean"), dict) else None
         oof = r.get("mean_out_of_family_accuracy")
-        rows.append([name, pct(clean), pct(oof), ", ".join(r.get("out_of_family") or []) or "none",
-                     pct(r.get("mean_in_family_accuracy")), ", ".join(r.get("in_family") or []) or "none",
-                     num(r.get("mce"), 3), num(r.get("mce_out_of_family"), 3)])
+        rows.append(
+            [
+                name,
+                pct(clean),
+                pct(oof),
+                ", ".join(r.get("out_of_family") or []) or "none",
+                pct(r.get("mean_in_family_accuracy")),
+                ", ".join(r.get("in_family") or []) or "none",
+                num(r.get("mce"), 3),
+                num(r.get("mce_out_of_family"), 3),
+            ]
+        )
     n = suites[0][1].get("n", "?")
     split = (suites[0][1].get("data") or {}).get("split", "") if isinstance(suites[0][1].get("data"), dict) else ""
-    s.table(["model", "clean", "shifted, out-of-family", "out-of-family families", "shifted, in-family", "in-family families",
-             "mCE", "mCE out-of-family"], rows,
-            f"shift suite on {split or 'the'} split, {n} images per cell; a robustness claim rests on the out-of-family column")
+    s.table(
+        [
+            "model",
+            "clean",
+            "shifted, out-of-family",
+            "out-of-family families",
+            "shifted, in-family",
+            "in-family families",
+            "mCE",
+            "mCE out-of-family",
+        ],
+        rows,
+        f"shift suite on {split or 'the'} split, {n} images per cell; a robustness claim rests on the out-of-family column",
+    )
     families = list(dict.fromkeys(f for _, r in suites for f in r["families"]))
     table = []
     for name, r in suites:
@@ -601,15 +835,22 @@ def _suite_tables(s: Section, suites: list[tuple[str, dict[str, Any]]]) -> None:
             cells.append(pct(acc, 1) + (" *" if fam in inside and acc is not None else ""))
         clean = (r.get("clean") or {}).get("accuracy") if isinstance(r.get("clean"), dict) else None
         table.append([name, pct(clean, 1), *cells])
-    s.table(["model", "clean", *families], table, "accuracy per shift family, mean over severities (* in-family: the "
-            "model's augmentation covers it)")
+    s.table(
+        ["model", "clean", *families],
+        table,
+        "accuracy per shift family, mean over severities (* in-family: the model's augmentation covers it)",
+    )
 
 
 def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
     split = report_split(layout)
-    s = Section("mistakes", "Most confident mistakes", f"Up to {GALLERY_SIZE} {split} images the headline model got wrong "
-                "with the highest confidence, with its Grad-CAM: where it looked when it decided. Label noise and "
-                "look-alike classes show up here first.")
+    s = Section(
+        "mistakes",
+        "Most confident mistakes",
+        f"Up to {GALLERY_SIZE} {split} images the headline model got wrong "
+        "with the highest confidence, with its Grad-CAM: where it looked when it decided. Label noise and "
+        "look-alike classes show up here first.",
+    )
     name, folder = _headline(layout)
     if folder is None:
         s.missing("No complete model with stored predictions yet.")
@@ -618,12 +859,18 @@ def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
     size = int(((card(folder) or {}).get("input") or {}).get("image_size") or layout.cfg.data.image_size)
     dataset, why = _dataset(layout, size)  # the images the model saw: members may train at their own size
     if stored is None or dataset is None:
-        s.missing(f"{name}: " + ("no stored predictions on " + split if stored is None else f"data not available ({why})") + ".")
+        s.missing(
+            f"{name}: "
+            + ("no stored predictions on " + split if stored is None else f"data not available ({why})")
+            + "."
+        )
         return s
     probs, labels = stored
     part = dataset.split(split)
     if len(part.labels) != len(labels) or not np.array_equal(part.labels, labels):
-        s.missing(f"{name}: its stored {split} predictions do not match the data's {split} split (data changed since?).")
+        s.missing(
+            f"{name}: its stored {split} predictions do not match the data's {split} split (data changed since?)."
+        )
         return s
     pred = probs.argmax(1)
     wrong = np.flatnonzero(pred != labels)
@@ -631,8 +878,10 @@ def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
         s.text(f"{name} made no mistakes on the {len(labels)} {split} images.")
         return s
     idx = wrong[np.argsort(-probs[wrong, pred[wrong]])][:GALLERY_SIZE]
-    s.text(f"{name}: {len(wrong)} of {len(labels)} {split} images wrong ({pct(len(wrong) / len(labels))}); showing "
-           f"the {len(idx)} most confident.")
+    s.text(
+        f"{name}: {len(wrong)} of {len(labels)} {split} images wrong ({pct(len(wrong) / len(labels))}); showing "
+        f"the {len(idx)} most confident."
+    )
     classes = list(dataset.class_names)
     heat, method = None, "Grad-CAM"
     if explainer_for is not None:
@@ -650,7 +899,9 @@ def gallery(layout, explainer_for: Callable[[Path], Any] | None) -> Section:
     for rank, i in enumerate(idx):
         title = f"true {classes[labels[i]]} → {classes[pred[i]]} ({probs[i, pred[i]]:.0%})"
         h = heat[rank] if heat is not None else np.zeros(part.images.shape[1:3], np.float32)
-        path = explanation_figure(out / f"mistake_{rank:02d}.png", part.images[i], h, title, method if heat is not None else "no heat map")
+        path = explanation_figure(
+            out / f"mistake_{rank:02d}.png", part.images[i], h, title, method if heat is not None else "no heat map"
+        )
         s.figure(path, f"#{i}: true {classes[labels[i]]}, predicted {classes[pred[i]]} at {probs[i, pred[i]]:.1%}", "g")
     return s
 

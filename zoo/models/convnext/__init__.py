@@ -6,7 +6,13 @@ Importing registers the members; see :mod:`zoo.models.convnext.model` for the la
 
 from zoo.models.convnext.layers import DropPath, GeluErf, LayerScale
 from zoo.models.convnext.model import (
-    CONFIGS, PRETRAINED_RECIPE, VARIANTS, ConvNeXtConfig, Variant, build_backbone, build_convnext,
+    CONFIGS,
+    PRETRAINED_RECIPE,
+    VARIANTS,
+    ConvNeXtConfig,
+    Variant,
+    build_backbone,
+    build_convnext,
 )
 from zoo.models.finetune import set_trainable_fraction
 

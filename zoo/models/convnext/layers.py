@@ -112,6 +112,4 @@ def imagenet_normalization(name: str = "imagenet_norm") -> keras.layers.Layer:
     A built-in ``Normalization`` with fixed statistics: it has no weights (nothing to train or
     load) and exports as a subtract and a divide.
     """
-    return keras.layers.Normalization(
-        mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD], name=name
-    )
+    return keras.layers.Normalization(mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD], name=name)

@@ -97,9 +97,9 @@ def _dense_init():
 def _block(x, width: int, kernel_size: int, drop_rate: float, layer_scale_init: float, name: str):
     """Depthwise 7x7 -> LN -> 1x1 (4x) -> GELU -> 1x1 -> LayerScale -> DropPath, plus the input."""
     shortcut = x
-    x = layers.DepthwiseConv2D(
-        kernel_size, padding="same", depthwise_initializer=_dense_init(), name=f"{name}_dwconv"
-    )(x)
+    x = layers.DepthwiseConv2D(kernel_size, padding="same", depthwise_initializer=_dense_init(), name=f"{name}_dwconv")(
+        x
+    )
     x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{name}_norm")(x)
     x = layers.Dense(4 * width, kernel_initializer=_dense_init(), name=f"{name}_pw1")(x)
     x = GeluErf(name=f"{name}_gelu")(x)
@@ -181,13 +181,24 @@ def build_convnext(
     if not 0.0 <= dropout < 1.0:
         raise ZooError(f"dropout must be in [0, 1), got {dropout}")
     backbone = build_backbone(
-        cfg, image_size, drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init, resize_to=resize_to,
+        cfg,
+        image_size,
+        drop_path_rate=drop_path_rate,
+        layer_scale_init=layer_scale_init,
+        resize_to=resize_to,
         input_norm=input_norm,
     )
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = backbone(inputs)
-    outputs = classifier_head(x, num_classes, dropout=dropout, l1l2=l1l2, dropout_name="head_dropout",
-                              logits_name="head_dense", initializer=_dense_init)
+    outputs = classifier_head(
+        x,
+        num_classes,
+        dropout=dropout,
+        l1l2=l1l2,
+        dropout_name="head_dropout",
+        logits_name="head_dense",
+        initializer=_dense_init,
+    )
     model = keras.Model(inputs, outputs, name=name)
 
     if isinstance(weights, str) and weights.strip().lower() in ("", "none"):
@@ -221,25 +232,38 @@ VARIANTS: dict[str, Variant] = {
     # stage; stride 2 keeps 4x4 and twice the resolution in every stage for a small compute cost
     # (the widths are small). depths/widths are tunable for ablations and tests.
     "zepto": Variant(
-        ConvNeXtConfig((2, 2, 4, 2), (32, 64, 128, 256), stem_stride=2), 64, 0.05,
+        ConvNeXtConfig((2, 2, 4, 2), (32, 64, 128, 256), stem_stride=2),
+        64,
+        0.05,
         "ConvNeXt-zepto: 4 stages (2,2,4,2)x(32..256), stride-2 stem; CPU-sized, for training from scratch at 64 px.",
         tunable=("depths", "widths", "stem_stride", "kernel_size"),
     ),
-    "atto": Variant(CONFIGS["atto"], 96, 0.05,
-                    "ConvNeXt-atto (timm widths 40..320, depths 2,2,6,2; 3.4M params); from scratch on a CPU.",
-                    tunable=("stem_stride",)),
+    "atto": Variant(
+        CONFIGS["atto"],
+        96,
+        0.05,
+        "ConvNeXt-atto (timm widths 40..320, depths 2,2,6,2; 3.4M params); from scratch on a CPU.",
+        tunable=("stem_stride",),
+    ),
     "tiny": Variant(CONFIGS["tiny"], 96, 0.1, f"ConvNeXt-T (28M): {_OFFICIAL}.", recipe=PRETRAINED_RECIPE),
     "small": Variant(CONFIGS["small"], 96, 0.2, f"ConvNeXt-S (50M): {_OFFICIAL}.", recipe=PRETRAINED_RECIPE),
     "base": Variant(CONFIGS["base"], 96, 0.2, f"ConvNeXt-B (89M): {_OFFICIAL}.", recipe=PRETRAINED_RECIPE),
-    "large": Variant(CONFIGS["large"], 96, 0.3, f"ConvNeXt-L (198M): {_OFFICIAL} (the course project's best).",
-                     recipe=PRETRAINED_RECIPE),
+    "large": Variant(
+        CONFIGS["large"],
+        96,
+        0.3,
+        f"ConvNeXt-L (198M): {_OFFICIAL} (the course project's best).",
+        recipe=PRETRAINED_RECIPE,
+    ),
 }
 
 
 def _arch(variant: Variant, tuned: dict[str, Any]) -> ConvNeXtConfig:
     """``variant.arch`` with the tunable fields given to the builder (ints, tuples of ints)."""
-    fixed = {k: (tuple(int(x) for x in v) if isinstance(getattr(variant.arch, k), tuple) else int(v))
-             for k, v in tuned.items()}
+    fixed = {
+        k: (tuple(int(x) for x in v) if isinstance(getattr(variant.arch, k), tuple) else int(v))
+        for k, v in tuned.items()
+    }
     return replace(variant.arch, **fixed) if fixed else variant.arch
 
 
@@ -253,18 +277,31 @@ def _register(size: str, variant: Variant):
         return build_convnext(_arch(variant, tuned), num_classes, image_size, name=name, weights=weights, **kw)
 
     P = inspect.Parameter
-    params = [P("num_classes", P.POSITIONAL_OR_KEYWORD, annotation=int),
-              P("image_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
-              P("weights", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None)]
+    params = [
+        P("num_classes", P.POSITIONAL_OR_KEYWORD, annotation=int),
+        P("image_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
+        P("weights", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+    ]
     params += [P(k, P.POSITIONAL_OR_KEYWORD, default=getattr(variant.arch, k)) for k in variant.tunable]
-    options = {"drop_path_rate": variant.drop_path_rate, "layer_scale_init": 1e-6, "dropout": 0.35, "l1l2": 1e-3,
-               "resize_to": None, "input_norm": "none"}
+    options = {
+        "drop_path_rate": variant.drop_path_rate,
+        "layer_scale_init": 1e-6,
+        "dropout": 0.35,
+        "l1l2": 1e-3,
+        "resize_to": None,
+        "input_norm": "none",
+    }
     params += [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in options.items()]
     builder.__signature__ = inspect.Signature(params)
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"ConvNeXt-{size} member built from ``VARIANTS[{size!r}]``."
-    return register_model(family="convnext", default_image_size=variant.default_image_size,
-                          description=variant.description, name=name, recipe=variant.recipe)(builder)
+    return register_model(
+        family="convnext",
+        default_image_size=variant.default_image_size,
+        description=variant.description,
+        name=name,
+        recipe=variant.recipe,
+    )(builder)
 
 
 BUILDERS = {f"convnext_{size}": _register(size, variant) for size, variant in VARIANTS.items()}

@@ -114,7 +114,9 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     return result[0]
 
 
-def fetch(file_name: str, origin: str, sha256: str, *, root: Path | None = None, timeout: float = PROBE_TIMEOUT_S) -> Path:
+def fetch(
+    file_name: str, origin: str, sha256: str, *, root: Path | None = None, timeout: float = PROBE_TIMEOUT_S
+) -> Path:
     """Return the verified local copy of ``origin`` (``<root>/models/<file_name>``), downloading if needed."""
     import keras
 
@@ -134,7 +136,7 @@ def fetch(file_name: str, origin: str, sha256: str, *, root: Path | None = None,
         path = keras.utils.get_file(
             file_name, origin, file_hash=sha256, hash_algorithm="sha256", cache_dir=str(root), cache_subdir="models"
         )
-    except Exception as e:  # noqa: BLE001 - network / checksum failures are the user's to fix
+    except Exception as e:  # network / checksum failures are the user's to fix
         raise ZooError(f"downloading {origin} failed: {e}") from e
     path = Path(path)
     if sha256_file(path) != sha256:  # get_file checks too; never load an unverified file
@@ -188,7 +190,9 @@ _BLOCK_SUBLAYERS = {
     "pointwise_conv_2": "pw2",
     "layer_scale": "scale",
 }
-_RE_BLOCK = re.compile(r"_stage_(\d+)_block_(\d+)_(depthwise_conv|layernorm|pointwise_conv_1|pointwise_conv_2|layer_scale)$")
+_RE_BLOCK = re.compile(
+    r"_stage_(\d+)_block_(\d+)_(depthwise_conv|layernorm|pointwise_conv_1|pointwise_conv_2|layer_scale)$"
+)
 _RE_DOWN = re.compile(r"_downsampling_block_(\d+)$")
 
 
@@ -232,7 +236,8 @@ def map_official(groups: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarr
     # _notop files: the one remaining (auto-named) LayerNorm, two vectors, is the final norm
     # (its width is checked against ours in assign()).
     norms = [
-        n for n in unknown
+        n
+        for n in unknown
         if len(groups[n]) == 2 and groups[n][0].ndim == 1 and groups[n][0].shape == groups[n][1].shape
     ]
     if "final_norm" not in out and len(norms) == 1:
@@ -243,7 +248,7 @@ def map_official(groups: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarr
     return out
 
 
-def assign(backbone: "keras.Model", mapped: dict[str, list[np.ndarray]], source: str) -> None:
+def assign(backbone: keras.Model, mapped: dict[str, list[np.ndarray]], source: str) -> None:
     """Set every weighted backbone layer from ``mapped``; all-or-nothing, shapes checked first."""
     plan = []
     for layer in backbone.layers:
@@ -255,27 +260,31 @@ def assign(backbone: "keras.Model", mapped: dict[str, list[np.ndarray]], source:
         want = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in arrays]
         if want != got:
-            raise ZooError(f"{source}: layer '{layer.name}' expects shapes {want}, file has {got} (different ConvNeXt size?)")
+            raise ZooError(
+                f"{source}: layer '{layer.name}' expects shapes {want}, file has {got} (different ConvNeXt size?)"
+            )
         plan.append((layer, arrays))
     if mapped:
-        raise ZooError(f"{source} has weights for layers this member lacks: {sorted(mapped)[:5]} (different ConvNeXt size?)")
+        raise ZooError(
+            f"{source} has weights for layers this member lacks: {sorted(mapped)[:5]} (different ConvNeXt size?)"
+        )
     for layer, arrays in plan:
         layer.set_weights(arrays)
 
 
-def load_official_h5(backbone: "keras.Model", path: str | os.PathLike) -> None:
+def load_official_h5(backbone: keras.Model, path: str | os.PathLike) -> None:
     """Load a keras.applications-format ConvNeXt ``.h5`` into our backbone."""
     assign(backbone, map_official(read_legacy_h5(path)), str(path))
 
 
 # ----------------------------------------------------------------------------- entry point
-def _load_keras_file(model: "keras.Model", path: Path) -> None:
+def _load_keras_file(model: keras.Model, path: Path) -> None:
     """Copy the backbone of a saved zoo member (any number of classes) into ``model``'s."""
     import keras
 
     try:
         src = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ZooError(f"cannot load {path}: {e}") from e
     try:
         src_bb = src.get_layer("backbone")
@@ -283,12 +292,12 @@ def _load_keras_file(model: "keras.Model", path: Path) -> None:
         raise ZooError(f"{path} has no 'backbone' layer; not a ConvNeXt zoo member") from None
     assign(
         model.get_layer("backbone"),
-        {l.name: [np.asarray(w) for w in l.get_weights()] for l in src_bb.layers if l.weights},
+        {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in src_bb.layers if layer.weights},
         str(path),
     )
 
 
-def load_pretrained(model: "keras.Model", weights: str | os.PathLike, cfg: "ConvNeXtConfig") -> None:
+def load_pretrained(model: keras.Model, weights: str | os.PathLike, cfg: ConvNeXtConfig) -> None:
     """Apply ``weights``: "imagenet", a keras.applications ``.h5``, a ``.weights.h5`` or a ``.keras``."""
     backbone = model.get_layer("backbone")
     if str(weights) == "imagenet":
