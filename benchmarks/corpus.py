@@ -954,7 +954,9 @@ def _ensemble(tmp: Path, members: int = 2) -> tuple[Path, list[Path]]:
     from ensemble import EnsembleConfig, build_ensemble
 
     runs = [fake_member(tmp / "members" / f"m{i}", name=f"m{i}", seed=i, model=False) for i in range(members)]
-    return build_ensemble(runs, tmp / "ensembles" / "vote", config=EnsembleConfig(folds=3)), runs
+    # min_weight=0: every member stays in ensemble.json (a fitted vote would drop a member weighted ~0)
+    cfg = EnsembleConfig(folds=3, min_weight=0.0)
+    return build_ensemble(runs, tmp / "ensembles" / "vote", config=cfg), runs
 
 
 @case(

@@ -155,5 +155,5 @@ def test_ensemble_json_without_member_hash_is_refused_by_both_readers(mixed):
     (out / "ensemble.json").write_text(json.dumps(spec))
     write_card(out, {k: v for k, v in card.items() if k != "files"})  # re-sign: only the hash is missing
     for reader in (load, open_source):
-        with pytest.raises(ZooError, match="records no card_sha256"):
+        with pytest.raises(ZooError, match=r"members\[1\]\.card_sha256"):
             reader(out)

@@ -34,7 +34,12 @@ def test_unknown_member_and_param_are_clear_errors():
         create_model("custom_cnn", 8, 32, nope=1)
 
 
-def test_register_twice_is_refused():
+def test_register_twice_is_refused(monkeypatch):
+    import zoo.models  # noqa: F401  (every real member registered before the registry is copied)
+    from zoo import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the test member leaves with the test
+
     @register_model(family="test", default_image_size=16, description="test-only", name="_test_member")
     def _builder(num_classes, image_size, width: int = 4):
         raise AssertionError("not built")

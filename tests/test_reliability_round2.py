@@ -164,6 +164,9 @@ def test_one_version_source(capsys, tmp_path):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"zoo {expected}"
     pyproject = (corpus.REPO / "pyproject.toml").read_text()
-    assert pyproject.count("version =") == 1 and f'version = "{expected}"' in pyproject
+    import re
+
+    versions = re.findall(r'^version = "([^"]+)"$', pyproject, flags=re.MULTILINE)
+    assert versions == [expected]
     assert '__version__ = "' not in (corpus.REPO / "zoo" / "__init__.py").read_text()
     json.dumps(props)

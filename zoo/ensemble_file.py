@@ -113,12 +113,7 @@ def read_ensemble(folder: str | os.PathLike) -> EnsembleFile:
         mcard = read_card(path)  # verifies the member's files
         if mcard["kind"] not in RUN_KINDS:
             raise ZooError(f"{path}: ensemble member is a '{mcard['kind']}' folder, not a member or student run")
-        recorded, sha = entry.get("card_sha256"), card_sha256(path)
-        if not isinstance(recorded, str) or not recorded:
-            raise ZooError(
-                f"{folder / SPEC_FILE}: member '{entry.get('name', path.name)}' records no card_sha256; "
-                "cannot verify it is the member the ensemble was fitted on"
-            )
+        recorded, sha = entry["card_sha256"], card_sha256(path)  # required (validate.ensemble_spec)
         if sha != recorded:
             raise ZooError(
                 f"{folder}: member '{entry.get('name', path.name)}' at {path} changed since the ensemble was built "
