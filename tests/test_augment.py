@@ -408,7 +408,15 @@ def test_preview_cli_writes_a_montage(tmp_path):
     assert args.func(args) == 0
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
-    args = parser.parse_args(["data", "preview", "--data", str(root), "--augment", "sparkle", "--out", str(out)])
+    written = out.read_bytes()
+    again = ["data", "preview", "--data", str(root), "--augment", "flip_rot90", "--out", str(out)]
+    args = parser.parse_args(again)
+    with pytest.raises(ZooError, match="file exists; pass --force"):
+        args.func(args)  # an existing PNG (maybe the user's) is never overwritten without --force
+    assert out.read_bytes() == written
+    args = parser.parse_args(
+        ["data", "preview", "--data", str(root), "--augment", "sparkle", "--out", str(out), "--force"]
+    )
     with pytest.raises(ZooError, match="unknown augmentation"):
         args.func(args)
 

@@ -48,13 +48,31 @@ def sample_per_class(source, image_size: int, seed: int = 0, split: str = "train
     return names, np.stack(images)
 
 
-def preview(source, spec: Any, out: str | os.PathLike, *, image_size: int = 64, n_aug: int = 6, seed: int = 0) -> Path:
-    """Write the montage PNG to ``out`` (a .png path, or a folder that gets ``augment_preview.png``)."""
+def preview(
+    source,
+    spec: Any,
+    out: str | os.PathLike,
+    *,
+    image_size: int = 64,
+    n_aug: int = 6,
+    seed: int = 0,
+    force: bool = False,
+) -> Path:
+    """Write the montage PNG to ``out`` (a .png path, or a folder that gets ``augment_preview.png``).
+
+    An existing file there is replaced only with ``force`` (:func:`zoo.ownership.check_file_target`),
+    checked before any work: a user's picture is never overwritten by accident.
+    """
     from zoo.augment import build_policy
     from zoo.curate.report import montage
+    from zoo.ownership import check_file_target
 
     if not 1 <= n_aug <= 16:
         raise ZooError(f"preview shows 1..16 augmented samples per class, got {n_aug}")
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        path = path / "augment_preview.png"
+    check_file_target(path, force=force)
     names, images = sample_per_class(source, image_size, seed)
     c = len(names)
     policy = build_policy(spec, num_classes=c, seed=seed)
@@ -70,7 +88,4 @@ def preview(source, spec: Any, out: str | os.PathLike, *, image_size: int = 64, 
             w = float(soft[i, k])
             items.append((np.clip(np.rint(aug[i]), 0, 255).astype(np.uint8), f"y[{name}]={w:.2f}" if w < 0.995 else ""))
         rows.append((name, items))
-    path = Path(out)
-    if path.suffix.lower() != ".png":
-        path = path / "augment_preview.png"
     return montage(path, rows, title=f"augment: {policy.spec} (seed {seed})")

@@ -82,6 +82,7 @@ def register(sub) -> None:
         "--augment", required=True, metavar="POLICY", help="e.g. 'shift', 'seed', 'flip_rot90,stain:0.3,mixup:0.2'"
     )
     p.add_argument("--out", default="augment_preview.png", help="PNG path or folder (default ./augment_preview.png)")
+    p.add_argument("--force", action="store_true", help="replace an existing PNG at --out")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--samples", type=int, default=6, help="augmented samples per class (default 6)")
     p.add_argument("--seed", type=int, default=0)
@@ -135,7 +136,15 @@ def run_clean(args) -> int:
 def run_preview(args) -> int:
     from zoo.augment.preview import preview
 
-    path = preview(args.data, args.augment, args.out, image_size=args.image_size, n_aug=args.samples, seed=args.seed)
+    path = preview(
+        args.data,
+        args.augment,
+        args.out,
+        image_size=args.image_size,
+        n_aug=args.samples,
+        seed=args.seed,
+        force=args.force,
+    )
     print(f"preview: {path}")
     return 0
 
