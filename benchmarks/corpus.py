@@ -807,7 +807,7 @@ def fake_member(
     folder: Path, name: str = "m", size: int = 16, classes=CLASSES, seed: int = 0, model: bool = True
 ) -> Path:
     """A complete member run folder without training (tiny custom_cnn unless ``model=False``, stored probabilities)."""
-    from zoo.artifacts import write_card, write_npy
+    from zoo.artifacts import write_card, write_probs
 
     folder.mkdir(parents=True, exist_ok=True)
     if model:
@@ -822,8 +822,7 @@ def fake_member(
         p = rng.dirichlet(np.ones(len(classes)), n)
         p[np.arange(n), y] += 1.0  # an informative member, so fitted ensemble weights are well defined
         p = (p / p.sum(1, keepdims=True)).astype(np.float32)
-        write_npy(folder / "probs" / f"{split}.npy", p)
-        write_npy(folder / "probs" / f"{split}_labels.npy", y)
+        write_probs(folder, split, p, y)
     write_card(
         folder,
         {

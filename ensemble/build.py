@@ -29,7 +29,7 @@ from ensemble.members import MemberProbs, open_members
 from ensemble.metrics import scores
 from ensemble.stacking import LEARNERS
 from zoo import ownership
-from zoo.artifacts import write_card, write_json, write_npy
+from zoo.artifacts import probs_files, write_card, write_json, write_npy, write_probs
 from zoo.errors import ZooError
 from zoo.shift.families import artifact_families, union
 from zoo.stage_config import EnsembleConfig
@@ -131,20 +131,20 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
         splits = {cfg.fit_split: (fit_probs, fit_labels), **other}
         for split, (mp, y) in splits.items():
             p = combine(final, mp).astype(np.float32)
-            write_npy(tmp / "probs" / f"{split}.npy", p)
-            write_npy(tmp / "probs" / f"{split}_labels.npy", y)
+            write_probs(tmp, split, p, y)
             write_npy(tmp / "member_probs" / f"{split}.npy", mp.astype(np.float32))
             if split == cfg.fit_split:
                 oof = outputs[chosen]["oof"][:n_fit]  # clean rows (shifted fit rows follow them)
-                write_npy(tmp / "probs" / f"{split}_oof.npy", oof.astype(np.float32))
+                oof_file = probs_files(split, "_oof")[0]
+                write_npy(tmp / oof_file, oof.astype(np.float32))
                 # The honest estimate is the headline; in-sample scores of probs/<fit split>.npy are kept apart.
                 metrics[split] = {
                     **scores(oof, y),
-                    "scored": f"out-of-fold ({cfg.folds}-fold cross-fitting, probs/{split}_oof.npy)",
+                    "scored": f"out-of-fold ({cfg.folds}-fold cross-fitting, {oof_file})",
                 }
                 metrics[f"{split}_in_sample"] = {
                     **scores(p, y),
-                    "scored": f"in-sample: the combiner was fitted on these rows (probs/{split}.npy)",
+                    "scored": f"in-sample: the combiner was fitted on these rows ({probs_files(split)[0]})",
                 }
                 panels = [
                     ("uncalibrated (out-of-fold)", outputs[before]["oof"][:n_fit], y),

@@ -18,9 +18,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from ensemble.combine import EPS
-from ensemble.metrics import reliability_bins
 from zoo.errors import ZooError
-from zoo.evaluate import expected_calibration_error
+from zoo.evaluate import expected_calibration_error, reliability_bins
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def plot_reliability(path: str | Path, panels: Sequence[tuple[str, np.ndarray, n
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, (title, probs, labels) in zip(axes[0], panels):
-        b = reliability_bins(probs, labels, n_bins)
+        b = reliability_bins(labels, probs, n_bins)
         centres = (b["edges"][:-1] + b["edges"][1:]) / 2
         width = 1.0 / n_bins
         have = b["count"] > 0

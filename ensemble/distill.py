@@ -35,7 +35,7 @@ from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
 from ensemble.members import _split_kwargs, load_member_data
 from ensemble.metrics import scores
-from zoo.artifacts import card_sha256, load_npy
+from zoo.artifacts import card_sha256, load_npy, probs_files
 from zoo.augment.spec import covered_families
 from zoo.errors import ZooError
 from zoo.shift.families import artifact_families, union
@@ -193,7 +193,7 @@ def distill(
             part = teacher_ds.splits[split]
             t = _stored_or_predict(ens, split, part, cfg.teacher_batch_size)
             teacher_metrics[split] = scores(t, part.labels, student_ds.class_names)
-            student = load_npy(run / "probs" / f"{split}.npy")
+            student = load_npy(run / probs_files(split)[0])
             agreement[split] = float((t.argmax(1) == student.argmax(1)).mean())
         return {
             "distillation": {
@@ -252,7 +252,7 @@ def distill(
 
 def _stored_or_predict(ens: Ensemble, split: str, part, batch_size: int) -> np.ndarray:
     """The ensemble's stored ``probs/<split>.npy`` when it covers these rows, else run it."""
-    p, y = ens.folder / "probs" / f"{split}.npy", ens.folder / "probs" / f"{split}_labels.npy"
+    p, y = (ens.folder / rel for rel in probs_files(split))
     if p.is_file() and y.is_file() and np.array_equal(load_npy(y), part.labels):
         return load_npy(p)
     return ens.predict_proba(part.images, batch_size)

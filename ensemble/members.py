@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ensemble import tta as tta_mod
-from zoo.artifacts import card_sha256, read_card
+from zoo.artifacts import card_sha256, probs_files, read_card
 from zoo.ensemble_file import check_members_agree, data_fingerprint, ensemble_input_size
 from zoo.errors import ZooError
 
@@ -43,13 +43,10 @@ class Member:
         return str(self.card["name"])
 
     def stored_splits(self) -> set[str]:
-        d = self.path / "probs"
         return {
             s
             for s in EVAL_SPLITS
-            if (d / f"{s}.npy").is_file()
-            and (d / f"{s}_labels.npy").is_file()
-            and f"probs/{s}.npy" in self.card["files"]
+            if all((self.path / rel).is_file() for rel in probs_files(s)) and probs_files(s)[0] in self.card["files"]
         }
 
 

@@ -2,8 +2,7 @@
 
 Delegates to :mod:`zoo.evaluate` so an ensemble is scored by exactly the code that scores
 members (same clipping for NLL, same 15-bin top-label ECE: ``zoo.evaluate.expected_calibration_error``,
-``(labels, probs)`` like scikit-learn). Only the per-bin statistics for the side-by-side reliability
-diagrams live here.
+``(labels, probs)`` like scikit-learn; the bins are ``zoo.evaluate.reliability_bins``).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.evaluate import ECE_BINS, compute_metrics, headline
+from zoo.evaluate import compute_metrics, headline
 
 HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
 
@@ -30,17 +29,3 @@ def scores(probs: np.ndarray, labels: np.ndarray, class_names: list[str] | None 
     names = class_names or [str(i) for i in range(probs.shape[1])]
     m = headline(compute_metrics(labels, probs, names))
     return {k: m[k] for k in HEADLINE}
-
-
-def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
-    """Per equal-width confidence bin (same binning as the ECE): count, mean confidence, accuracy."""
-    probs, labels = _check(probs, labels)
-    conf = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
-        acc = np.bincount(idx, weights=correct, minlength=n_bins) / count
-    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": acc}

@@ -5,7 +5,7 @@ import pytest
 
 from zoo.artifacts import read_card
 from zoo.errors import ZooError
-from zoo.evaluate import compute_metrics, evaluate, expected_calibration_error
+from zoo.evaluate import compute_metrics, evaluate, expected_calibration_error, reliability_bins
 
 NAMES = ["a", "b", "c"]
 
@@ -30,6 +30,20 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfide
     assert expected_calibration_error(labels, calibrated) == pytest.approx(0.0, abs=1e-9)
     over = np.tile([[0.99, 0.01]], (100, 1))
     assert expected_calibration_error(labels, over) == pytest.approx(0.49, abs=1e-6)
+
+
+def test_reliability_bins_by_hand_and_the_ece_is_their_weighted_gap():
+    # 4 bins of width 0.25; top-label confidences 0.7, 0.6 (bin 2) and 0.9, 0.95, 1.0 (bin 3: its right edge is closed)
+    probs = np.array([[0.3, 0.7], [0.6, 0.4], [0.9, 0.1], [0.05, 0.95], [1.0, 0.0]])
+    labels = np.array([1, 1, 0, 0, 0])
+    b = reliability_bins(labels, probs, bins=4)
+    assert b["edges"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert b["count"].tolist() == [0, 0, 2, 3]
+    assert np.isnan(b["accuracy"][0]) and np.isnan(b["confidence"][1])
+    assert b["confidence"][2:] == pytest.approx([0.65, 0.95])
+    assert b["accuracy"][2:] == pytest.approx([0.5, 2 / 3])
+    ece = (2 * abs(0.5 - 0.65) + 3 * abs(2 / 3 - 0.95)) / 5
+    assert expected_calibration_error(labels, probs, bins=4) == pytest.approx(ece)
 
 
 def test_shape_mismatch_is_an_error():

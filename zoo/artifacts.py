@@ -75,6 +75,24 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
+def probs_files(split: str, suffix: str = "") -> tuple[str, str]:
+    """Where a folder keeps its probabilities and labels for ``split``, relative to the folder.
+
+    The one place that names ``probs/<split>.npy`` and ``probs/<split>_labels.npy``: members,
+    students and ensembles write them (:func:`write_probs`), ensembles, distillation and the
+    report read them. ``suffix`` names a variant of the probabilities (``"_oof"``: out-of-fold).
+    """
+    return f"probs/{split}{suffix}.npy", f"probs/{split}_labels.npy"
+
+
+def write_probs(folder: str | os.PathLike, split: str, probs: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """Store ``probs`` (N, C) and, when given, ``labels`` (N,) for ``split`` in ``folder``."""
+    p, y = probs_files(split)
+    write_npy(Path(folder) / p, probs)
+    if labels is not None:
+        write_npy(Path(folder) / y, labels)
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
     """Load an array written by :func:`write_npy`; pickled object arrays are refused."""
     from zoo.safeio import MAX_ARRAY_BYTES, check_regular

@@ -15,25 +15,36 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from zoo.artifacts import read_card, update_card, write_json, write_npy
+from zoo.artifacts import read_card, update_card, write_json, write_probs
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 ECE_BINS = 15
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Top-label ECE: Σ_b |acc_b − conf_b| · n_b / n over equal-width confidence bins."""
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Per equal-width bin of top-label confidence: ``edges`` (bins + 1), ``count``, mean ``confidence``, ``accuracy``.
+
+    The one binning behind the ECE and every reliability diagram (members, ensembles, report), so a
+    plotted gap is exactly what the ECE sums. Empty bins hold NaN confidence and accuracy.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
     conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    correct = (probs.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += abs(correct[m].mean() - conf[m].mean()) * m.mean()
-    return float(ece)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, weights=conf, minlength=bins) / count
+        accuracy = np.bincount(which, weights=correct, minlength=bins) / count
+    return {"edges": edges, "count": count, "confidence": confidence, "accuracy": accuracy}
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: Σ_b |acc_b − conf_b| · n_b / n over equal-width confidence bins."""
+    b = reliability_bins(labels, probs, bins)
+    seen = b["count"] > 0
+    return float(np.sum(np.abs(b["accuracy"][seen] - b["confidence"][seen]) * b["count"][seen]) / b["count"].sum())
 
 
 def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -133,8 +144,7 @@ def score_split(
     """
     folder = Path(folder)
     probs = predict_model(model, part.images)
-    write_npy(folder / "probs" / f"{split}.npy", probs)
-    write_npy(folder / "probs" / f"{split}_labels.npy", part.labels)
+    write_probs(folder, split, probs, part.labels)
     return headline(write_report(folder / "eval" / split, part.labels, probs, class_names, title)), probs
 
 
@@ -208,8 +218,7 @@ def evaluate(
         probs = predict_folder(folder, images, card)
     result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
     if not shifted and not adapt_bn:
-        write_npy(folder / "probs" / f"{split}.npy", probs)
-        write_npy(folder / "probs" / f"{split}_labels.npy", part.labels)
+        write_probs(folder, split, probs, part.labels)
     metrics = dict(card.get("metrics", {}))
     metrics[name] = headline(result)
     update_card(folder, verify=False, metrics=metrics)  # verified on entry

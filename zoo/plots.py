@@ -36,14 +36,10 @@ def confusion_matrix(path, matrix, class_names, title: str = "") -> Path:
 
 
 def reliability_diagram(path, labels, probs, title: str = "", bins: int = 15) -> Path:
-    from zoo.evaluate import expected_calibration_error
+    from zoo.evaluate import expected_calibration_error, reliability_bins
 
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    acc = np.array([correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)])
-    count = np.bincount(which, minlength=bins)
+    b = reliability_bins(labels, probs, bins)
+    edges, acc, count = b["edges"], b["accuracy"], b["count"]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     centers = (edges[:-1] + edges[1:]) / 2
     ax.bar(centers, np.nan_to_num(acc), width=1 / bins, edgecolor="k", alpha=0.8, label="accuracy")

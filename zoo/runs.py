@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.artifacts import load_npy, read_card, safe_join
+from zoo.artifacts import load_npy, probs_files, read_card, safe_join
 from zoo.errors import ZooError
 from zoo.safeio import MAX_MODEL_BYTES, check_regular
 from zoo.validate import probabilities
@@ -83,10 +83,11 @@ def load_probs(
     """Stored ``(probabilities (N, C), labels (N,))`` of a run on ``split``."""
     folder = Path(folder)
     card = card or read_card(folder)
-    p, y = folder / "probs" / f"{split}.npy", folder / "probs" / f"{split}_labels.npy"
+    rel_p, rel_y = probs_files(split)
+    p, y = folder / rel_p, folder / rel_y
     if not p.is_file() or not y.is_file():
         raise ZooError(f"{folder}: no stored probabilities for split '{split}'")
-    unlisted = [f for f in (f"probs/{split}.npy", f"probs/{split}_labels.npy") if f not in card["files"]]
+    unlisted = [f for f in (rel_p, rel_y) if f not in card["files"]]
     if unlisted:
         raise ZooError(f"{folder}: {unlisted} not among the files its card lists (added after the run?); refused")
     probs, labels = load_npy(p), load_npy(y)
@@ -94,7 +95,7 @@ def load_probs(
         raise ZooError(f"{folder}: stored probabilities for '{split}' have shape {probs.shape}, labels {labels.shape}")
     if probs.dtype.kind not in "fiu" or labels.dtype.kind not in "iu" or labels.ndim != 1:
         raise ZooError(f"{folder}: stored probabilities/labels for '{split}' have dtypes {probs.dtype}/{labels.dtype}")
-    probabilities(probs, f"{folder}: probs/{split}.npy", len(card["classes"]))
+    probabilities(probs, f"{folder}: {rel_p}", len(card["classes"]))
     if len(labels) and (labels.min() < 0 or labels.max() >= len(card["classes"])):
-        raise ZooError(f"{folder}: probs/{split}_labels.npy holds labels outside 0..{len(card['classes']) - 1}")
+        raise ZooError(f"{folder}: {rel_y} holds labels outside 0..{len(card['classes']) - 1}")
     return probs.astype(np.float32), labels.astype(np.int64)

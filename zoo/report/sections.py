@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.artifacts import parameter_count, read_card
+from zoo.artifacts import parameter_count, probs_files, read_card
 from zoo.errors import ZooError
 from zoo.report.render import Section, count, megabytes, num, pct
 
@@ -79,7 +79,7 @@ def report_split(layout) -> str:
 
 
 def _stored_probs(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    p, y = folder / "probs" / f"{split}.npy", folder / "probs" / f"{split}_labels.npy"
+    p, y = (folder / rel for rel in probs_files(split))
     if not (p.is_file() and y.is_file()):
         return None
     try:
