@@ -1,12 +1,12 @@
 """``zoo run`` stages contributed by this package: ensembles, then distillation.
 
 Factories follow ``zoo.pipeline_stages``: ``factory(ctx, Stage) -> list[Stage]``, where
-``ctx`` is the pipeline context (``cfg``, ``root``, lazily loaded ``dataset``,
-``member_dir(name)``). They read ``cfg.ensemble`` (enabled, methods, calibrate, tta) and
+``ctx`` is the pipeline context (``cfg``, lazily loaded ``dataset_at(size)``, and the run's
+folders as a :class:`zoo.layout.RunLayout`). They read ``cfg.ensemble`` (enabled, methods, calibrate, tta) and
 ``cfg.distill`` (enabled, teacher, student, params, epochs, temperature, alpha); batch size,
 learning rate, augmentation, patience and seed come from ``cfg.train`` / ``cfg.data``.
 
-Folders: ``<output>/ensembles/<method>`` and ``<output>/student``. Both builders leave no
+Folders: ``ctx.ensemble_dir(method)`` and ``ctx.student_dir()``. Both builders leave no
 half-written folder under their final name (the ensemble is renamed into place; the student is
 a ``zoo.train`` run whose card is written last and which resumes from its checkpoint), so the
 pipeline's "card present = done" rule holds.
@@ -21,14 +21,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def ensemble_dir(ctx: Any, method: str) -> Path:
-    return Path(ctx.root) / "ensembles" / method
-
-
-def student_dir(ctx: Any) -> Path:
-    return Path(ctx.root) / "student"
-
-
 def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
     """One stage per method in ``cfg.ensemble.methods`` over all configured members (needs ≥ 2)."""
     e = ctx.cfg.ensemble
@@ -40,7 +32,7 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
         return []
     stages = []
     for method in e.methods:
-        out = ensemble_dir(ctx, method)
+        out = ctx.ensemble_dir(method)
 
         def run(method: str = method, out: Path = out) -> None:
             from ensemble.build import build_ensemble
@@ -67,7 +59,7 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
             f"config: distill.teacher '{d.teacher}' must be one of the enabled ensemble.methods "
             f"{list(ctx.cfg.ensemble.methods)} (with at least 2 members)"
         )
-    teacher, out = ensemble_dir(ctx, d.teacher), student_dir(ctx)
+    teacher, out = ctx.ensemble_dir(d.teacher), ctx.student_dir()
 
     def run() -> None:
         from ensemble.distill import distill

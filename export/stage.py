@@ -4,7 +4,7 @@ Wired by adding :func:`export_stages` to ``zoo.pipeline_stages.FACTORIES``. Read
 pipeline's ``[export]`` section (``enabled``, ``opset``, ``quantize`` — a list that may hold
 ``"int8"`` and ``"fp16"`` —, ``include`` — any of ``"members"``, ``"ensembles"``,
 ``"student"`` —, and optionally ``calibration_size`` and ``parity_images``). Each stage
-writes ``<output>/exports/<name>/`` (model.onnx, model.int8.onnx …, card.json) from the
+writes ``ctx.export_dir(kind, name)`` (model.onnx, model.int8.onnx …, card.json) from the
 pipeline's already-loaded dataset: parity on its val split, int8 calibration on its train split.
 """
 
@@ -14,30 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-EXPORTS_DIR = "exports"
 
-
-def _ensemble_dir(ctx, method: str) -> Path:
-    f = getattr(ctx, "ensemble_dir", None)
-    return Path(f(method)) if callable(f) else Path(ctx.root) / "ensembles" / method
-
-
-def _student_dir(ctx) -> Path:
-    f = getattr(ctx, "student_dir", None)
-    return Path(f()) if callable(f) else Path(ctx.root) / "student"
-
-
-def export_sources(ctx) -> list[tuple[str, Path]]:
-    """``(export name, source folder)`` for everything ``[export].include`` asks for, in pipeline order."""
+def export_sources(ctx) -> list[tuple[Path, Path]]:
+    """``(export folder, source folder)`` for everything ``[export].include`` asks for, in pipeline order."""
     cfg = ctx.cfg
     include = set(cfg.export.include)
-    out: list[tuple[str, Path]] = []
+    out: list[tuple[Path, Path]] = []
     if "members" in include:
-        out += [(f"member-{m.run_name}", ctx.member_dir(m.run_name)) for m in cfg.members]
-    if "ensembles" in include and getattr(cfg.ensemble, "enabled", False):
-        out += [(f"ensemble-{method}", _ensemble_dir(ctx, method)) for method in cfg.ensemble.methods]
-    if "student" in include and getattr(cfg.distill, "enabled", False):
-        out.append(("student", _student_dir(ctx)))
+        out += [(ctx.export_dir("member", m.run_name), ctx.member_dir(m.run_name)) for m in cfg.members]
+    if "ensembles" in include and cfg.ensemble.enabled:
+        out += [(ctx.export_dir("ensemble", method), ctx.ensemble_dir(method)) for method in cfg.ensemble.methods]
+    if "student" in include and cfg.distill.enabled:
+        out.append((ctx.export_dir("student", "student"), ctx.student_dir()))
     return out
 
 
@@ -53,8 +41,7 @@ def export_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
 
         raise ZooError(f"config: export.quantize {unknown} unknown; use 'int8' and/or 'fp16'")
     stages = []
-    for name, source in export_sources(ctx):
-        out = Path(ctx.root) / EXPORTS_DIR / name
+    for out, source in export_sources(ctx):
 
         def run(source=source, out=out) -> None:
             from export.convert import export_model
@@ -71,5 +58,5 @@ def export_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
                 force=True,  # only reached when the folder is incomplete (the pipeline skips complete ones)
             )
 
-        stages.append(Stage(f"export {name} to ONNX", [out], run))
+        stages.append(Stage(f"export {out.name} to ONNX", [out], run))
     return stages

@@ -440,6 +440,7 @@ def test_cli_vote_and_stack(tmp_path, two_runs, capsys):
 def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels):
     from ensemble.stages import stage_distill, stage_ensemble
     from zoo.config import MemberConfig, PipelineConfig
+    from zoo.layout import RunLayout
     from zoo.pipeline import Stage
 
     cfg = PipelineConfig(output=str(tmp_path), members=[MemberConfig(name="good"), MemberConfig(name="weak")])
@@ -449,14 +450,10 @@ def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels
             {s: (member_probs(y, strength, seed=i), y) for i, (s, y) in enumerate(labels.items())},
         )
 
-    class Ctx:
-        root = tmp_path
-
+    class Ctx(RunLayout):
         def __init__(self):
+            super().__init__(tmp_path)
             self.cfg = cfg
-
-        def member_dir(self, name):
-            return tmp_path / "members" / name
 
         @property
         def dataset(self):

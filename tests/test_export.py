@@ -463,6 +463,7 @@ def test_pipeline_stage(runs, dataset, tmp_path):
     from types import SimpleNamespace
 
     from export.stage import export_stages
+    from zoo.layout import RunLayout
 
     @dataclass
     class Stage:
@@ -484,7 +485,13 @@ def test_pipeline_stage(runs, dataset, tmp_path):
         ensemble=SimpleNamespace(enabled=False, methods=[]),
         distill=SimpleNamespace(enabled=False),
     )
-    ctx = SimpleNamespace(cfg=cfg, root=tmp_path, dataset=dataset, member_dir=lambda name: members[0].parent / name)
+
+    class Ctx(RunLayout):  # the pipeline context's layout, with the members where the fixture trained them
+        def member_dir(self, name):
+            return members[0].parent / name
+
+    ctx = Ctx(tmp_path)
+    ctx.cfg, ctx.dataset = cfg, dataset
     stages = export_stages(ctx, Stage)
     assert [s.outputs[0] for s in stages] == [tmp_path / "exports" / "member-m1", tmp_path / "exports" / "member-m2"]
     stages[0].run()

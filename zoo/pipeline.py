@@ -18,6 +18,7 @@ from pathlib import Path
 from zoo.artifacts import read_card, write_json, write_text
 from zoo.config import PipelineConfig
 from zoo.errors import ZooError
+from zoo.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ class Stage:
         return True
 
 
-class Context:
-    """Loads the dataset once, on first need, for all stages of one run."""
+class Context(RunLayout):
+    """One run's folder layout (:class:`zoo.layout.RunLayout`) and its dataset, loaded once on first need."""
 
     def __init__(self, cfg: PipelineConfig):
+        super().__init__(cfg.output)
         self.cfg = cfg
-        self.root = Path(cfg.output)
         self._dataset = None
 
     @property
@@ -81,28 +82,6 @@ class Context:
                 skip_bad=d.skip_bad_files,
             )
         return self._sized[size]
-
-    # The run's folder layout: every stage and the report find folders through these.
-    def member_dir(self, name: str) -> Path:
-        return self.root / "members" / name
-
-    def ensemble_dir(self, method: str) -> Path:
-        return self.root / "ensembles" / method
-
-    def student_dir(self) -> Path:
-        return self.root / "student"
-
-    def exports_dir(self) -> Path:
-        return self.root / "exports"
-
-    def bench_dir(self) -> Path:
-        return self.root / "bench"
-
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-    def curation_dir(self) -> Path:
-        return self.root / "curation"
 
 
 def _train_stage(ctx: Context, m) -> Stage:

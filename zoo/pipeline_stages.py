@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ensemble.stages import ensemble_dir, stage_distill, stage_ensemble, student_dir
+from ensemble.stages import stage_distill, stage_ensemble
 from export.bench.stage import bench_stages
 from export.stage import export_stages
 
@@ -60,11 +60,11 @@ def shift_suite_ensembles(ctx, Stage) -> list:
     cfg = ctx.cfg
     if not cfg.ensemble.enabled or len(cfg.members) < 2:
         return []
-    return _shift_stages(ctx, Stage, [ensemble_dir(ctx, m) for m in cfg.ensemble.methods])
+    return _shift_stages(ctx, Stage, [ctx.ensemble_dir(m) for m in cfg.ensemble.methods])
 
 
 def shift_suite_student(ctx, Stage) -> list:
-    return _shift_stages(ctx, Stage, [student_dir(ctx)]) if ctx.cfg.distill.enabled else []
+    return _shift_stages(ctx, Stage, [ctx.student_dir()]) if ctx.cfg.distill.enabled else []
 
 
 def _suite_done(folder: Path, e) -> bool:

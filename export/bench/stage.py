@@ -10,21 +10,18 @@ exists (written last); it benches whatever exports ``[export]`` produced.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-BENCH_DIR = "bench"
 
 
 def bench_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
     bcfg = getattr(ctx.cfg, "bench", None)
     if bcfg is None or not bcfg.enabled:
         return []
-    from export.stage import EXPORTS_DIR, export_sources
+    from export.stage import export_sources
 
-    out = Path(ctx.root) / BENCH_DIR
+    out = ctx.bench_dir()
     if ctx.cfg.export.enabled:
-        models = [Path(ctx.root) / EXPORTS_DIR / name for name, _ in export_sources(ctx)]
+        models = [folder for folder, _ in export_sources(ctx)]
     else:
         models = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]  # Keras + an in-memory fp32 conversion
 

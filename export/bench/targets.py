@@ -72,12 +72,14 @@ def _export_target(folder: Path) -> Target:
 
 
 def _sibling_export(folder: Path, kind: str) -> Path | None:
-    """The export ``zoo run`` wrote for this run/ensemble folder (``<root>/exports/<name>``), if complete and current."""
+    """The export ``zoo run`` wrote for this run/ensemble folder (:class:`zoo.layout.RunLayout`), if complete and current."""
     from zoo.artifacts import card_sha256, read_card
+    from zoo.layout import RunLayout
 
-    root = folder.parent.parent if kind in ("member", "ensemble") else folder.parent
-    prefix = {"member": "member-", "ensemble": "ensemble-", "student": ""}.get(kind, "")
-    cand = root / "exports" / (prefix + folder.name)
+    layout = RunLayout.of_artifact(folder, kind)
+    if layout is None:
+        return None
+    cand = layout.export_dir(kind, folder.name)
     if not (cand / "card.json").is_file():
         return None
     try:
