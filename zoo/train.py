@@ -578,56 +578,47 @@ def _open_state(
 
 def _fit(job: _Job):
     """Build the model and fit every phase not yet done; returns (model with the best weights, stopped early)."""
-    import keras
-
     from zoo.augment import build_policy
     from zoo.data.pipeline import class_weights, make_dataset, steps_per_epoch
 
-    run, spec, params, size, dataset, cfg, phases, state, strategy, hooks = (
-        job.run,
-        job.spec,
-        job.params,
-        job.size,
-        job.dataset,
-        job.cfg,
-        job.phases,
-        job.state,
-        job.strategy,
-        job.hooks,
-    )
-    train_split = dataset.split("train")
-    val_split = dataset.splits.get("val")
-    policy = build_policy(cfg.augment, num_classes=dataset.num_classes, seed=cfg.seed)
+    data, cfg, state = job.dataset, job.cfg, job.state
+    policy = build_policy(cfg.augment, num_classes=data.num_classes, seed=cfg.seed)
     # Every generator the policy draws from (its own, Keras layers', keras-cv's) is checkpointed with the epoch.
     state.augment_policy = policy
-    cw = class_weights(train_split.labels, dataset.num_classes) if cfg.class_weights else None
-    val_ds = with_targets(
-        make_dataset(val_split, dataset.num_classes, cfg.batch_size, training=False, deterministic=cfg.deterministic),
-        hooks.targets,
+    train_split = data.split("train")
+    steps = steps_per_epoch(train_split, cfg.batch_size, data.num_classes, cfg.balance)
+    val_ds = make_dataset(
+        data.splits["val"], data.num_classes, cfg.batch_size, training=False, deterministic=cfg.deterministic
     )
-    steps = steps_per_epoch(train_split, cfg.batch_size, dataset.num_classes, cfg.balance)
+    val_ds = with_targets(val_ds, job.hooks.targets)
+    class_w = class_weights(train_split.labels, data.num_classes) if cfg.class_weights else None
 
-    with strategy.scope():
-        model = spec.build(dataset.num_classes, size, **params)
+    def train_ds(index: int, phase: Phase):
+        # Epoch e of this phase is ordered by (seed, first + e) alone: a resumed run sees the
+        # same batches as one that never stopped.
+        first = sum(p.epochs for p in job.phases[:index])
+        ds = make_dataset(
+            train_split,
+            data.num_classes,
+            cfg.batch_size,
+            training=True,
+            policy=policy,
+            weights=class_w,
+            balance=cfg.balance,
+            seed=cfg.seed,
+            epochs=(first + state.epoch, first + phase.epochs),
+            deterministic=cfg.deterministic,
+        )
+        return with_targets(ds, job.hooks.targets)
+
+    with job.strategy.scope():
+        model = job.spec.build(data.num_classes, job.size, **job.params)
     stopped_early = False
-    for index, phase in enumerate(phases):
+    for index, phase in enumerate(job.phases):
         if index < state.phase:
             continue
         state.new_phase(index, phase.name)
-        with strategy.scope():
-            apply_trainable(model, phase.trainable_fraction)
-            model.compile(
-                optimizer=make_optimizer(cfg, phase.lr_scale, steps * phase.epochs),
-                loss=hooks.loss or keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                metrics=list(hooks.metrics or ["accuracy"]),
-            )
-        if state.weights_file:
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(state.dir / state.weights_file)
-            restore_rng(model, state.augment_policy, state.rng)
-            log.info("resuming %s: phase '%s' after epoch %d", run, phase.name, state.epoch)
-        elif index > 0 and state.best_file:
-            model.load_weights(state.dir / state.best_file, skip_mismatch=True)
+        _start_phase(job, model, index, phase, steps)
         if state.epoch < phase.epochs and not (state.es_wait >= cfg.patience and state.epoch > 0):
             log.info(
                 "phase '%s': epochs %d..%d, trainable params %d",
@@ -636,92 +627,109 @@ def _fit(job: _Job):
                 phase.epochs,
                 sum(int(np.prod(v.shape)) for v in model.trainable_weights),
             )
-            # Epoch e of this phase is ordered by (seed, first + e) alone: a resumed run sees the
-            # same batches as one that never stopped.
-            first = sum(p.epochs for p in phases[:index])
-            train_ds = make_dataset(
-                train_split,
-                dataset.num_classes,
-                cfg.batch_size,
-                training=True,
-                policy=policy,
-                weights=cw,
-                balance=cfg.balance,
-                seed=cfg.seed,
-                epochs=(first + state.epoch, first + phase.epochs),
-                deterministic=cfg.deterministic,
-            )
-            train_ds = with_targets(train_ds, hooks.targets)
             model.fit(
-                train_ds,
+                train_ds(index, phase),
                 validation_data=val_ds,
                 epochs=phase.epochs,
                 initial_epoch=state.epoch,
                 steps_per_epoch=steps,
-                callbacks=_callbacks(run, state, cfg, phase.epochs),
+                callbacks=_callbacks(job.run, state, cfg, phase.epochs),
                 verbose="auto",
             )
-            if state.diverged:
-                then = (
-                    (
-                        f"the folder keeps its last good epoch ({len(state.history)}) and can be resumed with --resume, "
-                        "or start a new --out with a lower --lr"
-                    )
-                    if state.history
-                    else "nothing to resume; rerun with a lower --lr"
-                )
-                raise ZooError(f"{run}: training diverged (non-finite loss at {state.diverged}); {then}")
+            _check_diverged(job)
         if state.best_file:
             model.load_weights(state.dir / state.best_file, skip_mismatch=True)
         stopped_early = stopped_early or state.epoch < phase.epochs
-
     return model, stopped_early
+
+
+def _start_phase(job: _Job, model, index: int, phase: Phase, steps: int) -> None:
+    """Compile ``model`` for ``phase`` and load the weights it starts from (its checkpoint, or the last phase's best)."""
+    import keras
+
+    state = job.state
+    with job.strategy.scope():
+        apply_trainable(model, phase.trainable_fraction)
+        model.compile(
+            optimizer=make_optimizer(job.cfg, phase.lr_scale, steps * phase.epochs),
+            loss=job.hooks.loss or keras.losses.CategoricalCrossentropy(label_smoothing=job.cfg.label_smoothing),
+            metrics=list(job.hooks.metrics or ["accuracy"]),
+        )
+    if state.weights_file:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(state.dir / state.weights_file)
+        restore_rng(model, state.augment_policy, state.rng)
+        log.info("resuming %s: phase '%s' after epoch %d", job.run, phase.name, state.epoch)
+    elif index > 0 and state.best_file:
+        model.load_weights(state.dir / state.best_file, skip_mismatch=True)
+
+
+def _check_diverged(job: _Job) -> None:
+    """Stop with one line when the NaN-loss callback saw a non-finite loss."""
+    state = job.state
+    if not state.diverged:
+        return
+    if state.history:
+        then = (
+            f"the folder keeps its last good epoch ({len(state.history)}) and can be resumed with --resume, "
+            "or start a new --out with a lower --lr"
+        )
+    else:
+        then = "nothing to resume; rerun with a lower --lr"
+    raise ZooError(f"{job.run}: training diverged (non-finite loss at {state.diverged}); {then}")
 
 
 def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
     """Save the best model without optimizer state, score it, write plots and the card (last)."""
-    run, spec, params, size, dataset, cfg, phases, state, strategy, hooks = (
-        job.run,
-        job.spec,
-        job.params,
-        job.size,
-        job.dataset,
-        job.cfg,
-        job.phases,
-        job.state,
-        job.strategy,
-        job.hooks,
-    )
+    import shutil
+
     from zoo import plots
-    from zoo.augment.spec import covered_families
     from zoo.evaluate import score_split
 
-    clean = spec.build(dataset.num_classes, size, **{**params, **({"weights": None} if "weights" in params else {})})
+    clean = job.spec.build(
+        job.dataset.num_classes, job.size, **{**job.params, **({"weights": None} if "weights" in job.params else {})}
+    )
     clean.set_weights(model.get_weights())
-    with atomic_path(run / "model.keras") as tmp:
+    with atomic_path(job.run / "model.keras") as tmp:
         clean.save(tmp)
-    write_history(run / "history.csv", state.history)
-    plots.training_curves(run / "plots" / "training_curves.png", state.history)
+    write_history(job.run / "history.csv", job.state.history)
+    plots.training_curves(job.run / "plots" / "training_curves.png", job.state.history)
     metrics = {}
     for split in evaluate_splits:
-        part = dataset.splits.get(split)
-        if part is None or len(part) == 0:
-            continue
-        metrics[split], _ = score_split(run, clean, split, part, dataset.class_names, f"{spec.name} · {split}")
+        part = job.dataset.splits.get(split)
+        if part is not None and len(part):
+            title = f"{job.spec.name} · {split}"
+            metrics[split], _ = score_split(job.run, clean, split, part, job.dataset.class_names, title)
+    card = _card(job, clean, metrics, stopped_early)
+    shutil.rmtree(job.run / "checkpoint", ignore_errors=True)
+    write_card(job.run, card)
+    (job.run / ownership.MARKER).unlink(missing_ok=True)
+    log.info(
+        "run complete: %s (%s)", job.run, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items())
+    )
+    return job.run
+
+
+def _card(job: _Job, model, metrics: dict[str, Any], stopped_early: bool) -> dict[str, Any]:
+    """The run's card: what was trained, on what, how, and its scores (plus what ``hooks.card`` adds)."""
+    from zoo.augment.spec import covered_families
+
+    cfg, state = job.cfg, job.state
+    monitor = cfg.monitor
     best = max(
         state.history,
-        key=lambda r: r.get(cfg.monitor, float("-inf")) if "acc" in cfg.monitor else -r.get(cfg.monitor, float("inf")),
+        key=lambda r: r.get(monitor, float("-inf")) if "acc" in monitor else -r.get(monitor, float("inf")),
     )
     card = {
-        "kind": hooks.kind,
-        "name": run.name,
-        "member": spec.name,
-        "family": spec.family,
-        "params": params,
-        "parameter_count": int(clean.count_params()),  # "params" above: the builder's hyper-parameters
-        "classes": list(dataset.class_names),
+        "kind": job.hooks.kind,
+        "name": job.run.name,
+        "member": job.spec.name,
+        "family": job.spec.family,
+        "params": job.params,
+        "parameter_count": int(model.count_params()),  # "params" above: the builder's hyper-parameters
+        "classes": list(job.dataset.class_names),
         "input": {
-            "image_size": size,
+            "image_size": job.size,
             "channels": 3,
             "dtype": "float32",
             "range": [0, 255],
@@ -730,32 +738,26 @@ def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
             "preprocessing": "inside model",
         },
         "model_file": "model.keras",
-        "data": {**dataset.summary(), "seed": cfg.seed},
+        "data": {**job.dataset.summary(), "seed": cfg.seed},
         "training": {
             "config": cfg.to_dict(),
-            "phases": [vars(p) for p in phases],
+            "phases": [vars(p) for p in job.phases],
             "epochs_run": len(state.history),
             "best_epoch": best["epoch"],
             "stopped_early": stopped_early,
             "seconds": round(sum(r["seconds"] for r in state.history), 1),
-            "strategy": type(strategy).__name__,
-            "replicas": int(strategy.num_replicas_in_sync),
+            "strategy": type(job.strategy).__name__,
+            "replicas": int(job.strategy.num_replicas_in_sync),
             "augment": state.augment_policy.to_dict() if state.augment_policy is not None else cfg.augment,
         },
         "metrics": metrics,
-        "parents": list(hooks.parents),
+        "parents": list(job.hooks.parents),
         # shift-suite families the augmentation covers: results on the others are out-of-family
         "augment_families": covered_families(cfg.augment),
     }
-    if hooks.card is not None:
-        card.update(hooks.card(run, clean, dataset, metrics))
-    import shutil
-
-    shutil.rmtree(run / "checkpoint", ignore_errors=True)
-    write_card(run, card)
-    (run / ownership.MARKER).unlink(missing_ok=True)
-    log.info("run complete: %s (%s)", run, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
-    return run
+    if job.hooks.card is not None:
+        card.update(job.hooks.card(job.run, model, job.dataset, metrics))
+    return card
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
