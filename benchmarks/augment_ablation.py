@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.evaluate import evaluate
     from zoo.train import train
 
-    policies = args.policy or ["none", "seed", "shift"]
+    policies = args.policy or ["none", "course", "shift"]
     params = json.loads(args.params)
     name = args.name + (f"_limit{args.limit}" if args.limit else "")
     runs_root = Path(args.runs) / (f"limit{args.limit}" if args.limit else "full")

@@ -65,7 +65,7 @@ def test_available_lists_ops_and_presets():
         "center_mask",
         "cutmix",
         "mixup",
-        "seed",
+        "course",
         "shift",
         "none",
     ):
@@ -100,7 +100,8 @@ def test_presets_expand_and_can_be_overridden_or_trimmed():
     tweaked = {o.name: dict(o.params) for o in parse("shift,blur:sigma=2.5,-jpeg")}
     assert "jpeg" not in tweaked
     assert tweaked["blur"] == {**shift["blur"], "sigma": 2.5}  # only the given parameter changes
-    assert set(PRESETS) == {"none", "seed", "shift"}
+    assert set(PRESETS) == {"none", "course", "shift"}
+    assert parse("seed") == parse("course")  # the preset's earlier name still reads
 
 
 @pytest.mark.parametrize(
@@ -286,7 +287,7 @@ def test_cutmix_pastes_a_patch_with_area_weighted_labels(batch):
 
 def test_presets_keep_contract_and_soft_labels_sum_to_one(batch):
     images, labels = batch
-    for preset in ("seed", "shift"):
+    for preset in ("course", "shift"):
         x, y = run(preset, images, labels)
         check_basic(x, y, images.shape)
 
@@ -309,7 +310,7 @@ def test_same_seed_same_augmentation(batch):
     assert not np.array_equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("spec", sorted(OPS) + ["seed", "shift"])
+@pytest.mark.parametrize("spec", sorted(OPS) + ["course", "shift"])
 def test_every_policy_runs_inside_tf_data_map_on_batches(batch, spec):
     """Graph mode with an unknown batch size (and a short last batch), as in the training pipeline."""
     import tensorflow as tf

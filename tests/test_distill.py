@@ -165,7 +165,7 @@ def test_teacher_sees_exactly_the_students_augmented_pixels(tiny_ensemble):
     import tensorflow as tf
 
     from zoo.augment import build_policy
-    from zoo.data.pipeline import make_dataset
+    from zoo.data.batches import make_dataset
     from zoo.train import with_targets
 
     _, ds = tiny_ensemble

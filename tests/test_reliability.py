@@ -145,7 +145,7 @@ def test_kill_9_during_training_then_resume_has_no_gap_or_repeat(tmp_path):
 def test_resume_restores_rng_states_and_data_order(tmp_path, synthetic_small, tiny_params, monkeypatch):
     """In-process: the resumed epoch continues the checkpointed generator states; data order is (seed, epoch)."""
     from zoo import train as train_mod
-    from zoo.data.pipeline import epoch_order, make_dataset
+    from zoo.data.batches import epoch_order, make_dataset
 
     split = synthetic_small.split("train")
     whole = [y.numpy().argmax(1).tolist() for _, y in make_dataset(split, 8, 16, training=True, seed=3, epochs=(0, 3))]

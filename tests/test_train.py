@@ -165,7 +165,7 @@ def test_phases_from_recipe_only_when_pretrained():
 
 
 def test_class_weights_and_balanced_pipeline(synthetic_small):
-    from zoo.data.pipeline import class_weights, make_dataset
+    from zoo.data.batches import class_weights, make_dataset
 
     split = synthetic_small.split("train")
     w = class_weights(split.labels, 8)

@@ -579,7 +579,7 @@ def _open_state(
 def _fit(job: _Job):
     """Build the model and fit every phase not yet done; returns (model with the best weights, stopped early)."""
     from zoo.augment import build_policy
-    from zoo.data.pipeline import class_weights, make_dataset, steps_per_epoch
+    from zoo.data.batches import class_weights, make_dataset, steps_per_epoch
 
     data, cfg, state = job.dataset, job.cfg, job.state
     policy = build_policy(cfg.augment, num_classes=data.num_classes, seed=cfg.seed)

@@ -1,6 +1,6 @@
 """Augmentation policies applied in the tf.data input pipeline (never inside exported models).
 
-Contract used by :mod:`zoo.data.pipeline`: ``build_policy(spec, num_classes=…, seed=…)``
+Contract used by :mod:`zoo.data.batches`: ``build_policy(spec, num_classes=…, seed=…)``
 returns a callable ``policy(images, labels) -> (images, labels)`` on *batches*: images
 float32 ``(B, H, W, 3)`` in 0..255, labels float32 ``(B, C)`` one-hot or soft; label-mixing
 policies return soft labels that still sum to 1.

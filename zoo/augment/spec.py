@@ -188,11 +188,13 @@ PRESETS: dict[str, str] = {
     "none": "",
     # The course project's recipe (keras-cv guide style): RandAugment, CutMix, MixUp, GridMask,
     # CutOut and flips; its custom masking was preprocessing there and is left out here.
-    "seed": "flip_rot90,randaugment:2:0.3:0.7,gridmask:0.5:0.3,cutout:0.25:0.3,cutmix:1.0:0.3,mixup:0.2:0.3",
+    "course": "flip_rot90,randaugment:2:0.3:0.7,gridmask:0.5:0.3,cutout:0.25:0.3,cutmix:1.0:0.3,mixup:0.2:0.3",
     # Shift-aware: symmetries + strong stain/colour + microscope/camera degradations, with only
     # light geometric/occluding extras so the cell itself stays readable.
     "shift": "flip_rot90,stain:0.35:0.9,color:0.5:0.8,blur:1.5:0.3,noise:8:0.3,jpeg:40:0.25,randaugment:1:0.2:0.2,cutout:0.15:0.25",
 }
+# Earlier names still read (configs and cards written before the rename): "seed" meant the course project.
+PRESET_ALIASES: dict[str, str] = {"seed": "course"}
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ def parse(spec: str | Sequence[str] | Mapping[str, Any] | None, _depth: int = 0)
             chosen.pop(name, None)
             continue
         name, *args = [a.strip() for a in item.split(":")]
+        name = PRESET_ALIASES.get(name, name)
         if name in PRESETS:
             if args:
                 raise ZooError(f"augmentation preset '{name}' takes no parameters (override ops after it instead)")

@@ -79,7 +79,7 @@ def register(sub) -> None:
     )
     p.add_argument("--data", required=True, help="data source")
     p.add_argument(
-        "--augment", required=True, metavar="POLICY", help="e.g. 'shift', 'seed', 'flip_rot90,stain:0.3,mixup:0.2'"
+        "--augment", required=True, metavar="POLICY", help="e.g. 'shift', 'course', 'flip_rot90,stain:0.3,mixup:0.2'"
     )
     p.add_argument("--out", default="augment_preview.png", help="PNG path or folder (default ./augment_preview.png)")
     p.add_argument("--force", action="store_true", help="replace an existing PNG at --out")

@@ -1,9 +1,9 @@
-"""tf.data input pipelines: cached, shuffled, batched, augmented, prefetched.
+"""Training and evaluation batches with tf.data: cached, shuffled, batched, augmented, prefetched.
 
 Labels travel one-hot (float) so label-mixing augmentations can make them soft; class
 weights for imbalance travel as per-sample weights (``Σ_c y_c · w_c``), which stays correct
 for soft labels. ``balance`` oversamples each class to a target count per epoch on the fly
-(the seed trained on 42,000 augmented images from 13,759) without writing copies.
+(the course project trained on 42,000 augmented images from 13,759) without writing copies.
 """
 
 from __future__ import annotations
