@@ -11,7 +11,7 @@ zoo on it and checks the *documented* behaviour (``docs/reliability.md``):
 
 Each case is a function ``fn(tmp: Path) -> str`` that raises ``AssertionError`` when the
 behaviour is not the documented one and returns a short description of what happened.
-``tests/test_reliability.py`` runs every case as a test; ``benchmarks/reliability.py`` runs
+``tests/zoo/commands/test_bad_inputs.py`` runs every case as a test; ``benchmarks/reliability.py`` runs
 them all and counts crashes (any other exception). Cases that need TensorFlow import it lazily.
 The module lives in ``benchmarks/`` so the benchmark imports it without reaching into ``tests/``
 (tests put ``benchmarks/`` on ``sys.path`` in ``tests/conftest.py``).
@@ -979,7 +979,7 @@ def _tamper_member_model(tmp: Path) -> str:
     "tamper",
     "refuse",
     "refused by `ensemble.load`: the member's file hash",
-    covered_by="tests/test_ensemble.py::test_tampered_member_file_is_refused",
+    covered_by="tests/ensemble/test_ensemble.py::test_tampered_member_file_is_refused",
 )
 def _tamper_member_probs(tmp: Path) -> str:
     from ensemble import load
@@ -996,7 +996,7 @@ def _tamper_member_probs(tmp: Path) -> str:
     "tamper",
     "refuse",
     "refused: `member '…' changed since the ensemble was built` (card sha256 pinned in ensemble.json)",
-    covered_by="tests/test_ensemble.py::test_member_recarded_after_change_is_refused",
+    covered_by="tests/ensemble/test_ensemble.py::test_member_recarded_after_change_is_refused",
 )
 def _tamper_member_recarded(tmp: Path) -> str:
     from ensemble import load
@@ -1075,7 +1075,7 @@ def _tamper_member_escape(tmp: Path) -> str:
     "tamper",
     "refuse",
     "refused by the predictor: `file 'model.onnx' was modified after the card was written`",
-    covered_by="tests/test_predict.py::test_export_folder_resolution",
+    covered_by="tests/export/test_predictor.py::test_export_folder_resolution",
 )
 def _tamper_onnx_folder(tmp: Path) -> str:
     from export.predictor import load

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny data and models, quiet logs, and the optional real PBC data."""
+"""Shared fixtures: tiny data and models, quiet logs, and the optional real PBC data (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import sys
 
-# The bad-input corpus lives in benchmarks/corpus.py, shared by tests/test_reliability.py and
+# The bad-input corpus lives in benchmarks/corpus.py, shared by tests/zoo/commands/test_bad_inputs.py and
 # benchmarks/reliability.py: tests may import benchmark helpers, benchmarks never import tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PBC = REPO.parent / "shared" / "data" / "pbc128"
-
-# Small enough that one epoch takes a second or two on a CPU.
-TINY_CNN = {"widths": (8, 16), "depths": (1, 1), "stem_width": 8}
+from tests.helpers import PBC, TINY_CNN
 
 
 @pytest.fixture(scope="session")
@@ -53,20 +48,6 @@ def trained_run(tmp_path_factory, synthetic_small):
     return train(
         "custom_cnn", synthetic_small, out, image_size=24, params=TINY_CNN, epochs=2, batch_size=32, tensorboard=False
     )
-
-
-def write_images(folder: Path, n: int, size: int = 20, seed: int = 0, fmt: str = "png") -> list[Path]:
-    """``n`` random RGB images in ``folder`` (made by PIL, as users' files would be)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"img_{seed}_{i}.{fmt}"
-        Image.fromarray(rng.integers(0, 255, (size, size + 3, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ fails the same way):
 element and scalars are averaged across workers with ``axis=None``. Everything else goes to
 the original Keras code; the wrappers act only when a multi-worker collective strategy is in
 use, and only once per process. Remove this module when Keras fixes the issue (the slow test
-tests/test_multiworker.py trains two local workers through it).
+tests/zoo/test_distribute.py trains two local workers through it).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_evaluate_a_run_writes_plots_json_and_card_metrics(trained_run, syntheti
 
 
 def test_evaluate_refuses_data_with_other_classes(trained_run, tmp_path):
-    from conftest import write_images
+    from tests.helpers import write_images
 
     for c in ("x", "y"):
         write_images(tmp_path / c, 4)

@@ -21,18 +21,8 @@ import corpus
 import numpy as np
 import pytest
 
+from tests.helpers import one_line_error
 from zoo.cli import main
-
-
-def _one_line_error(capsys, argv, *contains):
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("zoo: error: "), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    for part in contains:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 def _verified_onnx(path, **kw):
@@ -44,22 +34,22 @@ def test_cli_promised_one_liners(tmp_path, capsys):
     imgs = corpus.write_tree(tmp_path / "imgs", classes=("a",), n=1)
     afile = tmp_path / "file.txt"
     afile.write_text("mine")
-    _one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(tmp_path)], "is a folder")
-    _one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(afile / "p.csv")], "is a file, so nothing")
-    _one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(afile)], "exists", "--force")
+    one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(tmp_path)], "is a folder")
+    one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(afile / "p.csv")], "is a file, so nothing")
+    one_line_error(capsys, ["predict", str(model), str(imgs), "--out", str(afile)], "exists", "--force")
     assert main(["-q", "predict", str(model), str(imgs), "--out", str(tmp_path / "p.csv")]) == 0
     capsys.readouterr()
-    _one_line_error(
+    one_line_error(
         capsys, ["train", "custom_cnn", "--data", "synthetic:32", "--out", str(afile)], "is a file, not a folder"
     )
     from onnx import TensorProto
 
     u8 = _verified_onnx(tmp_path / "u8.onnx", dtype=TensorProto.UINT8)
-    _one_line_error(capsys, ["predict", str(u8), str(imgs)], "tensor(uint8)")
+    one_line_error(capsys, ["predict", str(u8), str(imgs)], "tensor(uint8)")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    _one_line_error(capsys, ["ensemble", "vote", str(mine), str(mine), "--out", str(mine)], "contains the source")
+    one_line_error(capsys, ["ensemble", "vote", str(mine), str(mine), "--out", str(mine)], "contains the source")
     assert afile.read_text() == "mine" and (mine / "notes.txt").read_text() == "mine"
 
 

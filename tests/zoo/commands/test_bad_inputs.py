@@ -17,15 +17,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import corpus
 import numpy as np
 import pytest
 
-from zoo.cli import main
+from tests.helpers import REPO, one_line_error
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("zoo", "ensemble", "export")
 
 
@@ -52,39 +50,30 @@ def test_corpus_is_complete_and_documented():
 
 
 # ----------------------------------------------------------------------------- command line
-def _one_line_error(capsys, argv: list[str], *contains: str) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("zoo: error: "), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    for part in contains:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 def test_cli_reports_bad_inputs_in_one_line(tmp_path, capsys):
     tree = corpus.write_tree(tmp_path / "tree")
     (tree / "basophil" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    _one_line_error(
+    one_line_error(
         capsys,
         ["train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "r")],
         "broken.jpg",
     )
     np.savez(tmp_path / "bad.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.arange(3))
-    _one_line_error(
+    one_line_error(
         capsys,
         ["train", "custom_cnn", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "r")],
         "4 images but 3 labels",
     )
     (tmp_path / "c.toml").write_text("[train]\nepoch = 3\n")
-    _one_line_error(capsys, ["run", "--config", str(tmp_path / "c.toml")], "epoch")
+    one_line_error(capsys, ["run", "--config", str(tmp_path / "c.toml")], "epoch")
     half = tmp_path / "half"
     half.mkdir()
     (half / "model.keras").write_bytes(b"PK partial")
-    _one_line_error(capsys, ["evaluate", str(half)], "incomplete")
-    _one_line_error(capsys, ["export", str(half), "--out", str(tmp_path / "e")], "incomplete")
-    _one_line_error(capsys, ["ensemble", "vote", str(half), str(half), "--out", str(tmp_path / "v")], "incomplete")
+    one_line_error(capsys, ["evaluate", str(half)], "incomplete")
+    one_line_error(capsys, ["export", str(half), "--out", str(tmp_path / "e")], "incomplete")
+    one_line_error(capsys, ["ensemble", "vote", str(half), str(half), "--out", str(tmp_path / "v")], "incomplete")
 
 
 def test_non_utf8_file_names_print_without_crashing(tmp_path, capsys, monkeypatch):
@@ -97,7 +86,7 @@ def test_non_utf8_file_names_print_without_crashing(tmp_path, capsys, monkeypatc
     bad = os.path.join(os.fsencode(tree / "basophil"), b"bad_\xff.jpg")
     with open(bad, "wb") as fh:
         fh.write(b"not an image")
-    assert "bad_" in _one_line_error(
+    assert "bad_" in one_line_error(
         capsys, ["train", "custom_cnn", "--data", str(tree), "--image-size", "16", "--out", str(tmp_path / "r")]
     )
     raw = io.BytesIO()
@@ -120,7 +109,7 @@ def test_kill_9_during_training_then_resume_has_no_gap_or_repeat(tmp_path):
     assert [r["epoch"] for r in state["history"]] == list(range(1, done + 1))
     assert (out / "checkpoint" / state["weights_file"]).is_file(), "the weights of the last completed epoch are on disk"
     assert state["rng"]["model"] and state["rng"]["augment"], "random-generator states are checkpointed with the epoch"
-    # (a rerun without --resume is refused; tests/test_train.py checks that in-process)
+    # (a rerun without --resume is refused; tests/zoo/test_train.py checks that in-process)
     resumed = subprocess.run(
         corpus.train_cmd(out, resume=True),
         cwd=REPO,

@@ -10,7 +10,8 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, TINY_CNN
+
+from tests.helpers import REPO, TINY_CNN
 
 TIMEOUT_S = 420
 

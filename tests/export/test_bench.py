@@ -166,7 +166,7 @@ def test_gpu_script_on_a_cpu_machine_skips_the_gpu_steps_cleanly(tiny_export, tm
     import subprocess
     import sys
 
-    from conftest import REPO
+    from tests.helpers import REPO
 
     out = tmp_path / "gpu"
     proc = subprocess.run(

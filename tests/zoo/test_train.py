@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_CNN
 
+from tests.helpers import TINY_CNN
 from zoo.artifacts import read_card
 from zoo.errors import ZooError
 from zoo.runs import load_model, load_probs

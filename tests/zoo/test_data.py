@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import write_images
 from PIL import Image
 
+from tests.helpers import write_images
 from zoo.data import load_dataset
 from zoo.data.images import BadImage, decode
 from zoo.errors import ZooError

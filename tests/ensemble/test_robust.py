@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY_CNN
 
+from tests.helpers import TINY_CNN
 from zoo.errors import ZooError
 
 
@@ -202,10 +202,9 @@ def test_convnext_takes_input_norm_in_place_of_imagenet_statistics():
 def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robust_member(tmp_path, monkeypatch):
     import json
 
-    from test_ensemble import make_run, member_probs
-
     from ensemble import robust
     from ensemble.build import EnsembleConfig, build_ensemble
+    from tests.helpers import make_run, member_probs
     from zoo.artifacts import read_card
 
     rng = np.random.default_rng(3)

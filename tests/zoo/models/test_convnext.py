@@ -12,20 +12,19 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 import zoo.models  # noqa: F401  (registers the members)
+from tests.helpers import REPO
 from zoo.errors import ZooError
 from zoo.models.convnext import weights as cw
 from zoo.models.convnext.layers import DropPath, GeluErf, LayerScale
 from zoo.models.finetune import set_trainable_fraction
 from zoo.registry import create_model, get_spec, list_models
 
-REPO = Path(__file__).resolve().parents[1]
 # A narrow 4-stage instance: same code path as every member, a few thousand parameters.
 TINY = dict(depths=(1, 1, 2, 1), widths=(8, 16, 24, 32), drop_path_rate=0.1)
 

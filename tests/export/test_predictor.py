@@ -1,7 +1,7 @@
 """The ONNX Runtime predictor: files of any kind, bad inputs, CSV/JSON output, no TensorFlow.
 
 These tests build a tiny ONNX model by hand (mean colour -> linear -> softmax) with zoo
-metadata, so they exercise the predictor alone; tests/test_export.py covers real exports.
+metadata, so they exercise the predictor alone; tests/export/test_convert.py covers real exports.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from PIL import Image
 
 from export import metadata as meta
 from export.predictor import format_predictions, load, predict_files, prepare_batch, select_providers, write_predictions
+from tests.helpers import REPO
 from zoo.artifacts import write_card
 from zoo.errors import ZooError
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["red", "green", "blue"]
 SIZE = 16
 
@@ -281,9 +281,8 @@ def test_csv_to_stdout(model_path, image_folder):
 
 
 def test_folder_walk_skips_hidden_files_and_folders(tmp_path):
-    from conftest import write_images
-
     from export.predictor import list_inputs
+    from tests.helpers import write_images
 
     shown = write_images(tmp_path / "imgs" / "sub", 2)
     write_images(tmp_path / "imgs" / ".thumbnails", 2, seed=1)

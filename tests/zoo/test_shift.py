@@ -174,8 +174,7 @@ def test_evaluate_suite_splits_in_and_out_of_family_and_normalises_ce(smears):
 
 
 def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_path, synthetic_small, capsys):
-    from conftest import TINY_CNN
-
+    from tests.helpers import TINY_CNN
     from zoo.artifacts import read_card
     from zoo.cli import main
     from zoo.shift.families import artifact_families
@@ -335,9 +334,10 @@ def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path)
 def test_zoo_core_never_imports_ensemble_or_export():
     """Layering: only the application layer (cli, commands, pipeline) may import ensemble/export."""
     import ast
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "zoo"
+    from tests.helpers import REPO
+
+    root = REPO / "zoo"
     app = {"cli.py", "pipeline.py", "pipeline_stages.py"}
     offenders = []
     for path in root.rglob("*.py"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,52 +19,10 @@ from ensemble.cv import check_disjoint, folds_from_rows, make_folds
 from ensemble.metrics import scores
 from ensemble.stacking import fit_stack, stack_oof
 from ensemble.voting import fit_vote, fit_weights
+from tests.helpers import C4, INPUT, make_run, member_probs, softmax
 from zoo.artifacts import card_sha256, read_card, write_card, write_npy
 from zoo.errors import ZooError
 from zoo.evaluate import expected_calibration_error
-
-C4 = ["a", "b", "c", "d"]
-INPUT = {"image_size": 32, "channels": 3, "range": [0, 255], "color": "RGB", "preprocessing": "inside model"}
-
-
-def softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def member_probs(labels, strength, c=4, seed=0, noise=1.0):
-    """Probabilities whose true-class logit is raised by ``strength`` (0 = uninformative)."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(0, noise, (len(labels), c))
-    z[np.arange(len(labels)), labels] += strength
-    return softmax(z).astype(np.float32)
-
-
-def make_run(
-    folder: Path, splits: dict, classes=C4, input_spec=INPUT, fingerprint="abc", model=None, name=None
-) -> Path:
-    """A member run folder: stored probs per split (+ model.keras when given), card last."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if model is not None:
-        model.save(folder / "model.keras")
-    for split, (p, y) in splits.items():
-        write_npy(folder / "probs" / f"{split}.npy", np.asarray(p, np.float32))
-        write_npy(folder / "probs" / f"{split}_labels.npy", np.asarray(y, np.int64))
-    write_card(
-        folder,
-        {
-            "kind": "member",
-            "name": name or folder.name,
-            "member": "custom_cnn",
-            "params": {},
-            "classes": list(classes),
-            "input": dict(input_spec),
-            "data": {"source": "synthetic:64", "fingerprint": fingerprint},
-            "metrics": {},
-        },
-    )
-    return folder
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ import os
 import subprocess
 import sys
 
+from tests.helpers import REPO as _REPO
 from zoo.console import is_native_log_line
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(_REPO)
 NATIVE = [
     b"I0000 00:00:1795780053.062572    7058 port.cc:153] oneDNN custom operations are on.",
     b"I0000 00:00:1795780053.063065    7058 cudart_stub.cc:31] Could not find cuda drivers on your machine",
