@@ -83,18 +83,36 @@ def inspect(
 
 
 def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -> Inspection:
+    """Scan ``source``, find unreadable files, duplicates (exact and near), leakage and outliers; decide what to drop."""
     cfg = CurateConfig(**{**asdict(config or CurateConfig()), **overrides})
     cfg.validate()
     t0 = time.time()
     sc = scan(source, cfg.image_size)
     feats = compute(sc, workers=cfg.workers)
-    recs = sc.records
+    exact, near = _find_duplicates(sc.records, feats, cfg)
+    found_outliers, outlier_method = outliers.find_outliers(feats.stats, feats.ok, threshold=cfg.outlier_threshold)
+    drop = _decide_drops(sc.records, feats, cfg, exact, near, found_outliers)
+    for group in exact:
+        del group["_cluster"]
+    for pair in near:
+        del pair["_members"]
+    report = _report(sc, feats, cfg, exact, near, found_outliers, outlier_method, drop)
+    report["seconds"] = round(time.time() - t0, 1)
+    log.info("inspected %d images in %.1fs: %s", len(sc.records), time.time() - t0, report["summary"])
+    return Inspection(sc, report, feats)
 
+
+def _find_duplicates(recs, feats, cfg: CurateConfig) -> tuple[list[dict], list[dict]]:
+    """Exact groups and near pairs, each described by files, splits and classes.
+
+    Near pairs are searched among one representative per exact group; a near pair between exact
+    groups stands for every copy in both (``_members``; an exact group's rows are its ``_cluster``). Both
+    keys serve the clustering and are removed before the report is written.
+    """
     exact = duplicates.exact_groups(feats)
     in_exact = {i: g for g in exact for i in g["members"]}
     reps = [i for i in np.flatnonzero(feats.ok) if i not in in_exact or in_exact[i]["members"][0] == i]
     near = duplicates.near_pairs(feats, reps, max_hamming=cfg.max_hamming, min_score=cfg.near_score)
-    found_outliers, outlier_method = outliers.find_outliers(feats.stats, feats.ok, threshold=cfg.outlier_threshold)
 
     def describe(members: list[int]) -> dict[str, Any]:
         splits = [recs[i].split for i in members]
@@ -107,10 +125,9 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
             "conflicting_labels": len(set(labels)) > 1,
         }
 
-    exact_out = [{**describe(g["members"]), "match": g["match"]} for g in exact]
+    exact_out = [{**describe(g["members"]), "match": g["match"], "_cluster": list(g["members"])} for g in exact]
     near_out = []
     for p in near:
-        # a near pair between exact groups stands for every copy in both groups
         a = in_exact[p["a"]]["members"] if p["a"] in in_exact else [p["a"]]
         b = in_exact[p["b"]]["members"] if p["b"] in in_exact else [p["b"]]
         near_out.append(
@@ -122,21 +139,20 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
                 "_members": a + b,
             }
         )
+    return exact_out, near_out
 
-    # duplicate clusters = exact groups joined by near pairs; decide what to drop per cluster
+
+def _decide_drops(recs, feats, cfg: CurateConfig, exact, near, found_outliers) -> dict[int, str]:
+    """Row -> why it is dropped: unreadable; every copy but one per duplicate cluster (or all, when labels
+    conflict); outliers when ``cfg.drop_outliers``. The kept copy is the one in the highest-priority split."""
+    # duplicate clusters = exact groups joined by near pairs
     uf = duplicates.UnionFind(len(recs))
-    for g in exact:
-        for i in g["members"][1:]:
-            uf.union(g["members"][0], i)
-    for p in near_out:
-        for i in p["_members"][1:]:
-            uf.union(p["_members"][0], i)
-    clusters = uf.groups(range(len(recs)))
-    drop: dict[int, str] = {}
-    for i, reason in feats.errors.items():
-        drop[i] = f"unreadable: {reason}"
+    for members in [g["_cluster"] for g in exact] + [p["_members"] for p in near]:
+        for i in members[1:]:
+            uf.union(members[0], i)
+    drop: dict[int, str] = {i: f"unreadable: {reason}" for i, reason in feats.errors.items()}
     rank = {s: k for k, s in enumerate(cfg.keep_priority)}
-    for members in clusters:
+    for members in uf.groups(range(len(recs))):
         labels = {recs[i].label for i in members}
         if len(labels) > 1:
             for i in members:
@@ -149,20 +165,22 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
     if cfg.drop_outliers:
         for o in found_outliers:
             drop.setdefault(o["index"], "outlier: " + "; ".join(o["reasons"]))
-    for p in near_out:
-        del p["_members"]
+    return drop
 
+
+def _report(sc, feats, cfg: CurateConfig, exact, near, found_outliers, outlier_method, drop) -> dict[str, Any]:
+    """The curation report (``curation_report.json``; the Markdown and the report's data section read it)."""
+    recs = sc.records
     leakage = Counter()
-    for g in exact_out + near_out:
+    for g in exact + near:
         if g["cross_split"]:
             leakage["~".join(sorted(set(g["splits"])))] += 1
-
     counts: dict[str, dict[str, int]] = {}
     for r in recs:
         counts.setdefault(r.split, {c: 0 for c in sc.class_names})[r.label] += 1
     sizes = [s for s in feats.sizes if s is not None]
     size_counts = Counter(f"{w}x{h}" for w, h in sizes)
-    report = {
+    return {
         "schema": REPORT_SCHEMA,
         "kind": "curation_report",
         "source": str(sc.source),
@@ -179,8 +197,8 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
         "unreadable": [{"file": recs[i].rel, "reason": r} for i, r in sorted(feats.errors.items())],
         "empty_class_folders": sc.empty_classes,
         "other_files": sc.other_files,
-        "exact_duplicates": exact_out,
-        "near_duplicates": near_out,
+        "exact_duplicates": exact,
+        "near_duplicates": near,
         "leakage": dict(leakage),
         "outliers": [
             {
@@ -200,18 +218,15 @@ def run_inspection(source, *, config: CurateConfig | None = None, **overrides) -
         "summary": {
             "images": len(recs),
             "unreadable": len(feats.errors),
-            "exact_duplicate_groups": len(exact_out),
-            "near_duplicate_pairs": len(near_out),
+            "exact_duplicate_groups": len(exact),
+            "near_duplicate_pairs": len(near),
             "cross_split_groups": sum(leakage.values()),
-            "conflicting_label_groups": sum(g["conflicting_labels"] for g in exact_out + near_out),
+            "conflicting_label_groups": sum(g["conflicting_labels"] for g in exact + near),
             "outliers": len(found_outliers),
             "to_drop": len(drop),
         },
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "seconds": round(time.time() - t0, 1),
     }
-    log.info("inspected %d images in %.1fs: %s", len(recs), time.time() - t0, report["summary"])
-    return Inspection(sc, report, feats)
 
 
 def _range(values: list[int]) -> dict[str, float] | None:
