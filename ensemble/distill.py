@@ -161,31 +161,42 @@ def distill(
     config: DistillConfig | None = None,
     resume: bool = False,
 ) -> Path:
-    """Train ``config.student`` on the ensemble's soft targets into run folder ``out`` (``zoo.train``); returns it."""
-    from zoo.data import Dataset, load_dataset
-    from zoo.train import train
+    """Train ``config.student`` on the ensemble's soft targets into run folder ``out`` (``zoo.train``); returns it.
 
+    Steps: load the teacher ensemble; the data at the teacher's and the student's sizes (same rows);
+    the training hooks (targets from the teacher on each augmented batch, the distillation loss, the
+    card's distillation section); then one ``zoo.train`` run with the student's schedule.
+    """
     cfg = config or DistillConfig()
     cfg.validate()
-    ens_folder = Path(ensemble)
-    ens = load(ens_folder)
-    ens_sha = card_sha256(ens_folder)
-    params = cfg.student_params()
-    if callable(data):
-        data = data()
+    ens = load(Path(ensemble))
+    teacher_ds, student_ds = _student_data(ens, data() if callable(data) else data, cfg)
+    hooks = _hooks(ens, teacher_ds, student_ds, cfg)
+    return _train_student(cfg, student_ds, out, hooks, resume)
+
+
+def _student_data(ens: Ensemble, data: Any, cfg: DistillConfig):
+    """``(teacher's dataset, student's dataset)``: the same rows, at the ensemble's and the student's size."""
+    from zoo.data import Dataset, load_dataset
+
     teacher_ds = load_member_data(ens.members, data, size=ens.image_size)
     size = int(cfg.image_size or ens.image_size)
     if size == teacher_ds.image_size:
-        student_ds = teacher_ds
-    else:
-        source = teacher_ds.source if isinstance(data, Dataset) else str(data)
-        student_ds = load_dataset(source, size, **_split_kwargs(ens.members[0].card))
-        if student_ds.fingerprint != teacher_ds.fingerprint or any(
-            not np.array_equal(student_ds.splits[s].labels, teacher_ds.splits[s].labels) for s in teacher_ds.splits
-        ):
-            raise ZooError(f"data at {size} px does not have the same rows as at {teacher_ds.image_size} px")
+        return teacher_ds, teacher_ds
+    source = teacher_ds.source if isinstance(data, Dataset) else str(data)
+    student_ds = load_dataset(source, size, **_split_kwargs(ens.members[0].card))
+    if student_ds.fingerprint != teacher_ds.fingerprint or any(
+        not np.array_equal(student_ds.splits[s].labels, teacher_ds.splits[s].labels) for s in teacher_ds.splits
+    ):
+        raise ZooError(f"data at {size} px does not have the same rows as at {teacher_ds.image_size} px")
+    return teacher_ds, student_ds
+
+
+def _hooks(ens: Ensemble, teacher_ds, student_ds, cfg: DistillConfig) -> TrainHooks:
+    """What makes a ``zoo.train`` run a distillation: targets, loss, metrics, identity and card section."""
     c = student_ds.num_classes
-    teacher = teacher_model(ens, size)
+    ens_sha = card_sha256(ens.folder)
+    teacher = teacher_model(ens, student_ds.image_size)
 
     def card(run: Path, model, dataset, metrics: dict[str, Any]) -> dict[str, Any]:
         teacher_metrics, agreement = {}, {}
@@ -216,7 +227,7 @@ def distill(
             "augment_families": union(artifact_families(ens.folder, ens.card), covered_families(cfg.augment)),
         }
 
-    hooks = TrainHooks(
+    return TrainHooks(
         targets=target_hook(teacher, cfg.temperature),
         loss=distillation_loss(c, cfg.alpha, cfg.temperature),
         metrics=[hard_accuracy(c), teacher_agreement(c)],
@@ -225,12 +236,18 @@ def distill(
         card=card,
         parents=[ens_sha],
     )
+
+
+def _train_student(cfg: DistillConfig, student_ds, out, hooks: TrainHooks, resume: bool) -> Path:
+    """One ``zoo.train`` run: AdamW with a cosine schedule, no label smoothing or class weights (soft targets)."""
+    from zoo.train import train
+
     return train(
         cfg.student,
         student_ds,
         out,
-        image_size=size,
-        params=params,
+        image_size=student_ds.image_size,
+        params=cfg.student_params(),
         resume=resume,
         evaluate_splits=tuple(cfg.evaluate_splits),
         hooks=hooks,
