@@ -1094,29 +1094,23 @@ TINY_JSON = '{"widths":[8,16],"depths":[1,1],"stem_width":8}'
 
 
 def train_cmd(
-    out: Path, resume: bool = False, epochs: int = 4, data: str = "synthetic:96", image_size: int = 20
+    out: Path,
+    resume: bool = False,
+    epochs: int = 4,
+    data: str = "synthetic:96",
+    image_size: int = 20,
+    params: str | None = TINY_JSON,
+    batch_size: int = 32,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """The issue's tiny training command (custom_cnn on synthetic:96 at 20 px by default)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "zoo.cli",
-        "-q",
-        "train",
-        "custom_cnn",
-        "--data",
-        data,
-        "--image-size",
-        str(image_size),
-        "--params",
-        TINY_JSON,
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "32",
-        "--out",
-        str(out),
-    ]
+    """A ``zoo train custom_cnn`` child command (by default the issue's tiny one: synthetic:96 at 20 px).
+
+    ``params=None`` trains the default custom_cnn; ``extra`` adds options (e.g. ``--nondeterministic``).
+    """
+    cmd = [sys.executable, "-m", "zoo.cli", "-q", "train", "custom_cnn", "--data", data]
+    cmd += ["--image-size", str(image_size), "--epochs", str(epochs), "--batch-size", str(batch_size)]
+    cmd += ["--params", params] if params else []
+    cmd += ["--out", str(out), *extra]
     return cmd + (["--resume"] if resume else [])
 
 

@@ -26,6 +26,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from corpus import subprocess_env, train_cmd
 from machine import describe, one_line
 
 RESULTS = HERE / "results"
@@ -51,32 +52,16 @@ SETUPS = [
 
 
 def train(setup: dict, out: Path, deterministic: bool) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "zoo.cli",
-        "-q",
-        "train",
-        "custom_cnn",
-        "--data",
-        setup["data"],
-        "--image-size",
-        str(setup["size"]),
-        "--epochs",
-        str(setup["epochs"]),
-        "--batch-size",
-        str(setup["batch"]),
-        "--out",
-        str(out),
-    ]
-    cmd += ["--params", setup["params"]] if setup["params"] else []
-    cmd += [] if deterministic else ["--nondeterministic"]
-    env = dict(
-        os.environ,
-        ZOO_PROGRESS="0",
-        CUDA_VISIBLE_DEVICES="",
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    cmd = train_cmd(
+        out,
+        epochs=setup["epochs"],
+        data=setup["data"],
+        image_size=setup["size"],
+        params=setup["params"],
+        batch_size=setup["batch"],
+        extra=() if deterministic else ("--nondeterministic",),
     )
+    env = subprocess_env()
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     card = json.loads((out / "card.json").read_text())
