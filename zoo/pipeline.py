@@ -164,6 +164,7 @@ def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
     ownership.write_marker(ctx.root, "pipeline")
     write_json(ctx.root / "config.json", _as_dict(cfg))
     t0 = time.time()
+    timings = _StageTimes(ctx.root / STAGE_TIMES)
     for i, stage in enumerate(stages, 1):
         if stage.complete():
             log.info("[%d/%d] %s: complete, skipped", i, len(stages), stage.name)
@@ -172,10 +173,39 @@ def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
         t = time.time()
         stage.run()
         log.info("[%d/%d] %s: done in %.0fs", i, len(stages), stage.name, time.time() - t)
+        timings.record(stage.name, time.time() - t)
     report = write_summary(ctx)
+    t = time.time()
     write_html_report(ctx)
+    timings.record("HTML report", time.time() - t)
     log.info("pipeline '%s' finished in %.0fs", cfg.name, time.time() - t0)
     return report
+
+
+STAGE_TIMES = "stages.json"
+
+
+class _StageTimes:
+    """``<output>/stages.json``: seconds per stage, kept across resumed runs (a skipped stage keeps its time).
+
+    Written after every stage, so an interrupted run still says what each finished stage cost;
+    benchmarks read it instead of parsing logs.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+            self.rows = [r for r in earlier.get("stages", []) if isinstance(r, dict) and "name" in r]
+        except (OSError, ValueError, AttributeError):
+            self.rows = []
+
+    def record(self, name: str, seconds: float) -> None:
+        from zoo.artifacts import now
+
+        self.rows = [r for r in self.rows if r["name"] != name]
+        self.rows.append({"name": name, "seconds": round(seconds, 1), "finished": now()})
+        write_json(self.path, {"stages": self.rows})
 
 
 def write_html_report(ctx: Context) -> Path:

@@ -38,6 +38,10 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
     assert "| custom_cnn | member |" in report.read_text()
     assert (out / "report" / "summary.png").is_file()
     assert (out / "report" / "index.html").is_file()
+    times = json.loads((out / "stages.json").read_text())["stages"]
+    assert [t["name"] for t in times][:2] == ["train custom_cnn (custom_cnn)", "train second (custom_cnn)"]
+    assert len(times) == 11 and times[-1]["name"] == "HTML report"  # 10 stages and the report
+    assert all(t["seconds"] >= 0 for t in times)
     before = (out / "members" / "second" / "card.json").read_bytes()
     caplog.clear()
     with caplog.at_level("INFO"):
@@ -47,6 +51,9 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
     stages = [r.message for r in caplog.records if r.message.startswith("[")]
     assert len(stages) == 10 and all("complete, skipped" in m for m in stages), stages
     assert (out / "members" / "second" / "card.json").read_bytes() == before
+    again = json.loads((out / "stages.json").read_text())["stages"]
+    assert [t["name"] for t in again] == [t["name"] for t in times]  # skipped stages keep their times
+    assert again[:-1] == times[:-1]
 
 
 def test_pipeline_restarts_an_incomplete_stage(tmp_path):
