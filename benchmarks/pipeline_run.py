@@ -1,0 +1,384 @@
+"""What one finished ``zoo run`` measured, with evidence, against the issues' targets.
+
+    python benchmarks/pipeline_run.py runs/pbc-cpu --name pbc_cpu [--log run.err] [--load-log load.log]
+
+Reads only the run folder (every number comes from the artifacts the pipeline wrote):
+
+- **stage times** from ``stages.json`` (or, for runs made before it existed, the ``done in Ns`` lines
+  of the pipeline's log, ``--log``);
+- **clean accuracy** of every member, ensemble and the student on val and test, with a 95% bootstrap
+  CI and the exact McNemar test against the best member on the same images
+  (:mod:`ensemble.evidence`). Fitted ensembles are scored out-of-fold on val (``probs/val_oof.npy``):
+  their in-sample val scores are not comparable;
+- **robustness** from each artifact's shift suite: clean accuracy on the suite's images, the mean over
+  in-family and out-of-family families, and every family's mean over severities (in-family marked);
+- **cost**: parameters and, from the run's ``zoo bench`` results, ONNX latency at batch 1, throughput at
+  the largest batch, and MACs;
+- **targets** of issues #10 and #15, each said met or not met.
+
+Writes ``benchmarks/results/<name>.{json,md}`` and copies the run's summary, shift-suite and Pareto
+plots beside them as ``<name>_summary.png``, ``<name>_shift.png``, ``<name>_pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+from machine import describe, one_line
+
+# Issue targets (#15: ensembles and students; #10: robustness).
+ENSEMBLE_GAIN = 0.004
+STUDENT_MAX_PARAMS = 500_000
+STUDENT_TO_TEACHER = 0.005
+OOF_GAP = 0.03
+CLEAN_VAL = 0.985
+WALL_SECONDS = 2 * 3600
+
+
+# ----------------------------------------------------------------------------- reading the run
+def stage_times(run: Path, log: Path | None) -> list[dict]:
+    """``[{name, seconds}]`` from stages.json, else from the ``[i/n] NAME: done in Ns`` lines of ``log``."""
+    path = run / "stages.json"
+    if path.is_file():
+        return [{"name": r["name"], "seconds": r["seconds"]} for r in json.loads(path.read_text())["stages"]]
+    if log is None or not log.is_file():
+        return []
+    done = re.compile(r"\[\d+/\d+\] (.+): done in (\d+)s")
+    return [{"name": m.group(1), "seconds": float(m.group(2))} for m in done.finditer(log.read_text(errors="replace"))]
+
+
+def artifacts(run: Path) -> list[tuple[str, str, Path]]:
+    """``(name, kind, folder)`` of every member, ensemble and the student, in pipeline order."""
+    from zoo.artifacts import read_card
+    from zoo.errors import ZooError
+    from zoo.pipeline import context_for_run
+
+    ctx = context_for_run(run)
+    folders = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
+    if ctx.cfg.ensemble.enabled:
+        folders += [ctx.ensemble_dir(m) for m in ctx.cfg.ensemble.methods]
+    if ctx.cfg.distill.enabled:
+        folders.append(ctx.student_dir())
+    out = []
+    for folder in folders:
+        try:
+            card = read_card(folder)
+        except ZooError as exc:
+            print(f"skipped {folder}: {exc}", file=sys.stderr)
+            continue
+        out.append((card["name"], card["kind"], folder))
+    return out
+
+
+def split_probs(folder: Path, kind: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stored probabilities and labels; a fitted ensemble's val is its out-of-fold estimate."""
+    from zoo.artifacts import load_npy, probs_files
+    from zoo.errors import ZooError
+    from zoo.runs import load_probs
+
+    if kind == "ensemble":
+        p_rel, y_rel = probs_files(split)
+        if split == "val" and (folder / probs_files(split, "_oof")[0]).is_file():
+            p_rel = probs_files(split, "_oof")[0]
+        if not (folder / p_rel).is_file():
+            return None
+        return load_npy(folder / p_rel), load_npy(folder / y_rel)
+    try:
+        return load_probs(folder, split)
+    except ZooError:
+        return None
+
+
+def clean_table(arts: list[tuple[str, str, Path]], splits=("val", "test")) -> dict[str, list[dict]]:
+    """Per split: accuracy with CI, and McNemar vs the best member, for every artifact on the same images."""
+    from ensemble.evidence import compare_rows
+
+    out: dict[str, list[dict]] = {}
+    for split in splits:
+        got = {name: (kind, split_probs(folder, kind, split)) for name, kind, folder in arts}
+        got = {n: (k, pv) for n, (k, pv) in got.items() if pv is not None}
+        if not got:
+            continue
+        labels = next(iter(got.values()))[1][1]
+        same = {n: (k, pv) for n, (k, pv) in got.items() if np.array_equal(pv[1], labels)}
+        members = [n for n, (k, _) in same.items() if k == "member"]
+        preds = {n: pv[0] for n, (_, pv) in same.items()}
+        best = max(members, key=lambda n: float((preds[n].argmax(1) == labels).mean())) if members else None
+        ev = compare_rows(preds, labels, reference=best)
+        out[split] = [{"name": n, "kind": same[n][0], **ev[n]} for n in same]
+    return out
+
+
+def shift_rows(arts: list[tuple[str, str, Path]]) -> list[dict]:
+    from zoo.errors import ZooError
+    from zoo.shift.report import load_results
+
+    rows = []
+    for name, kind, folder in arts:
+        try:
+            r = load_results(folder)
+        except ZooError:
+            continue
+        fams = {f: float(np.mean([s["accuracy"] for s in v["severities"].values()])) for f, v in r["families"].items()}
+        rows.append(
+            {
+                "name": name,
+                "kind": kind,
+                "split": r["data"]["split"],
+                "n": r["n"],
+                "clean": r["clean"]["accuracy"],
+                "mean_in_family": r["mean_in_family_accuracy"],
+                "mean_out_of_family": r["mean_out_of_family_accuracy"],
+                "in_family": r["in_family"],
+                "out_of_family": r["out_of_family"],
+                "families": fams,
+                "mce_out_of_family": r.get("mce_out_of_family"),
+            }
+        )
+    return rows
+
+
+def cost_rows(run: Path, arts: list[tuple[str, str, Path]]) -> dict[str, dict]:
+    """Parameters per artifact, plus ONNX latency/throughput/MACs from the run's bench results (int8 first)."""
+    from zoo.artifacts import parameter_count, read_card
+
+    out: dict[str, dict] = {}
+    for name, kind, folder in arts:
+        card = read_card(folder, verify=False)
+        params = parameter_count(card)
+        if kind == "ensemble":
+            members = json.loads((folder / "ensemble.json").read_text())["members"]
+            counts = [parameter_count(read_card((folder / m["path"]).resolve(), verify=False)) for m in members]
+            params = sum(c or 0 for c in counts)
+        out[name] = {"params": params}
+    bench = run / "bench" / "bench.json"
+    if not bench.is_file():
+        return out
+    rows = json.loads(bench.read_text())["rows"]
+    for name, _kind, _ in arts:
+        mine = [r for r in rows if r["model"] == name and r["status"] == "ok" and r.get("provider") == "cpu"]
+        for variant in ("int8", "fp32"):
+            v = [r for r in mine if r["variant"] == variant]
+            if not v:
+                continue
+            b1 = [r for r in v if r["batch"] == 1]
+            big = max(v, key=lambda r: r["batch"])
+            out[name].update(
+                {
+                    "variant": variant,
+                    "ms_batch1": b1[0]["p50_ms"] if b1 else None,
+                    "throughput_batch": big["batch"],
+                    "images_per_s": big["throughput_ips"],
+                    "macs_per_image": big.get("macs_per_image"),
+                    "onnx_accuracy": big.get("accuracy"),
+                }
+            )
+            break
+    return out
+
+
+# ----------------------------------------------------------------------------- targets
+def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None) -> list[dict]:
+    out = []
+    val = {r["name"]: r for r in clean.get("val", [])}
+    members = [r for r in val.values() if r["kind"] == "member"]
+    ensembles = [r for r in val.values() if r["kind"] == "ensemble"]
+    students = [r for r in val.values() if r["kind"] == "student"]
+    if members and ensembles:
+        best_m = max(members, key=lambda r: r["accuracy"])
+        best_e = max(ensembles, key=lambda r: r["accuracy"])
+        gain = best_e["accuracy"] - best_m["accuracy"]
+        out.append(
+            {
+                "target": f"best ensemble >= best member + {100 * ENSEMBLE_GAIN:.1f} points (val, out-of-fold)",
+                "value": f"{best_e['name']} {100 * best_e['accuracy']:.2f}% vs {best_m['name']} "
+                f"{100 * best_m['accuracy']:.2f}%: {100 * gain:+.2f} points, McNemar p = {best_e['mcnemar_p_value']:.3g}",
+                "met": gain >= ENSEMBLE_GAIN,
+            }
+        )
+    for s in students:
+        teacher = max(ensembles, key=lambda r: r["accuracy"]) if ensembles else None
+        params = cost.get(s["name"], {}).get("params")
+        if params is not None:
+            out.append(
+                {
+                    "target": f"student <= {STUDENT_MAX_PARAMS:,} parameters",
+                    "value": f"{params:,}",
+                    "met": params <= STUDENT_MAX_PARAMS,
+                }
+            )
+        if teacher:
+            gap = teacher["accuracy"] - s["accuracy"]
+            out.append(
+                {
+                    "target": f"student within {100 * STUDENT_TO_TEACHER:.1f} points of its teacher (val)",
+                    "value": f"{100 * s['accuracy']:.2f}% vs {teacher['name']} {100 * teacher['accuracy']:.2f}% "
+                    f"(gap {100 * gap:.2f} points)",
+                    "met": gap <= STUDENT_TO_TEACHER,
+                }
+            )
+    for r in shift:
+        if r["kind"] in ("ensemble", "student") and r["mean_out_of_family"] is not None:
+            gap = r["clean"] - r["mean_out_of_family"]
+            out.append(
+                {
+                    "target": f"{r['name']}: mean out-of-family accuracy within {100 * OOF_GAP:.0f} points of clean",
+                    "value": f"{100 * r['mean_out_of_family']:.1f}% vs clean {100 * r['clean']:.1f}% on "
+                    f"{r['n']} {r['split']} images (gap {100 * gap:.1f} points; out-of-family: "
+                    f"{', '.join(r['out_of_family'])})",
+                    "met": gap <= OOF_GAP,
+                }
+            )
+    for r in ensembles + students:
+        out.append(
+            {
+                "target": f"{r['name']}: clean val accuracy >= {100 * CLEAN_VAL:.1f}%",
+                "value": f"{100 * r['accuracy']:.2f}% (95% CI {100 * r['ci_low']:.2f}–{100 * r['ci_high']:.2f})",
+                "met": r["accuracy"] >= CLEAN_VAL,
+            }
+        )
+    if wall is not None:
+        out.append(
+            {
+                "target": "whole run <= 2 h on 2 cores",
+                "value": f"{wall / 60:.0f} min",
+                "met": wall <= WALL_SECONDS,
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def markdown(res: dict) -> str:
+    L = [f"# `zoo run` {res['config']}: what the run measured", ""]
+    L += [f"Machine: {res['machine']}. Commit {res['commit']}. {res['conditions']}", ""]
+    if res["stages"]:
+        L += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+        L += [f"| {s['name']} | {s['seconds']:.0f} |" for s in res["stages"]]
+        L += ["", f"Sum of stages: {res['stage_seconds'] / 60:.1f} min."]
+        if res.get("wall_seconds"):
+            L += [f"Wall time of the command: {res['wall_seconds'] / 60:.1f} min."]
+        L.append("")
+    for split, rows in res["clean"].items():
+        ref = rows[0]["reference"] if rows else ""
+        note = " (fitted ensembles: out-of-fold)" if split == "val" else ""
+        L += [f"## Clean accuracy, {split}{note}", ""]
+        L += [
+            f"95% bootstrap CI; paired difference and exact McNemar against the best member (`{ref}`) on the same "
+            f"{rows[0]['n']} images.",
+            "",
+        ]
+        L += ["| model | kind | accuracy | 95% CI | vs best member | McNemar p | params | ONNX ms (batch 1) |"]
+        L += ["|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            c = res["cost"].get(r["name"], {})
+            ms = f"{c['ms_batch1']:.2f} ({c['variant']})" if c.get("ms_batch1") is not None else ""
+            params = f"{c['params']:,}" if c.get("params") else ""
+            L.append(
+                f"| {r['name']} | {r['kind']} | {_pct(r['accuracy'])} | {_pct(r['ci_low'])}–{_pct(r['ci_high'])} | "
+                f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p_value']:.3g} | {params} | {ms} |"
+            )
+        L.append("")
+    if res["shift"]:
+        fams = list(res["shift"][0]["families"])
+        L += ["## Robustness: shift suite (6 families x 5 severities)", ""]
+        L += [
+            "Accuracy per family, mean over its five severities; `*` marks a family the model's training "
+            "augmentation covers (in-family), the others are out-of-family and only they support a robustness claim.",
+            "",
+        ]
+        L += ["| model | split (n) | clean | mean in-family | mean out-of-family | " + " | ".join(fams) + " |"]
+        L += ["|---|---|---|---|---|" + "---|" * len(fams)]
+        for r in res["shift"]:
+            cells = [f"{_pct(r['families'][f])}{'*' if f in r['in_family'] else ''}" for f in fams]
+            L.append(
+                f"| {r['name']} | {r['split']} ({r['n']}) | {_pct(r['clean'])} | {_pct(r['mean_in_family'])} | "
+                f"{_pct(r['mean_out_of_family'])} | " + " | ".join(cells) + " |"
+            )
+        L.append("")
+    L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    L += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |" for t in res["targets"]]
+    return "\n".join(L) + "\n"
+
+
+def load_conditions(path: Path | None) -> str:
+    """One sentence on the machine's load during the run, from ``HH:MM:SS l1 l5 l15`` lines."""
+    if path is None or not path.is_file():
+        return ""
+    loads = [float(line.split()[1]) for line in path.read_text().splitlines() if len(line.split()) >= 2]
+    if not loads:
+        return ""
+    return (
+        f"1-min load average during the run (sampled each minute, {len(loads)} samples): median "
+        f"{np.median(loads):.1f}, max {max(loads):.1f} on 2 cores."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path, help="a finished `zoo run` output folder")
+    ap.add_argument("--name", required=True, help="results file stem, e.g. pbc_cpu")
+    ap.add_argument("--log", type=Path, help="the pipeline's log (stage times for runs without stages.json)")
+    ap.add_argument("--load-log", type=Path, help="load average samples taken during the run")
+    ap.add_argument("--wall", type=float, help="wall seconds of the whole command, when measured outside")
+    ap.add_argument("--commit", default=None, help="commit the run was made with (default: this checkout's HEAD)")
+    args = ap.parse_args(argv)
+
+    arts = artifacts(args.run)
+    stages = stage_times(args.run, args.log)
+    clean = clean_table(arts)
+    shift = shift_rows(arts)
+    cost = cost_rows(args.run, arts)
+    commit = (
+        args.commit
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    wall = args.wall or (sum(s["seconds"] for s in stages) if stages else None)
+    res = {
+        "config": json.loads((args.run / "config.json").read_text())["name"],
+        "machine": one_line(describe()),
+        "commit": commit,
+        "conditions": load_conditions(args.load_log),
+        "stages": stages,
+        "stage_seconds": sum(s["seconds"] for s in stages),
+        "wall_seconds": args.wall,
+        "clean": clean,
+        "shift": shift,
+        "cost": cost,
+        "targets": targets(clean, shift, cost, wall),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(res))
+    for src, suffix in (
+        ("report/summary.png", "summary"),
+        ("report/shift_suite.png", "shift"),
+        ("bench/pareto.png", "pareto"),
+    ):
+        if (args.run / src).is_file():
+            shutil.copyfile(args.run / src, RESULTS / f"{args.name}_{suffix}.png")
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
