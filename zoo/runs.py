@@ -60,20 +60,23 @@ def check_model_outputs(model, card: dict[str, Any], where: str) -> None:
 
 
 def resized_input(model, input_size: int):
-    """``model`` behind a bilinear resize from ``input_size`` to its own input size (or ``model`` itself).
+    """``model`` behind a resize from ``input_size`` to its own input size (or ``model`` itself).
 
     Why in the graph: an ensemble (and its one ONNX file) takes one image size; each member
     resizes the raw image to the size it was trained at, so Keras inference, the fitted
-    combination and the export compute the same thing. The resize is Keras ``Resizing``
-    (bilinear, half-pixel centres, no antialias), which tf2onnx converts to one ONNX ``Resize``.
+    combination and the export compute the same thing. The resize is the loader's own filter
+    (PIL's antialiased bilinear, :class:`zoo.models.resize.PilBilinearResize`, two MatMuls in ONNX),
+    so a 64 px member inside a 96 px ensemble sees the pixels it was trained on, not aliased ones.
     """
     import keras
+
+    from zoo.models.resize import PilBilinearResize
 
     own = int(model.input_shape[1])
     if own == input_size:
         return model
     inputs = keras.Input((input_size, input_size, 3), name="images")
-    x = keras.layers.Resizing(own, own, interpolation="bilinear", name=f"resize_{input_size}_to_{own}")(inputs)
+    x = PilBilinearResize(own, own, name=f"resize_{input_size}_to_{own}")(inputs)
     return keras.Model(inputs, model(x), name=f"{model.name}_from{input_size}")
 
 

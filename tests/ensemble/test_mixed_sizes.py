@@ -105,10 +105,14 @@ def test_mixed_size_members_build_one_ensemble_and_export_with_fp32_parity(mixed
     assert spec["input"]["image_size"] == 32 and [m["image_size"] for m in spec["members"]] == [24, 32]
     ens = load(out)
     x = data[32].split("val").images.astype(np.float32)
-    # By hand: the 24-px member sees the 32-px image resized (bilinear, half-pixel) in its graph.
+    # By hand: the 24-px member sees the 32-px image resized in its graph with the loader's filter
+    # (PIL's antialiased bilinear; tests/zoo/models/test_resize.py checks it against PIL).
+    from zoo.models.resize import pil_bilinear_matrix
+
     small = keras.saving.load_model(runs[0] / "model.keras")
     big = keras.saving.load_model(runs[1] / "model.keras")
-    resized = np.asarray(keras.layers.Resizing(24, 24, interpolation="bilinear")(x))
+    a = pil_bilinear_matrix(32, 24)
+    resized = np.einsum("oh,nhwc,pw->nopc", a, x, a).astype(np.float32)
     by_hand = (small.predict(resized, verbose=0) + big.predict(x, verbose=0)) / 2
     np.testing.assert_allclose(ens.predict_proba(x), by_hand / by_hand.sum(1, keepdims=True), atol=1e-5)
     # The stored val probabilities were computed the same way (not from the 24-px member's own 24-px data).

@@ -7,4 +7,5 @@ from zoo.models import (
     convnext,  # noqa: F401
     custom_cnn,  # noqa: F401
     mobilenet_v3,  # noqa: F401
+    resize,  # noqa: F401  (registers the in-graph resize layer for loading)
 )
