@@ -20,6 +20,7 @@ Both are produced with the maintained tools, not hand-written passes:
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,14 +109,23 @@ def default_op_types(model, keep_float: list[str] | tuple[str, ...] = ()) -> tup
     return CNN_OPS
 
 
+RESIZE_NODE = re.compile(r"(^|/)resize_\d+_to_\d+")
+
+
 def float_nodes(model, exclude_ops=("Softmax",), exclude_prefixes=("ens_",), max_depth: int = 6) -> list[str]:
     """Names of nodes to keep in float: ``exclude_ops``, ``exclude_prefixes`` and each Softmax's head.
 
     The head is found by walking back from a Softmax through :data:`HEAD_OPS` (the Dense layer's
-    MatMul + bias Add, reshapes) until the first other op (global pooling, an activation).
+    MatMul + bias Add, reshapes) until the first other op (global pooling, an activation). A mixed-size
+    ensemble's in-graph resizes (``resize_<in>_to_<own>``: MatMuls on raw pixels) stay float too:
+    they are cheap, and int8 filter weights would shift every pixel the member sees.
     """
     producer = {out: n for n in model.graph.node for out in n.output}
-    keep = {n.name for n in model.graph.node if n.op_type in exclude_ops or n.name.startswith(tuple(exclude_prefixes))}
+    keep = {
+        n.name
+        for n in model.graph.node
+        if n.op_type in exclude_ops or n.name.startswith(tuple(exclude_prefixes)) or RESIZE_NODE.search(n.name)
+    }
     for n in model.graph.node:
         if n.op_type != "Softmax":
             continue
