@@ -7,6 +7,7 @@ the factories' packages, so ``zoo`` itself never imports ONNX code.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from ensemble.stages import stage_distill, stage_ensemble
@@ -43,9 +44,8 @@ def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
                 dataset=ds,
             )
 
-        stage = Stage(f"shift suite on {folder.parent.name}/{folder.name}", [], run)
-        stage.complete = lambda folder=folder: _suite_done(folder, e)  # type: ignore[method-assign]
-        stages.append(stage)
+        done = partial(_suite_done, folder, e)
+        stages.append(Stage(f"shift suite on {folder.parent.name}/{folder.name}", [], run, done=done))
     return stages
 
 

@@ -10,17 +10,11 @@ from zoo.errors import ZooError
 
 def test_pipeline_stage(runs, dataset, tmp_path):
     """``export_stages`` with a stand-in pipeline context: one stage per member, complete export folders."""
-    from dataclasses import dataclass
     from types import SimpleNamespace
 
     from export.stage import export_stages
     from zoo.layout import RunLayout
-
-    @dataclass
-    class Stage:
-        name: str
-        outputs: list
-        run: object
+    from zoo.pipeline import Stage
 
     _, members = runs
     cfg = SimpleNamespace(
