@@ -197,3 +197,27 @@ def test_gpu_script_on_a_cpu_machine_skips_the_gpu_steps_cleanly(tiny_export, tm
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert {r["provider"] for r in rows} == {"cpu"} and all(r["status"] == "ok" for r in rows)
     assert (out / "bench" / "pareto.png").is_file() and "skipped" in (out / "gpu.md").read_text()
+
+
+def test_bench_of_a_run_folder_uses_the_export_the_pipeline_wrote(tiny_pipeline):
+    """zoo bench on a `zoo run` artifact finds its export through the run's layout, and only a current one."""
+    from pathlib import Path
+
+    from export.bench.targets import _sibling_export
+    from zoo.artifacts import update_card
+
+    cfg, _ = tiny_pipeline
+    out = Path(cfg.output)
+    assert _sibling_export(out / "student", "student") == out / "exports" / "student"
+    assert (
+        _sibling_export(out / "members" / "custom_cnn", "member") is None
+    )  # the tiny pipeline exports the student only
+    assert _sibling_export(out / "ensembles" / "vote", "ensemble") is None
+    copy = out.parent / "elsewhere" / "student"
+    assert _sibling_export(copy, "student") is None  # not inside a run: no guessing
+    card = (out / "student" / "card.json").read_bytes()  # the fixture is shared: restored byte for byte
+    try:
+        update_card(out / "student", verify=False, note="changed after the export")
+        assert _sibling_export(out / "student", "student") is None  # the export is of an older card
+    finally:
+        (out / "student" / "card.json").write_bytes(card)
