@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="ensemble_pbc", help="results file stem")
     ap.add_argument("--note", default="", help="free text recorded with the results (e.g. which members)")
     ap.add_argument(
+        "--own-size",
+        action="store_true",
+        help="score each member on its stored probabilities at its own size (an ensemble taking the source "
+        "resolution, each member resizing from it with the loader's filter) instead of through the largest size",
+    )
+    ap.add_argument(
         "--student",
         action="append",
         default=[],
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give at least 2 member runs")
     t0 = time.time()
     members = open_members(args.runs)
-    source = MemberProbs(members, data=args.data, tta=tta_mod.parse(args.tta))
+    source = MemberProbs(members, data=args.data, tta=tta_mod.parse(args.tta), own_size=args.own_size)
     probs, labels = source.split("val")
     t_probs = time.time() - t0
     folds = make_folds(labels, args.folds, args.seed)
@@ -262,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     body = compare.markdown(rows, "Members vs ensembles").split("\n", 2)[2]
     body += "\n" + _cost_table(rows, students, ref)
     body += (
-        "\nMembers smaller than the ensemble's input see it resized (bilinear) in their graph; their accuracy on "
-        "their own-size images (as trained, from their cards): "
+        (
+            "\nEvery member is scored at its own size (--own-size); "
+            if args.own_size
+            else "\nMembers smaller than the ensemble's input see it resized in their graph (zoo.runs.resized_input); "
+        )
+        + "their accuracy on their own-size images (as trained, from their cards): "
         + ", ".join(
             f"{n} {c['own_size']} px {100 * c['own_size_val_accuracy']:.2f}%"
             for n, c in cost.items()

@@ -121,6 +121,9 @@ class MemberProbs:
     data: Any = None
     tta: list[str] | None = None
     batch_size: int = 64
+    # Use every member's stored probabilities at its own size, as an ensemble whose input is the
+    # source resolution computes them (each member resizes from it with the loader's filter).
+    own_size: bool = False
     _dataset: Any = field(default=None, repr=False)
     _cache: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     sources: dict[str, str] = field(default_factory=dict)
@@ -157,7 +160,7 @@ class MemberProbs:
         for m in self.members:
             # Stored probabilities are only the ensemble's when the member takes the ensemble's size;
             # a smaller member sees the ensemble's images resized in its graph, as at inference.
-            if self.tta is None and name in m.stored_splits() and member_size(m) == self.input_size:
+            if self.tta is None and name in m.stored_splits() and (self.own_size or member_size(m) == self.input_size):
                 p, y = load_probs(m.path, name, m.card)
                 how.append("stored")
             else:

@@ -161,3 +161,25 @@ def test_ensemble_json_without_member_hash_is_refused_by_both_readers(mixed):
     for reader in (load, open_source):
         with pytest.raises(ZooError, match=r"members\[1\]\.card_sha256"):
             reader(out)
+
+
+def test_own_size_scores_every_member_on_its_stored_probabilities(tmp_path):
+    """--own-size: no image is resized or recomputed; without it the smaller member must be run on images."""
+    from ensemble.members import MemberProbs, open_members
+    from tests.helpers import INPUT, make_run, member_probs
+    from zoo.errors import ZooError
+
+    y = np.arange(40) % 4
+    runs = [
+        make_run(
+            tmp_path / "members" / f"m{s}",
+            {"val": (member_probs(y, 2.0, seed=s), y)},
+            input_spec={**INPUT, "image_size": s},
+        )
+        for s in (24, 32)
+    ]
+    probs, labels = MemberProbs(open_members(runs), own_size=True).split("val")
+    np.testing.assert_allclose(probs, np.stack([member_probs(y, 2.0, seed=s) for s in (24, 32)]), atol=1e-6)
+    np.testing.assert_array_equal(labels, y)
+    with pytest.raises(ZooError, match="no --data"):
+        MemberProbs(open_members(runs)).split("val")
