@@ -145,9 +145,12 @@ def _split_kwargs(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_data(data: Any, source: Source):
-    """A loaded Dataset from ``data`` (Dataset, source string, or None = the source card's data)."""
+    """A loaded Dataset from ``data`` (Dataset, source string, ``size -> Dataset`` callable such as the
+    pipeline's ``dataset_at``, or None = the source card's data)."""
     from zoo.data import Dataset, load_dataset
 
+    if callable(data) and not isinstance(data, Dataset):
+        data = data(source.image_size)
     recorded = source.data
     if isinstance(data, Dataset):
         ds, spec = data, data.source

@@ -52,7 +52,7 @@ def export_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
                 opset=ecfg.opset,
                 dtype="fp16" if "fp16" in quantize else "fp32",
                 quantize="int8" if "int8" in quantize else None,
-                data=ctx.dataset,
+                data=ctx.dataset_at,  # at the source's own input size (members may differ)
                 calibration_size=int(getattr(ecfg, "calibration_size", 256)),
                 limit=getattr(ecfg, "parity_images", 1000) or None,
                 force=True,  # only reached when the folder is incomplete (the pipeline skips complete ones)

@@ -114,15 +114,16 @@ def _shifted_stage(ctx: Context) -> Stage | None:
     severity = ctx.cfg.evaluate.shifted
     if not severity:
         return None
-    folders = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
+    members = [(ctx.member_dir(m.run_name), m.image_size) for m in ctx.cfg.members]
     marker = ctx.report_dir() / "shifted.json"
 
     def run():
         from zoo.evaluate import evaluate
 
         out = {}
-        for f in folders:
-            r = evaluate(f, split="val", shifted=severity, dataset=ctx.dataset, seed=ctx.cfg.data.seed)
+        for f, size in members:  # each member on the data at its own size (members may differ)
+            data = ctx.dataset_at(size)
+            r = evaluate(f, split="val", shifted=severity, dataset=data, seed=ctx.cfg.data.seed)
             out[f.name] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "ece": r["ece"]}
         write_json(marker, {"severity": severity, "members": out})
 

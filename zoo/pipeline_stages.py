@@ -30,9 +30,12 @@ def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
     for folder in folders:
 
         def run(folder: Path = folder) -> None:
+            from zoo.artifacts import read_card
             from zoo.shift.report import evaluate_artifact
 
-            ds = ctx.dataset
+            # Each artifact on the data at its own input size (members, ensembles and students may differ);
+            # the same rows and subsample, so CE normalisation compares like with like.
+            ds = ctx.dataset_at(int(read_card(folder)["input"]["image_size"]))
             split = e.shift_split if e.shift_split in ds.splits and len(ds.splits[e.shift_split]) else "val"
             evaluate_artifact(
                 folder,

@@ -98,6 +98,16 @@ def _model_bytes(model) -> int | None:
     return model.ByteSize() if hasattr(model, "ByteSize") else None
 
 
+def _data_name(data) -> str | None:
+    """What the accuracy was scored on: a source string, a Dataset's source, or the pipeline's data."""
+    if data is None:
+        return None
+    owner = getattr(data, "__self__", None)  # a bound ``dataset_at`` of the pipeline's context
+    if owner is not None and hasattr(owner, "cfg"):
+        return str(owner.cfg.data.source)
+    return str(getattr(data, "source", data))
+
+
 def _eval_images(
     data, split: str, size: int, classes: list[str], limit: int | None, cache: dict
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -107,7 +117,10 @@ def _eval_images(
 
     key = (str(getattr(data, "source", data)), size)
     if key not in cache:
-        ds = data if isinstance(data, Dataset) else load_dataset(str(data), size)
+        if callable(data) and not isinstance(data, Dataset):  # size -> Dataset (the pipeline's dataset_at)
+            ds = data(size)
+        else:
+            ds = data if isinstance(data, Dataset) else load_dataset(str(data), size)
         if ds.image_size != size:
             raise ZooError(f"--data is at {ds.image_size} px but a model takes {size} px")
         cache[key] = ds
@@ -373,7 +386,7 @@ def bench(
             "warmup": warmup,
             "iterations": iterations,
             "max_seconds": max_seconds,
-            "data": None if data is None else str(getattr(data, "source", data)),
+            "data": _data_name(data),
             "split": split,
             "limit": limit,
             "graph_optimization_level": opt_level,

@@ -38,7 +38,7 @@ def bench_stages(ctx, Stage: Callable[..., Any]) -> list[Any]:
             warmup=bcfg.warmup,
             iterations=bcfg.iterations,
             max_seconds=bcfg.max_seconds,
-            data=ctx.dataset,
+            data=ctx.dataset_at,  # each model scored on the data at its own input size
             split="val",
             limit=bcfg.eval_images or None,
             force=True,
