@@ -52,7 +52,7 @@ def trained_run(tmp_path_factory, synthetic_small):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
-    """One tiny `zoo run` with every stage (2 members, shifted eval, vote ensemble, student, student export).
+    """One tiny `zoo run` with every stage (2 members at 20 and 24 px, shifted eval, vote ensemble, student, export).
 
     Returns ``(config, report/summary.md)``; shared by the pipeline, report and browser tests so the
     pipeline runs once per session.
@@ -68,7 +68,8 @@ def tiny_pipeline(tmp_path_factory):
             "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
             "members": [
                 {"member": "custom_cnn", "params": tiny},
-                {"member": "custom_cnn", "name": "second", "params": tiny, "train": {"seed": 1}},
+                # another input size: every stage must give each artifact the data at its own size
+                {"member": "custom_cnn", "name": "second", "image_size": 24, "params": tiny, "train": {"seed": 1}},
             ],
             "evaluate": {"shifted": 0.5},
             "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},

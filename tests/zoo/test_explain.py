@@ -62,14 +62,15 @@ def test_ensemble_is_the_weighted_members_and_an_export_gets_occlusion(tiny_pipe
 
     cfg, _ = tiny_pipeline
     root = Path(cfg.output)
-    data = load_dataset(cfg.data.source, cfg.data.image_size)
-    images = _two_images(data)
     ens = load_explainer(root / "ensembles" / "vote")
+    assert ens.image_size == 24  # the members take 20 and 24 px: the ensemble takes the larger
+    data = load_dataset(cfg.data.source, ens.image_size)
+    images = _two_images(data)
     weights = json.loads((root / "ensembles" / "vote" / "ensemble.json").read_text())["weights"]
     assert ens.weights == pytest.approx(weights) and "weighted" in ens.method
     probs, heat = ens.explain(images)
     stored = np.load(root / "ensembles" / "vote" / "probs" / "val.npy")
-    assert probs.shape == (2, len(data.class_names)) and heat.shape == (2, 20, 20)
+    assert probs.shape == (2, len(data.class_names)) and heat.shape == (2, 24, 24)
     assert np.isfinite(stored).all()
     # by hand: the members' maps for the ensemble's classes, weighted
     cls = probs.argmax(1)
@@ -82,7 +83,7 @@ def test_ensemble_is_the_weighted_members_and_an_export_gets_occlusion(tiny_pipe
     onnx = load_explainer(root / "exports" / "student")
     assert onnx.method == "occlusion"
     p, h = onnx.explain(images)
-    assert h.shape == (2, 20, 20) and np.abs(h[0] - h[1]).mean() > 0.02
+    assert h.shape == (2, 24, 24) and np.abs(h[0] - h[1]).mean() > 0.02
     assert np.allclose(p.sum(1), 1, atol=1e-4)
 
 
