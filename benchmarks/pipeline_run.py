@@ -1,11 +1,11 @@
 """What one finished ``zoo run`` measured, with evidence, against the issues' targets.
 
-    python benchmarks/pipeline_run.py runs/pbc-cpu --name pbc_cpu [--log run.err] [--load-log load.log]
+    python benchmarks/pipeline_run.py runs/pbc-cpu --name pbc_cpu [--log run1.err --log run2.err] [--load-log load.log]
 
 Reads only the run folder (every number comes from the artifacts the pipeline wrote):
 
-- **stage times** from ``stages.json`` (or, for runs made before it existed, the ``done in Ns`` lines
-  of the pipeline's log, ``--log``);
+- **stage times** from ``stages.json`` and, for stages an earlier invocation of a resumed run
+  finished, the ``done in Ns`` lines of its logs (``--log``);
 - **clean accuracy** of every member, ensemble and the student on val and test, with a 95% bootstrap
   CI and the exact McNemar test against the best member on the same images
   (:mod:`ensemble.evidence`). Fitted ensembles are scored out-of-fold on val (``probs/val_oof.npy``):
@@ -49,15 +49,23 @@ WALL_SECONDS = 2 * 3600
 
 
 # ----------------------------------------------------------------------------- reading the run
-def stage_times(run: Path, log: Path | None) -> list[dict]:
-    """``[{name, seconds}]`` from stages.json, else from the ``[i/n] NAME: done in Ns`` lines of ``log``."""
+def stage_times(run: Path, logs: list[Path]) -> list[dict]:
+    """``[{name, seconds}]``: the ``[i/n] NAME: done in Ns`` lines of the pipeline's logs, then ``stages.json``.
+
+    A resumed run's ``stages.json`` holds the stages that ran since it existed; the logs (``--log``,
+    in order) add the stages an earlier invocation finished.
+    """
+    done = re.compile(r"\[\d+/\d+\] (.+): done in (\d+)s")
+    times: dict[str, float] = {}
+    for log in logs:
+        if log.is_file():
+            for m in done.finditer(log.read_text(errors="replace")):
+                times[m.group(1)] = float(m.group(2))
     path = run / "stages.json"
     if path.is_file():
-        return [{"name": r["name"], "seconds": r["seconds"]} for r in json.loads(path.read_text())["stages"]]
-    if log is None or not log.is_file():
-        return []
-    done = re.compile(r"\[\d+/\d+\] (.+): done in (\d+)s")
-    return [{"name": m.group(1), "seconds": float(m.group(2))} for m in done.finditer(log.read_text(errors="replace"))]
+        for r in json.loads(path.read_text())["stages"]:
+            times[r["name"]] = float(r["seconds"])
+    return [{"name": k, "seconds": v} for k, v in times.items()]
 
 
 def artifacts(run: Path) -> list[tuple[str, str, Path]]:
@@ -335,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a finished `zoo run` output folder")
     ap.add_argument("--name", required=True, help="results file stem, e.g. pbc_cpu")
-    ap.add_argument("--log", type=Path, help="the pipeline's log (stage times for runs without stages.json)")
+    ap.add_argument(
+        "--log", type=Path, action="append", default=[], help="a log of the pipeline (repeatable, in order)"
+    )
     ap.add_argument("--load-log", type=Path, help="load average samples taken during the run")
     ap.add_argument("--wall", type=float, help="wall seconds of the whole command, when measured outside")
     ap.add_argument("--commit", default=None, help="commit the run was made with (default: this checkout's HEAD)")
