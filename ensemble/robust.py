@@ -44,7 +44,8 @@ def shifted_member_probs(
     copies = [shift.corrupt(part.images, f, s, seed) for f in fams for s in sevs]
     out = [[] for _ in copies]
     for m in source.members:
-        model = load_model(m.path, m.card)
+        # the ensemble's images (its input size): a smaller member resizes them in its graph, as at inference
+        model = load_model(m.path, m.card, input_size=source.input_size)
         log.info("robust fit: member '%s' on %d shifted copies of %s", m.name, len(copies), split)
         for j, x in enumerate(copies):
             out[j].append(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
