@@ -183,3 +183,15 @@ def test_own_size_scores_every_member_on_its_stored_probabilities(tmp_path):
     np.testing.assert_array_equal(labels, y)
     with pytest.raises(ZooError, match="no --data"):
         MemberProbs(open_members(runs)).split("val")
+
+
+def test_robust_fit_on_shifted_copies_with_mixed_sizes(mixed):
+    """fit_shift: every member scores the ensemble's corrupted images through its in-graph resize."""
+    from ensemble import EnsembleConfig, build_ensemble
+
+    root, runs, data = mixed
+    cfg = EnsembleConfig(method="vote", folds=3, fit_shift=["colour"], fit_shift_severities=[2])
+    out = build_ensemble(runs, root / "ens_robust", data=data[32], config=cfg)
+    card = read_card(out)
+    assert card["kind"] == "ensemble" and card["input"]["image_size"] == 32
+    assert "colour" in json.dumps(card)  # the fitted-on shift family is recorded

@@ -221,3 +221,28 @@ def test_bench_of_a_run_folder_uses_the_export_the_pipeline_wrote(tiny_pipeline)
         assert _sibling_export(out / "student", "student") is None  # the export is of an older card
     finally:
         (out / "student" / "card.json").write_bytes(card)
+
+
+def test_bench_scores_each_model_on_data_at_its_own_size():
+    """The pipeline passes ``dataset_at``: a callable size -> Dataset, recorded by its source."""
+    from types import SimpleNamespace
+
+    from export.bench.run import _data_name, _eval_images
+    from zoo.data import load_dataset
+
+    loaded = {}
+
+    class Ctx:
+        cfg = SimpleNamespace(data=SimpleNamespace(source="synthetic:40"))
+
+        def dataset_at(self, size):
+            loaded[size] = loaded.get(size) or load_dataset("synthetic:40", size)
+            return loaded[size]
+
+    ctx, cache = Ctx(), {}
+    classes = list(ctx.dataset_at(16).class_names)
+    for size in (16, 24):
+        x, y = _eval_images(ctx.dataset_at, "val", size, classes, 3, cache)
+        assert x.shape == (3, size, size, 3) and len(y) == 3
+    assert sorted(loaded) == [16, 24] and _data_name(ctx.dataset_at) == "synthetic:40"
+    assert _data_name("folder/x") == "folder/x" and _data_name(None) is None
