@@ -35,8 +35,12 @@ def test_pipeline_stage(runs, dataset, tmp_path):
         def member_dir(self, name):
             return members[0].parent / name
 
+        def dataset_at(self, size):  # the stage asks for the data at each source's own size
+            assert size == dataset.image_size
+            return dataset
+
     ctx = Ctx(tmp_path)
-    ctx.cfg, ctx.dataset = cfg, dataset
+    ctx.cfg = cfg
     stages = export_stages(ctx, Stage)
     assert [s.outputs[0] for s in stages] == [tmp_path / "exports" / "member-m1", tmp_path / "exports" / "member-m2"]
     stages[0].run()
