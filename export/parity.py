@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_ATOL = 1e-4
+DEFAULT_ATOL = 5e-4  # TF and ONNX Runtime float32 kernels differ by up to ~2e-4 on log/exp inputs (od_std); real conversion errors are >1e-2
 DEFAULT_MIN_AGREEMENT = 0.999
 
 
