@@ -51,7 +51,11 @@ def register(sub) -> None:
     p.add_argument(
         "--limit", type=int, default=1000, metavar="N", help="at most N parity images (default 1000; 0 = all)"
     )
-    p.add_argument("--atol", type=float, default=1e-4, help="fp32 max |Δprobability| allowed (default 1e-4)")
+    from export.parity import DEFAULT_ATOL
+
+    p.add_argument(
+        "--atol", type=float, default=DEFAULT_ATOL, help=f"fp32 max |Δprobability| allowed (default {DEFAULT_ATOL:g})"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--force", action="store_true", help="replace an existing complete export folder")
     p.set_defaults(func=run_export)
