@@ -199,7 +199,7 @@ def cost_rows(run: Path, arts: list[tuple[str, str, Path]]) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------- targets
-def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None) -> list[dict]:
+def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teacher: str | None = None) -> list[dict]:
     out = []
     val = {r["name"]: r for r in clean.get("val", [])}
     members = [r for r in val.values() if r["kind"] == "member"]
@@ -218,7 +218,9 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None) -> l
             }
         )
     for s in students:
-        teacher = max(ensembles, key=lambda r: r["accuracy"]) if ensembles else None
+        # the ensemble that taught it (its card), else the best one
+        taught = [r for r in ensembles if r["name"] == teacher]
+        teacher_row = taught[0] if taught else (max(ensembles, key=lambda r: r["accuracy"]) if ensembles else None)
         params = cost.get(s["name"], {}).get("params")
         if params is not None:
             out.append(
@@ -228,12 +230,12 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None) -> l
                     "met": params <= STUDENT_MAX_PARAMS,
                 }
             )
-        if teacher:
-            gap = teacher["accuracy"] - s["accuracy"]
+        if teacher_row:
+            gap = teacher_row["accuracy"] - s["accuracy"]
             out.append(
                 {
                     "target": f"student within {100 * STUDENT_TO_TEACHER:.1f} points of its teacher (val)",
-                    "value": f"{100 * s['accuracy']:.2f}% vs {teacher['name']} {100 * teacher['accuracy']:.2f}% "
+                    "value": f"{100 * s['accuracy']:.2f}% vs {teacher_row['name']} {100 * teacher_row['accuracy']:.2f}% "
                     f"(gap {100 * gap:.2f} points)",
                     "met": gap <= STUDENT_TO_TEACHER,
                 }
@@ -267,6 +269,15 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None) -> l
             }
         )
     return out
+
+
+def _teacher(arts: list[tuple[str, str, Path]]) -> str | None:
+    from zoo.artifacts import read_card
+
+    for _, kind, folder in arts:
+        if kind == "student":
+            return read_card(folder, verify=False).get("distillation", {}).get("teacher", {}).get("method")
+    return None
 
 
 # ----------------------------------------------------------------------------- writing
@@ -374,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "clean": clean,
         "shift": shift,
         "cost": cost,
-        "targets": targets(clean, shift, cost, wall),
+        "targets": targets(clean, shift, cost, wall, _teacher(arts)),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
