@@ -162,15 +162,15 @@ def shift_rows(arts: list[tuple[str, str, Path]]) -> list[dict]:
 def cost_rows(run: Path, arts: list[tuple[str, str, Path]]) -> dict[str, dict]:
     """Parameters per artifact, plus ONNX latency/throughput/MACs from the run's bench results (int8 first)."""
     from zoo.artifacts import parameter_count, read_card
+    from zoo.ensemble_file import read_ensemble
 
     out: dict[str, dict] = {}
     for name, kind, folder in arts:
         card = read_card(folder, verify=False)
         params = parameter_count(card)
         if kind == "ensemble":
-            members = json.loads((folder / "ensemble.json").read_text())["members"]
-            counts = [parameter_count(read_card((folder / m["path"]).resolve(), verify=False)) for m in members]
-            params = sum(c or 0 for c in counts)
+            # the one ensemble.json reader: the members inference runs (zero-weight ones were left out)
+            params = sum(parameter_count(c) or 0 for c in read_ensemble(folder).member_cards)
         out[name] = {"params": params}
     bench = run / "bench" / "bench.json"
     if not bench.is_file():
