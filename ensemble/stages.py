@@ -38,8 +38,7 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
             from ensemble.build import build_ensemble
 
             cfg = e.to_stage(method, seed=ctx.cfg.data.seed)
-            # Members may take different sizes: the ensemble takes the largest (others resize in-graph).
-            size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
+            size = ctx.cfg.ensemble_input_size  # members may take different sizes; others resize in-graph
             build_ensemble(runs, out, data=lambda: ctx.dataset_at(size), config=cfg)
 
         label = f"ensemble {method}" + (" +calibration" if e.calibrate else "") + (" +TTA" if e.tta else "")
@@ -65,7 +64,7 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
         from ensemble.distill import distill
 
         cfg = d.to_stage(ctx.cfg.train)
-        size = max(m.image_size or ctx.cfg.data.image_size for m in ctx.cfg.members)
+        size = ctx.cfg.ensemble_input_size
         if out.exists() and not (out / "checkpoint" / "state.json").exists() and not (out / "card.json").exists():
             import shutil
 

@@ -123,6 +123,10 @@ class DistillSection:
     temperature: float = DistillConfig.temperature
     alpha: float = DistillConfig.alpha
     image_size: int | None = DistillConfig.image_size  # student input size (default: the teacher ensemble's)
+    # The student's augmentation policy (default: [train]'s). The teacher sees the same augmented pixels
+    # (consistent teaching), so a photometric policy here teaches the student how a robust teacher
+    # answers on shifted images, which flips and rotations alone never show it.
+    augment: str | None = None
 
     def to_stage(self, train: TrainConfig) -> DistillConfig:
         return DistillConfig(
@@ -134,7 +138,7 @@ class DistillSection:
             batch_size=train.batch_size,
             learning_rate=train.learning_rate,
             weight_decay=train.weight_decay,
-            augment=train.augment,
+            augment=self.augment or train.augment,
             patience=train.patience,
             seed=train.seed,
             image_size=self.image_size,
@@ -214,6 +218,18 @@ class PipelineConfig:
             from zoo.shift import resolve_families
 
             resolve_families(list(self.ensemble.vote_fit_shift))  # ZooError naming the known families
+        if self.distill.augment is not None:
+            from zoo.augment.spec import parse
+
+            try:
+                parse(self.distill.augment)
+            except ZooError as exc:
+                raise ZooError(f"config: distill.augment: {exc}") from None
+
+    @property
+    def ensemble_input_size(self) -> int:
+        """The size the ensembles (and by default the student) take: the largest member's; the others resize in-graph."""
+        return max(m.image_size or self.data.image_size for m in self.members)
 
     def member_train(self, m: MemberConfig) -> TrainConfig:
         return TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)})

@@ -90,6 +90,25 @@ def test_pipeline_sections_turn_into_the_stage_options():
     assert isinstance(d, DistillConfig) and (d.epochs, d.batch_size, d.seed, d.params) == (3, 48, 7, None)
     e = cfg.ensemble.to_stage("stack", seed=cfg.data.seed)
     assert isinstance(e, EnsembleConfig) and (e.method, e.tta, e.calibrate) == ("stack", "dihedral", True)
+    assert d.augment == cfg.train.augment  # the student's policy defaults to [train]'s
+
+
+def test_distill_augment_is_its_own_and_checked_when_the_config_loads():
+    cfg = config.parse({"train": {"augment": "flip_rot90"}, "distill": {"augment": "shift"}})
+    assert cfg.distill.to_stage(cfg.train).augment == "shift"
+    with pytest.raises(ZooError, match=r"distill\.augment.*unknown augmentation 'stian'"):
+        config.parse({"distill": {"augment": "flip_rot90,stian:0.3"}})
+
+
+def test_ensemble_input_size_is_the_largest_member_size():
+    cfg = config.parse(
+        {
+            "data": {"image_size": 64},
+            "members": [{"member": "custom_cnn"}, {"member": "custom_cnn", "name": "b", "image_size": 96}],
+        }
+    )
+    assert cfg.ensemble_input_size == 96
+    assert config.parse({"data": {"image_size": 48}}).ensemble_input_size == 48
 
 
 def test_cli_defaults_are_the_dataclass_defaults():
