@@ -1,6 +1,6 @@
 """``zoo run`` stages for the export package: one verified export folder per exported artifact.
 
-Wired by adding :func:`export_stages` to ``zoo.pipeline_stages.FACTORIES``. Reads the
+Wired by adding :func:`export_stages` (with its config section) to ``zoo.pipeline_stages.FACTORIES``. Reads the
 pipeline's ``[export]`` section (``enabled``, ``opset``, ``quantize`` — a list that may hold
 ``"int8"`` and ``"fp16"`` —, ``include`` — any of ``"members"``, ``"ensembles"``,
 ``"student"`` —, and optionally ``calibration_size`` and ``parity_images``). Each stage

@@ -2,7 +2,8 @@
 
 Each stage names the folders it completes. A stage whose folders all hold a valid card is
 skipped, so re-running after an interruption resumes at the first incomplete stage (and a
-training stage continues from its last epoch checkpoint). Stages only talk through folders:
+training stage continues from its last epoch checkpoint). A resume whose config changed what a
+finished stage was made from is refused (``stale_stages``), never silently mixed. Stages only talk through folders:
 any one can be rerun alone, or on another machine.
 """
 
@@ -14,7 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from zoo import config as config_module
 from zoo.artifacts import read_card, write_json, write_text
 from zoo.config import PipelineConfig
 from zoo.errors import ZooError
@@ -30,6 +33,9 @@ class Stage:
     run: Callable[[], None]
     resumable: bool = False  # keeps a partial folder (checkpoint) instead of starting over
     done: Callable[[], bool] | None = None  # for stages whose result is not a carded folder
+    # Config keys its result depends on ("data", "train", "members" or "members.<run name>", sections):
+    # a finished stage whose keys changed since config.json was recorded is stale (see stale_stages).
+    needs: tuple[str, ...] = ()
 
     def complete(self) -> bool:
         """Done when ``done()`` says so, else when every output folder holds a valid card."""
@@ -107,7 +113,9 @@ def _train_stage(ctx: Context, m) -> Stage:
             resume=resume,
         )
 
-    return Stage(f"train {m.run_name} ({m.member})", [out], run, resumable=True)
+    return Stage(
+        f"train {m.run_name} ({m.member})", [out], run, resumable=True, needs=("data", "train", f"members.{m.run_name}")
+    )
 
 
 def _shifted_stage(ctx: Context) -> Stage | None:
@@ -127,7 +135,7 @@ def _shifted_stage(ctx: Context) -> Stage | None:
             out[f.name] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "ece": r["ece"]}
         write_json(marker, {"severity": severity, "members": out})
 
-    return Stage("evaluate under stain/blur/noise shift", [], run, done=marker.is_file)
+    return Stage("evaluate under stain/blur/noise shift", [], run, done=marker.is_file, needs=_needs("evaluate"))
 
 
 def extra_stages(ctx: Context) -> list[Stage]:
@@ -135,9 +143,61 @@ def extra_stages(ctx: Context) -> list[Stage]:
     stages: list[Stage] = []
     from zoo import pipeline_stages
 
-    for factory in pipeline_stages.FACTORIES:
-        stages += factory(ctx, Stage)
+    for factory, section in pipeline_stages.FACTORIES:
+        for stage in factory(ctx, Stage):
+            stage.needs = _needs(section)
+            stages.append(stage)
     return stages
+
+
+_SECTIONS = ("evaluate", "ensemble", "distill", "export", "bench")  # the order the stages run in
+
+
+def _needs(section: str) -> tuple[str, ...]:
+    """What a stage after the members depends on: data, training, all members, its section and those before it."""
+    return ("data", "train", "members") + _SECTIONS[: _SECTIONS.index(section) + 1]
+
+
+def _config_part(cfg: dict, key: str) -> Any:
+    if key.startswith("members."):
+        name = key.split(".", 1)[1]
+        return next((m for m in cfg.get("members", []) if (m.get("name") or m.get("member")) == name), None)
+    return cfg.get(key)
+
+
+def stale_stages(recorded: dict, cfg: PipelineConfig, stages: list[Stage]) -> list[tuple[str, list[str]]]:
+    """Finished stages whose config keys differ between ``recorded`` (an earlier run's config.json) and ``cfg``.
+
+    Resuming must not mix artifacts of two configs (an ensemble of the old members beside a new member
+    list), and the zoo replaces a finished artifact only when asked: such a run is refused, not patched.
+    """
+    try:  # fill in keys added since that run with their defaults, so only real changes count
+        recorded = _as_dict(config_module.parse(recorded))
+    except ZooError:
+        pass
+    current = _as_dict(cfg)
+    out = []
+    for stage in stages:
+        changed = [k for k in stage.needs if _config_part(recorded, k) != _config_part(current, k)]
+        if changed and stage.complete():
+            out.append((stage.name, changed))
+    return out
+
+
+def _refuse_stale(root: Path, cfg: PipelineConfig, stages: list[Stage]) -> None:
+    path = root / "config.json"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a new output folder (or one whose run never got past its first write)
+    stale = stale_stages(recorded, cfg, stages) if isinstance(recorded, dict) else []
+    if stale:
+        keys = sorted({k for _, ks in stale for k in ks})
+        names = ", ".join(f"'{n}'" for n, _ in stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        raise ZooError(
+            f"{root}: {len(stale)} finished stage(s) ({names}) were made with another config "
+            f"({', '.join(keys)} changed since {path.name}); resume with that config or choose a new --output"
+        )
 
 
 def build(cfg: PipelineConfig) -> tuple[Context, list[Stage]]:
@@ -163,6 +223,7 @@ def run(cfg: PipelineConfig) -> Path:
 def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
     from zoo import ownership
 
+    _refuse_stale(ctx.root, cfg, stages)
     ctx.root.mkdir(parents=True, exist_ok=True)
     ownership.write_marker(ctx.root, "pipeline")
     write_json(ctx.root / "config.json", _as_dict(cfg))

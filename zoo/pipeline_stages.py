@@ -91,12 +91,15 @@ def _suite_done(folder: Path, e) -> bool:
     )
 
 
+# (factory, the config section its stages add to the ones before): a stage depends on data, train,
+# members, evaluate and every section up to its own, so `zoo run` can tell which finished stages a
+# changed config would leave stale (zoo.pipeline.stale_stages).
 FACTORIES: list = [
-    shift_suite_members,
-    stage_ensemble,
-    shift_suite_ensembles,
-    stage_distill,
-    shift_suite_student,
-    export_stages,
-    bench_stages,
+    (shift_suite_members, "evaluate"),
+    (stage_ensemble, "ensemble"),
+    (shift_suite_ensembles, "ensemble"),
+    (stage_distill, "distill"),
+    (shift_suite_student, "distill"),
+    (export_stages, "export"),
+    (bench_stages, "bench"),
 ]

@@ -1,6 +1,6 @@
 """``zoo run`` stage: benchmark the run's exports into ``<output>/bench/`` (bench.json, .md, .csv, pareto.png).
 
-Wired by adding :func:`bench_stages` to ``zoo.pipeline_stages.FACTORIES`` after the export
+Wired by adding :func:`bench_stages` (with its config section) to ``zoo.pipeline_stages.FACTORIES`` after the export
 stages. Reads the pipeline's ``[bench]`` section (``enabled``, ``batch_sizes``, ``iterations``,
 ``warmup``, ``threads``, ``providers``, ``engines``, ``max_seconds``) and scores every row on the
 pipeline's val split (``eval_images`` caps it). The stage is complete when ``bench/bench.json``

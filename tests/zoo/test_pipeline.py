@@ -56,6 +56,46 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
     assert again[:-1] == times[:-1]
 
 
+def test_a_changed_config_names_exactly_the_finished_stages_it_leaves_stale(tiny_pipeline):
+    import copy
+
+    import pytest
+
+    from zoo.errors import ZooError
+
+    cfg, _ = tiny_pipeline
+    out = Path(cfg.output)
+    recorded = json.loads((out / "config.json").read_text())
+    _, stages = pipeline.build(cfg)
+    assert pipeline.stale_stages(recorded, cfg, stages) == []  # the same config resumes
+
+    def stale(edit):
+        changed = copy.deepcopy(cfg)
+        edit(changed)
+        return {name: keys for name, keys in pipeline.stale_stages(recorded, changed, pipeline.build(changed)[1])}
+
+    assert stale(lambda c: setattr(c.export, "parity_images", 16)) == {"export student to ONNX": ["export"]}
+    distill = stale(lambda c: setattr(c.distill, "epochs", 2))
+    assert set(distill) == {
+        "distill vote ensemble into custom_cnn",
+        "shift suite on out/student",
+        "export student to ONNX",
+    }
+    second = stale(lambda c: c.members[1].train.update(seed=5))  # one member's recipe: it and all after it
+    assert "train second (custom_cnn)" in second and "train custom_cnn (custom_cnn)" not in second
+    assert second["train second (custom_cnn)"] == ["members.second"]
+    assert "ensemble vote" in second and "export student to ONNX" in second
+    assert set(stale(lambda c: setattr(c, "name", "renamed"))) == set()  # the name shapes no artifact
+
+    grown = copy.deepcopy(cfg)  # a member added to a finished run: refused before anything is written
+    grown.members.append(config.MemberConfig(member="custom_cnn", name="third", params=TINY))
+    before = (out / "config.json").read_bytes()
+    with pytest.raises(ZooError, match=r"finished stage\(s\).*members changed.*new --output"):
+        pipeline.run(grown)
+    assert (out / "config.json").read_bytes() == before
+    assert not (out / "members" / "third").exists()
+
+
 def test_pipeline_restarts_an_incomplete_stage(tmp_path):
     import pytest
 
