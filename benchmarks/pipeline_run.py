@@ -91,6 +91,17 @@ def artifacts(run: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
+def extra_artifacts(folders: list[Path]) -> list[tuple[str, str, Path]]:
+    """``(name, kind, folder)`` of folders outside the run (``--extra``), named by their cards."""
+    from zoo.artifacts import read_card
+
+    out = []
+    for folder in folders:
+        card = read_card(folder)
+        out.append((card["name"], card["kind"], folder))
+    return out
+
+
 def split_probs(folder: Path, kind: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Stored probabilities and labels; a fitted ensemble's val is its out-of-fold estimate."""
     from zoo.artifacts import load_npy, probs_files
@@ -199,7 +210,7 @@ def cost_rows(run: Path, arts: list[tuple[str, str, Path]]) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------- targets
-def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teacher: str | None = None) -> list[dict]:
+def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teachers: dict | None = None) -> list[dict]:
     out = []
     val = {r["name"]: r for r in clean.get("val", [])}
     members = [r for r in val.values() if r["kind"] == "member"]
@@ -219,7 +230,7 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teac
         )
     for s in students:
         # the ensemble that taught it (its card), else the best one
-        taught = [r for r in ensembles if r["name"] == teacher]
+        taught = [r for r in ensembles if r["name"] == (teachers or {}).get(s["name"])]
         teacher_row = taught[0] if taught else (max(ensembles, key=lambda r: r["accuracy"]) if ensembles else None)
         params = cost.get(s["name"], {}).get("params")
         if params is not None:
@@ -271,13 +282,19 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teac
     return out
 
 
-def _teacher(arts: list[tuple[str, str, Path]]) -> str | None:
+def _teachers(arts: list[tuple[str, str, Path]]) -> dict[str, str]:
+    """Each student's teacher, by name: the artifact in ``arts`` whose folder its card records."""
     from zoo.artifacts import read_card
 
-    for _, kind, folder in arts:
+    where = {folder.resolve(): name for name, _, folder in arts}
+    out = {}
+    for name, kind, folder in arts:
         if kind == "student":
-            return read_card(folder, verify=False).get("distillation", {}).get("teacher", {}).get("method")
-    return None
+            t = read_card(folder, verify=False).get("distillation", {}).get("teacher", {})
+            found = [where.get((folder / t[k]).resolve()) for k in ("path", "abs_path") if t.get(k)]
+            if any(found):
+                out[name] = next(f for f in found if f)
+    return out
 
 
 # ----------------------------------------------------------------------------- writing
@@ -332,6 +349,8 @@ def markdown(res: dict) -> str:
                 f"{_pct(r['mean_out_of_family'])} | " + " | ".join(cells) + " |"
             )
         L.append("")
+    if res.get("notes"):
+        L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     L += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |" for t in res["targets"]]
     return "\n".join(L) + "\n"
@@ -360,9 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-log", type=Path, help="load average samples taken during the run")
     ap.add_argument("--wall", type=float, help="wall seconds of the whole command, when measured outside")
     ap.add_argument("--commit", default=None, help="commit the run was made with (default: this checkout's HEAD)")
+    ap.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        help="another member, ensemble or student folder to score beside the run's (an experiment; repeatable)",
+    )
+    ap.add_argument("--note", action="append", default=[], help="free text recorded with the results (repeatable)")
     args = ap.parse_args(argv)
 
-    arts = artifacts(args.run)
+    arts = artifacts(args.run) + extra_artifacts(args.extra)
     stages = stage_times(args.run, args.log)
     clean = clean_table(arts)
     shift = shift_rows(arts)
@@ -385,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         "clean": clean,
         "shift": shift,
         "cost": cost,
-        "targets": targets(clean, shift, cost, wall, _teacher(arts)),
+        "targets": targets(clean, shift, cost, wall, _teachers(arts)),
+        "notes": args.note,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
