@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.runs import RESIZE_LAYER_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def default_op_types(model, keep_float: list[str] | tuple[str, ...] = ()) -> tup
     return CNN_OPS
 
 
-RESIZE_NODE = re.compile(r"(^|/)resize_\d+_to_\d+")
+RESIZE_NODE = re.compile(rf"(^|/){RESIZE_LAYER_PATTERN}")
 
 
 def float_nodes(model, exclude_ops=("Softmax",), exclude_prefixes=("ens_",), max_depth: int = 6) -> list[str]:

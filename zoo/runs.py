@@ -59,6 +59,14 @@ def check_model_outputs(model, card: dict[str, Any], where: str) -> None:
     probabilities(np.asarray(out), where, len(card["classes"]))
 
 
+# The in-graph resize layer's name; export.quantize finds these nodes by the pattern and keeps them float.
+RESIZE_LAYER_PATTERN = r"resize_\d+_to_\d+"
+
+
+def resize_layer_name(source: int, own: int) -> str:
+    return f"resize_{source}_to_{own}"
+
+
 def resized_input(model, input_size: int):
     """``model`` behind a resize from ``input_size`` to its own input size (or ``model`` itself).
 
@@ -76,7 +84,7 @@ def resized_input(model, input_size: int):
     if own == input_size:
         return model
     inputs = keras.Input((input_size, input_size, 3), name="images")
-    x = PilBilinearResize(own, own, name=f"resize_{input_size}_to_{own}")(inputs)
+    x = PilBilinearResize(own, own, name=resize_layer_name(input_size, own))(inputs)
     return keras.Model(inputs, model(x), name=f"{model.name}_from{input_size}")
 
 
