@@ -141,6 +141,21 @@ def clean_table(arts: list[tuple[str, str, Path]], splits=("val", "test")) -> di
     return out
 
 
+def member_oracle(arts: list[tuple[str, str, Path]], split: str = "val") -> dict | None:
+    """The ceiling of any combiner of these members: the share of images at least one member gets right."""
+    got = [split_probs(folder, kind, split) for _, kind, folder in arts if kind == "member"]
+    got = [g for g in got if g is not None]
+    if len(got) < 2 or any(not np.array_equal(g[1], got[0][1]) for g in got):
+        return None
+    right = np.stack([g[0].argmax(1) == g[1] for g in got])
+    return {
+        "members": len(got),
+        "n": int(right.shape[1]),
+        "accuracy": float(right.any(0).mean()),
+        "all_wrong": int((~right.any(0)).sum()),
+    }
+
+
 def shift_rows(arts: list[tuple[str, str, Path]]) -> list[dict]:
     from zoo.errors import ZooError
     from zoo.shift.report import load_results
@@ -332,6 +347,13 @@ def markdown(res: dict) -> str:
                 f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p_value']:.3g} | {params} | {ms} |"
             )
         L.append("")
+        o = res.get("oracle") if split == "val" else None
+        if o:
+            L += [
+                f"Ceiling for any combiner of these {o['members']} members: {_pct(o['accuracy'])}% of the {o['n']} "
+                f"images have at least one member right ({o['all_wrong']} have none).",
+                "",
+            ]
     if res["shift"]:
         fams = list(res["shift"][0]["families"])
         L += ["## Robustness: shift suite (6 families x 5 severities)", ""]
@@ -410,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage_seconds": sum(s["seconds"] for s in stages),
         "wall_seconds": args.wall,
         "clean": clean,
+        "oracle": member_oracle(arts),
         "shift": shift,
         "cost": cost,
         "targets": targets(clean, shift, cost, wall, _teachers(arts)),
