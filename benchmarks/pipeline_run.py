@@ -318,7 +318,8 @@ def _pct(v) -> str:
 
 
 def markdown(res: dict) -> str:
-    L = [f"# `zoo run` {res['config']}: what the run measured", ""]
+    extra = f" and {len(res['extra'])} folders beside it" if res.get("extra") else ""
+    L = [f"# `zoo run` {res['config']}{extra}: what was measured", ""]
     L += [f"Machine: {res['machine']}. Commit {res['commit']}. {res['conditions']}", ""]
     if res["stages"]:
         L += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
@@ -371,8 +372,9 @@ def markdown(res: dict) -> str:
                 f"{_pct(r['mean_out_of_family'])} | " + " | ".join(cells) + " |"
             )
         L.append("")
-    if res.get("notes"):
-        L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+    if res.get("notes") or res.get("extra"):
+        L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]]
+        L += [f"- Scored beside the run (`--extra`): `{f}`" for f in res.get("extra", [])] + [""]
     L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     L += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |" for t in res["targets"]]
     return "\n".join(L) + "\n"
@@ -437,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost": cost,
         "targets": targets(clean, shift, cost, wall, _teachers(arts)),
         "notes": args.note,
+        "extra": [str(f) for f in args.extra],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
