@@ -251,7 +251,7 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teac
         if params is not None:
             out.append(
                 {
-                    "target": f"student <= {STUDENT_MAX_PARAMS:,} parameters",
+                    "target": f"{s['name']} <= {STUDENT_MAX_PARAMS:,} parameters",
                     "value": f"{params:,}",
                     "met": params <= STUDENT_MAX_PARAMS,
                 }
@@ -260,7 +260,7 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teac
             gap = teacher_row["accuracy"] - s["accuracy"]
             out.append(
                 {
-                    "target": f"student within {100 * STUDENT_TO_TEACHER:.1f} points of its teacher (val)",
+                    "target": f"{s['name']} within {100 * STUDENT_TO_TEACHER:.1f} points of its teacher (val)",
                     "value": f"{100 * s['accuracy']:.2f}% vs {teacher_row['name']} {100 * teacher_row['accuracy']:.2f}% "
                     f"(gap {100 * gap:.2f} points)",
                     "met": gap <= STUDENT_TO_TEACHER,
