@@ -444,10 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(res))
+    # The run's own plots: they show the run's artifacts only, so not copied beside an experiment's results.
     for src, suffix in (
-        ("report/summary.png", "summary"),
-        ("report/shift_suite.png", "shift"),
-        ("bench/pareto.png", "pareto"),
+        ()
+        if args.extra
+        else (
+            ("report/summary.png", "summary"),
+            ("report/shift_suite.png", "shift"),
+            ("bench/pareto.png", "pareto"),
+        )
     ):
         if (args.run / src).is_file():
             shutil.copyfile(args.run / src, RESULTS / f"{args.name}_{suffix}.png")
