@@ -16,7 +16,8 @@ Reads only the run folder (every number comes from the artifacts the pipeline wr
   the largest batch, and MACs;
 - **targets** of issues #10 and #15, each said met or not met.
 
-Writes ``benchmarks/results/<name>.{json,md}`` and copies the run's summary, shift-suite and Pareto
+Writes ``benchmarks/results/<name>.{json,md}`` and ``<name>_tradeoff.png`` (clean vs mean shifted accuracy per
+artifact) and copies the run's summary, shift-suite and Pareto
 plots beside them as ``<name>_summary.png``, ``<name>_shift.png``, ``<name>_pareto.png``.
 """
 
@@ -380,6 +381,41 @@ def markdown(res: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def tradeoff_plot(shift: list[dict], path: Path) -> Path | None:
+    """Clean accuracy against the mean over all shift families, one labelled point per artifact.
+
+    Hollow markers: the mean includes families the model trained on (in-family), so the point
+    shows what its recipe holds, not an out-of-family robustness claim.
+    """
+    if not shift:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"member": "tab:blue", "ensemble": "tab:orange", "student": "tab:green"}
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    for r in shift:
+        x, y = 100 * r["clean"], 100 * float(np.mean(list(r["families"].values())))
+        c = colours.get(r["kind"], "grey")
+        face = "none" if r["in_family"] else c
+        ax.scatter([x], [y], s=60, edgecolors=c, facecolors=face, linewidths=1.8)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for kind, c in colours.items():
+        ax.scatter([], [], color=c, label=kind)
+    ax.scatter([], [], facecolors="none", edgecolors="grey", label="trained on some families (hollow)")
+    ax.set_xlabel("clean accuracy on the suite's images (%)")
+    ax.set_ylabel("mean accuracy over the six shift families (%)")
+    ax.set_title("Clean vs shifted: the trade-off per model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def load_conditions(path: Path | None) -> str:
     """One sentence on the machine's load during the run, from ``HH:MM:SS l1 l5 l15`` lines."""
     if path is None or not path.is_file():
@@ -444,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(res))
+    tradeoff_plot(shift, RESULTS / f"{args.name}_tradeoff.png")
     # The run's own plots: they show the run's artifacts only, so not copied beside an experiment's results.
     for src, suffix in (
         ()
