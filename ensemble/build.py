@@ -48,6 +48,11 @@ def check_config(cfg: EnsembleConfig) -> None:
     if cfg.weights is not None and cfg.method != "vote":
         raise ZooError("--weights only applies to voting")
     tta_mod.parse(cfg.tta)
+    if cfg.fit_clean_floor is not None:
+        if cfg.method != "vote" or not cfg.fit_shift or cfg.weights is not None:
+            raise ZooError("a clean floor applies to a fitted vote with shifted fit rows (--fit-shift)")
+        if not 0.0 < cfg.fit_clean_floor < 1.0:
+            raise ZooError(f"the clean floor must be a fraction in (0, 1), got {cfg.fit_clean_floor}")
     if cfg.fit_shift:
         from zoo.shift import resolve_families
 
@@ -84,7 +89,7 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
     fit_probs, fit_labels = source.split(cfg.fit_split)
     other = {s: source.split(s) for s in source.available_splits() if s != cfg.fit_split}
     folds = make_folds(fit_labels, cfg.folds, cfg.seed)
-    n_fit, fit_all = len(fit_labels), (fit_probs, fit_labels, folds)
+    n_fit, fit_all, copies = len(fit_labels), (fit_probs, fit_labels, folds), 1
     if cfg.fit_shift:  # clean rows + shifted copies (each copy in its image's fold); the families become in-family
         from ensemble import robust
 
@@ -92,10 +97,19 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
             source, cfg.fit_split, cfg.fit_shift, cfg.fit_shift_severities, cfg.seed, cfg.batch_size
         )
         fit_all = robust.extend_fit_rows(fit_probs, fit_labels, folds, shifted)
+        copies = 1 + len(shifted)
 
     names = [m.name for m in members]
     variants = compare.make_variants(
-        names, cfg.weights, cfg.learner, cfg.learner_params, cfg.features, cfg.folds, cfg.seed
+        names,
+        cfg.weights,
+        cfg.learner,
+        cfg.learner_params,
+        cfg.features,
+        cfg.folds,
+        cfg.seed,
+        clean_floor=cfg.fit_clean_floor,
+        copies=copies,
     )
     rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split)
     chosen = _chosen_variant(cfg, variants, names)
@@ -251,7 +265,13 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
     spec["fit"] = {
         "split": cfg.fit_split,
         "rows": int(len(fit_labels)),
-        "weights": ("given" if cfg.weights is not None else "fitted (SLSQP, min log-loss, w>=0, sum 1)")
+        "weights": (
+            "given"
+            if cfg.weights is not None
+            else f"max shifted accuracy with clean accuracy >= {cfg.fit_clean_floor} (simplex grid, steps 1/8)"
+            if cfg.fit_clean_floor is not None
+            else "fitted (SLSQP, min log-loss, w>=0, sum 1)"
+        )
         if cfg.method == "vote"
         else None,
         "calibrate": cfg.calibrate,

@@ -45,6 +45,8 @@ def make_variants(
     folds: int = 5,
     seed: int = 0,
     members: bool = True,
+    clean_floor: float | None = None,
+    copies: int = 1,
 ) -> list[Variant]:
     """Each member, equal vote, fitted (or given) vote, stacking — each without and with temperature."""
     m = len(member_names)
@@ -75,7 +77,7 @@ def make_variants(
                     f"{label}{sfx}",
                     "vote",
                     cal,
-                    (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c)),
+                    (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c, clean_floor=clean_floor, copies=copies)),
                     cal or weights is None,
                 )
             )

@@ -99,6 +99,9 @@ class EnsembleSection:
     # Robust fit of the vote (ensemble.robust): shifted val copies of these zoo.shift families join the weight fit.
     # Vote only: stacking fitted on shifted rows lost ~4 points clean in benchmarks/results/robustness.md.
     vote_fit_shift: list[str] = field(default_factory=list)
+    # With vote_fit_shift: pick the vote's weights by shifted accuracy among those keeping this clean
+    # accuracy (benchmarks/results/vote_frontier_pbc_cpu.md), instead of minimising log-loss.
+    vote_clean_floor: float | None = None
 
     def to_stage(self, method: str, seed: int) -> EnsembleConfig:
         return EnsembleConfig(
@@ -107,6 +110,7 @@ class EnsembleSection:
             tta="dihedral" if self.tta else None,
             seed=seed,
             fit_shift=list(self.vote_fit_shift) if method == "vote" else [],
+            fit_clean_floor=self.vote_clean_floor if method == "vote" else None,
         )
 
 
@@ -218,6 +222,11 @@ class PipelineConfig:
             from zoo.shift import resolve_families
 
             resolve_families(list(self.ensemble.vote_fit_shift))  # ZooError naming the known families
+        floor = self.ensemble.vote_clean_floor
+        if floor is not None and (not self.ensemble.vote_fit_shift or not 0.0 < floor < 1.0):
+            raise ZooError(
+                f"config: ensemble.vote_clean_floor needs vote_fit_shift and a fraction in (0, 1), got {floor}"
+            )
         if self.distill.augment is not None:
             from zoo.augment.spec import parse
 

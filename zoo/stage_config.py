@@ -53,6 +53,9 @@ class EnsembleConfig:
     # Robust fit (ensemble.robust): shifted copies of the fit split from these zoo.shift families join the fit rows.
     fit_shift: list[str] = field(default_factory=list)
     fit_shift_severities: list[int] = field(default_factory=lambda: [2, 4])
+    # Vote with fit_shift: choose weights by shifted accuracy among those keeping this clean accuracy
+    # (ensemble.voting.fit_weights_floor) instead of minimising log-loss over all rows.
+    fit_clean_floor: float | None = None
 
 
 @dataclass

@@ -187,6 +187,51 @@ def test_robust_fit_weights_move_towards_the_member_that_survives_the_shift():
     assert w_clean[0] > 0.9 and w_robust[1] > 0.5
 
 
+def _accuracies(w, mp, y, n):
+    right = np.tensordot(w, mp, axes=(0, 0)).argmax(-1) == y
+    return right[:n].mean(), right[n:].mean()
+
+
+def test_clean_floor_fit_keeps_the_floor_and_is_the_most_robust_vote_that_does():
+    from ensemble.voting import fit_vote, fit_weights_floor, simplex_grid
+    from tests.helpers import member_probs
+
+    n = 300
+    y = np.random.default_rng(0).integers(0, 4, n)
+    wrong = (y + 1) % 4
+    # member 0: best clean, confidently wrong on half of each shifted copy; member 1: robust, weaker
+    # clean; member 2: in between. Rows: the clean block, then two shifted copies (robust.extend_fit_rows).
+    fragile = np.where(np.arange(n) % 2 == 0, wrong, y)
+    mp = np.stack(
+        [
+            np.concatenate(
+                [member_probs(y, 4.0, seed=1), member_probs(fragile, 4.0, seed=2), member_probs(fragile, 4.0, seed=3)]
+            ),
+            np.concatenate([member_probs(y, 1.2, seed=4), member_probs(y, 1.2, seed=5), member_probs(y, 1.2, seed=6)]),
+            np.concatenate([member_probs(y, 2.0, seed=7), member_probs(y, 1.0, seed=8), member_probs(y, 1.0, seed=9)]),
+        ]
+    ).astype(np.float64)
+    labels = np.tile(y, 3)
+    # every weight vector in multiples of 1/8, enumerated here independently of simplex_grid
+    grid = [np.array([i, j, 8 - i - j]) / 8 for i in range(9) for j in range(9 - i)]
+    assert len(simplex_grid(3, 8)) == len(grid) == 45 and np.allclose(simplex_grid(3, 8).sum(1), 1)
+    acc = [_accuracies(g, mp, labels, n) for g in grid]
+    best_clean = max(c for c, _ in acc)
+    for floor in (0.80, 0.95, best_clean):
+        w = fit_weights_floor(mp, labels, 3, floor)
+        clean, shifted = _accuracies(w, mp, labels, n)
+        assert clean >= floor
+        assert shifted >= max(s for c, s in acc if c >= floor) - 1e-12
+    loose, strict = fit_weights_floor(mp, labels, 3, 0.80), fit_weights_floor(mp, labels, 3, best_clean)
+    assert _accuracies(loose, mp, labels, n)[1] > _accuracies(strict, mp, labels, n)[1]  # robustness costs clean
+    # a floor nothing reaches: the most accurate clean weights
+    assert _accuracies(fit_weights_floor(mp, labels, 3, 0.99999), mp, labels, n)[0] == best_clean
+    spec = fit_vote(mp, labels, clean_floor=0.80, copies=3)
+    np.testing.assert_allclose(spec["weights"], loose)
+    with pytest.raises(ZooError, match="equal blocks"):
+        fit_weights_floor(mp[:, :-1], labels[:-1], 3, 0.9)
+
+
 def test_convnext_takes_input_norm_in_place_of_imagenet_statistics():
     from zoo.registry import create_model
 
@@ -235,3 +280,18 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     assert card["metrics"]["val"]["n"] == 160  # the headline scores the clean rows only
     with pytest.raises(ZooError, match="unknown shift famil"):
         build_ensemble([sharp, steady], tmp_path / "bad", config=EnsembleConfig(fit_shift=["lab"]))
+
+    floored = build_ensemble(
+        [sharp, steady], tmp_path / "floor", config=EnsembleConfig(folds=4, fit_shift=["colour"], fit_clean_floor=0.5)
+    )
+    spec = json.loads((floored / "ensemble.json").read_text())
+    assert "clean accuracy >= 0.5" in spec["fit"]["weights"]
+    assert read_card(floored)["metrics"]["val"]["n"] == 160
+    for bad in (
+        EnsembleConfig(fit_clean_floor=0.9),  # no shifted rows to be robust on
+        EnsembleConfig(method="stack", fit_shift=["colour"], fit_clean_floor=0.9),
+        EnsembleConfig(fit_shift=["colour"], fit_clean_floor=1.5),
+    ):
+        with pytest.raises(ZooError, match="clean floor"):
+            build_ensemble([sharp, steady], tmp_path / "bad_floor", config=bad)
+    assert not (tmp_path / "bad_floor").exists()

@@ -100,6 +100,15 @@ def test_distill_augment_is_its_own_and_checked_when_the_config_loads():
         config.parse({"distill": {"augment": "flip_rot90,stian:0.3"}})
 
 
+def test_vote_clean_floor_reaches_the_vote_stage_only_and_needs_shifted_rows():
+    cfg = config.parse({"ensemble": {"vote_fit_shift": ["colour"], "vote_clean_floor": 0.98}})
+    assert cfg.ensemble.to_stage("vote", seed=0).fit_clean_floor == 0.98
+    assert cfg.ensemble.to_stage("stack", seed=0).fit_clean_floor is None
+    for bad in ({"vote_clean_floor": 0.98}, {"vote_fit_shift": ["colour"], "vote_clean_floor": 98}):
+        with pytest.raises(ZooError, match="vote_clean_floor"):
+            config.parse({"ensemble": bad})
+
+
 def test_ensemble_input_size_is_the_largest_member_size():
     cfg = config.parse(
         {

@@ -31,6 +31,13 @@ def register(sub) -> None:
     vote.add_argument(
         "--weights", help="comma-separated member weights (normalised to sum 1); default: fit them on val"
     )
+    vote.add_argument(
+        "--clean-floor",
+        type=float,
+        metavar="FRACTION",
+        help="with --fit-shift: choose the weights with the best shifted accuracy among those keeping this "
+        "clean accuracy (e.g. 0.98) instead of minimising log-loss",
+    )
     vote.set_defaults(func=run_ensemble)
     stack = kinds.add_parser("stack", help="linear meta-learner (scikit-learn) on member (log-)probabilities")
     _common(stack, e)
@@ -135,6 +142,7 @@ def run_ensemble(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         fit_shift=[f for f in args.fit_shift.split(",") if f.strip()] if args.fit_shift else [],
+        fit_clean_floor=getattr(args, "clean_floor", None),
     )
     out = build_ensemble(args.runs, args.out, data=args.data, config=cfg, force=args.force)
     print((out / "comparison.md").read_text())
