@@ -90,8 +90,10 @@ def fit_weights_floor(
     if copies < 2 or n * copies != len(labels):
         raise ZooError(f"a clean floor needs clean + shifted rows in {copies} equal blocks, got {len(labels)} rows")
     grid = simplex_grid(mp.shape[0], steps)
-    right = np.einsum("wm,mnc->wnc", grid, mp).argmax(-1) == labels  # (W, rows)
-    clean, shifted = right[:, :n].mean(1), right[:, n:].mean(1)
+    clean, shifted = np.empty(len(grid)), np.empty(len(grid))
+    for i in range(0, len(grid), 32):  # chunks bound the (W, rows, classes) intermediate
+        right = np.einsum("wm,mnc->wnc", grid[i : i + 32], mp).argmax(-1) == labels
+        clean[i : i + 32], shifted[i : i + 32] = right[:, :n].mean(1), right[:, n:].mean(1)
     ok = clean >= floor
     score = np.where(ok, shifted + 1e-9 * clean, -1.0) if ok.any() else clean + 1e-9 * shifted
     return grid[int(np.argmax(score))]
