@@ -76,6 +76,23 @@ def test_cli_reports_bad_inputs_in_one_line(tmp_path, capsys):
     one_line_error(capsys, ["ensemble", "vote", str(half), str(half), "--out", str(tmp_path / "v")], "incomplete")
 
 
+def test_ensemble_clean_floor_without_shifted_rows_is_a_one_line_error(tmp_path, capsys):
+    from tests.helpers import make_run, member_probs
+
+    y = np.random.default_rng(0).integers(0, 4, 40)
+    runs = [str(make_run(tmp_path / n, {"val": (member_probs(y, 2.0, seed=i), y)})) for i, n in enumerate("ab")]
+    out = tmp_path / "v"
+    one_line_error(
+        capsys, ["ensemble", "vote", *runs, "--out", str(out), "--clean-floor", "0.98"], "clean floor", "--fit-shift"
+    )
+    one_line_error(
+        capsys,
+        ["ensemble", "vote", *runs, "--out", str(out), "--fit-shift", "colour", "--clean-floor", "98"],
+        "must be a fraction",
+    )
+    assert not out.exists()
+
+
 def test_non_utf8_file_names_print_without_crashing(tmp_path, capsys, monkeypatch):
     """Undecodable file names reach the user: escaped in the one-line error, byte-exact on stdout."""
     import io
