@@ -71,8 +71,6 @@ def stage_times(run: Path, logs: list[Path]) -> list[dict]:
 
 def artifacts(run: Path) -> list[tuple[str, str, Path]]:
     """``(name, kind, folder)`` of every member, ensemble and the student, in pipeline order."""
-    from zoo.artifacts import read_card
-    from zoo.errors import ZooError
     from zoo.pipeline import context_for_run
 
     ctx = context_for_run(run)
@@ -81,24 +79,23 @@ def artifacts(run: Path) -> list[tuple[str, str, Path]]:
         folders += [ctx.ensemble_dir(m) for m in ctx.cfg.ensemble.methods]
     if ctx.cfg.distill.enabled:
         folders.append(ctx.student_dir())
+    return named_artifacts(folders, skip_incomplete=True)
+
+
+def named_artifacts(folders: list[Path], skip_incomplete: bool = False) -> list[tuple[str, str, Path]]:
+    """``(name, kind, folder)`` of each folder, named by its card; ``skip_incomplete``: leave out (and say) what has none."""
+    from zoo.artifacts import read_card
+    from zoo.errors import ZooError
+
     out = []
     for folder in folders:
         try:
             card = read_card(folder)
         except ZooError as exc:
+            if not skip_incomplete:
+                raise
             print(f"skipped {folder}: {exc}", file=sys.stderr)
             continue
-        out.append((card["name"], card["kind"], folder))
-    return out
-
-
-def extra_artifacts(folders: list[Path]) -> list[tuple[str, str, Path]]:
-    """``(name, kind, folder)`` of folders outside the run (``--extra``), named by their cards."""
-    from zoo.artifacts import read_card
-
-    out = []
-    for folder in folders:
-        card = read_card(folder)
         out.append((card["name"], card["kind"], folder))
     return out
 
@@ -449,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="free text recorded with the results (repeatable)")
     args = ap.parse_args(argv)
 
-    arts = artifacts(args.run) + extra_artifacts(args.extra)
+    arts = artifacts(args.run) + named_artifacts(args.extra)
     stages = stage_times(args.run, args.log)
     clean = clean_table(arts)
     shift = shift_rows(arts)

@@ -18,7 +18,6 @@ Writes ``benchmarks/results/<name>.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -36,33 +35,23 @@ SEVERITIES = (2, 4)
 FLOORS = (0.97, 0.975, 0.98, 0.985, 0.99)
 
 
-def member_probs(
-    runs: list[Path], data: str, size: int, seed: int
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Names, clean probs (M, N, C), shifted probs (M, K, N, C) and labels of val at the ensemble's size."""
-    from zoo import shift
-    from zoo.artifacts import read_card
-    from zoo.data import load_dataset
-    from zoo.runs import load_model
+def member_probs(runs: list[Path], data: str, seed: int) -> tuple[list[str], int, np.ndarray, np.ndarray, np.ndarray]:
+    """Names, input size, clean probs (M, N, C), shifted probs (M, K, N, C) and labels of val.
 
-    ds = load_dataset(data, size)
-    part = ds.split("val")
-    copies = [shift.corrupt(part.images, f, s, seed) for f in FAMILIES for s in SEVERITIES]
-    names, clean, shifted = [], [], []
-    for run in runs:
-        card = read_card(run)
-        model = load_model(run, card, input_size=size)
-        names.append(card["name"])
-        clean.append(model.predict(part.images.astype(np.float32), batch_size=128, verbose=0))
-        shifted.append([model.predict(x.astype(np.float32), batch_size=128, verbose=0) for x in copies])
-        print(f"{card['name']}: clean {np.mean(clean[-1].argmax(1) == part.labels):.4f}", flush=True)
-    return names, np.stack(clean), np.stack([np.stack(s) for s in shifted]).astype(np.float32), np.asarray(part.labels)
+    The ensemble build's own path: members at the ensemble's input size (smaller ones resize in their
+    graph) and the robust fit's shifted copies (:func:`ensemble.robust.shifted_member_probs`).
+    """
+    from ensemble.members import MemberProbs, open_members
+    from ensemble.robust import shifted_member_probs
 
-
-def simplex(m: int, steps: int) -> np.ndarray:
-    """Every weight vector with entries in multiples of 1/steps summing to 1."""
-    out = [np.array(c) / steps for c in itertools.product(range(steps + 1), repeat=m) if sum(c) == steps]
-    return np.stack(out)
+    source = MemberProbs(open_members(runs), data=data, batch_size=128)
+    clean, labels = source.split("val")
+    copies = shifted_member_probs(source, "val", FAMILIES, SEVERITIES, seed, batch_size=128)  # K x (M, N, C)
+    names = [m.name for m in source.members]
+    for name, p in zip(names, clean):
+        print(f"{name}: clean {np.mean(p.argmax(1) == labels):.4f}", flush=True)
+    shifted = np.stack(copies, axis=1).astype(np.float32)
+    return names, source.input_size, clean, shifted, np.asarray(labels)
 
 
 def scores(w: np.ndarray, clean: np.ndarray, shifted: np.ndarray, y: np.ndarray, rows: np.ndarray) -> tuple:
@@ -76,17 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="member run folders")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--size", type=int, help="ensemble input size (default: the largest member's)")
     ap.add_argument("--steps", type=int, default=8, help="grid resolution: weights in multiples of 1/steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", required=True)
     args = ap.parse_args(argv)
 
-    from zoo.artifacts import read_card
+    from ensemble.voting import simplex_grid
 
-    size = args.size or max(int(read_card(r)["input"]["image_size"]) for r in args.runs)
-    names, clean, shifted, y = member_probs(args.runs, args.data, size, args.seed)
-    w = simplex(len(names), args.steps)
+    names, size, clean, shifted, y = member_probs(args.runs, args.data, args.seed)
+    w = simplex_grid(len(names), args.steps)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(y))
     halves = [np.sort(order[: len(y) // 2]), np.sort(order[len(y) // 2 :])]

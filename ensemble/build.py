@@ -28,6 +28,7 @@ from ensemble.folder import FORMAT_VERSION, SPEC_FILE, member_entry
 from ensemble.members import MemberProbs, open_members
 from ensemble.metrics import scores
 from ensemble.stacking import LEARNERS
+from ensemble.voting import FLOOR_GRID_STEPS
 from zoo import ownership
 from zoo.artifacts import probs_files, write_card, write_json, write_npy, write_probs
 from zoo.errors import ZooError
@@ -268,7 +269,8 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
         "weights": (
             "given"
             if cfg.weights is not None
-            else f"max shifted accuracy with clean accuracy >= {cfg.fit_clean_floor} (simplex grid, steps 1/8)"
+            else f"max shifted accuracy with clean accuracy >= {cfg.fit_clean_floor} "
+            f"(simplex grid, steps 1/{FLOOR_GRID_STEPS})"
             if cfg.fit_clean_floor is not None
             else "fitted (SLSQP, min log-loss, w>=0, sum 1)"
         )

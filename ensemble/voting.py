@@ -63,6 +63,9 @@ def fit_weights(member_probs: np.ndarray, labels: np.ndarray, eps: float = EPS) 
     return w / w.sum()
 
 
+FLOOR_GRID_STEPS = 8  # the clean-floor fit searches weights in multiples of 1/8
+
+
 def simplex_grid(m: int, steps: int) -> np.ndarray:
     """Every weight vector over ``m`` members with entries in multiples of ``1/steps`` (sum 1)."""
     if m == 1:
@@ -72,7 +75,7 @@ def simplex_grid(m: int, steps: int) -> np.ndarray:
 
 
 def fit_weights_floor(
-    member_probs: np.ndarray, labels: np.ndarray, copies: int, floor: float, steps: int = 8
+    member_probs: np.ndarray, labels: np.ndarray, copies: int, floor: float, steps: int = FLOOR_GRID_STEPS
 ) -> np.ndarray:
     """Simplex weights with the best accuracy on the shifted rows among those keeping ``floor`` clean accuracy.
 
