@@ -45,6 +45,12 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--adapt-scale",
+        action="store_true",
+        help="with --shift-suite: measure each acquisition's magnification against the training images (no "
+        "labels) and resample it back before scoring; writes FOLDER/eval/shift_suite_adapt_scale.{json,md,png}",
+    )
+    p.add_argument(
         "--adapt-bn",
         action="store_true",
         help="first re-estimate BatchNorm statistics on the scored images themselves (no labels; one lab's set "
@@ -67,6 +73,8 @@ def run(args) -> int:
                 "benchmarks/robustness.py"
             )
         return _suite(args)
+    if args.adapt_scale:
+        raise ZooError("--adapt-scale applies to --shift-suite (it measures each shifted set on its own)")
     if args.reference:
         raise ZooError("--reference applies to --shift-suite")
     from zoo.evaluate import evaluate
@@ -97,12 +105,17 @@ def _suite(args) -> int:
         seed=args.seed,
         max_images=args.max_images or None,
         reference=args.reference,
+        adapt_scale=args.adapt_scale,
     )
 
     def pct(v):
         return "  n/a" if v is None else f"{100 * v:5.1f}"
 
     print(f"shift suite on {args.split} ({r['n']} images): clean accuracy {pct(r['clean']['accuracy'])}%")
+    if args.adapt_scale:
+        print(
+            f"magnification adapted per acquisition (class rulers from the training images at {r['adapt']['size']} px)"
+        )
     print(
         f"{'family':<13} {'trained':<8} "
         + " ".join(f"{'s' + str(s):>5}" for s in r["severities"])
@@ -124,5 +137,6 @@ def _suite(args) -> int:
         + (f", out-of-family mCE {r['mce_out_of_family']:.3f}" if r["mce_out_of_family"] is not None else "")
         + ("" if r["ce_normalised"] else "  (unnormalised: no --reference given)")
     )
-    print(f"results: {args.folder}/eval/shift_suite.json (+ .md, .png)")
+    stem = "shift_suite_adapt_scale" if args.adapt_scale else "shift_suite"
+    print(f"results: {args.folder}/eval/{stem}.json (+ .md, .png)")
     return 0

@@ -352,19 +352,22 @@ def _magnify(size: int, factor: np.ndarray, centre: np.ndarray | float | None = 
     return _bilinear_matrix(c + (pos - c) / factor[:, None], size)
 
 
-def _zoom(x, factor):
+def magnify(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Float (N, H, W, C) images magnified ×``factor`` (one per image) about the centre, bilinear;
+    a border that comes into view when shrinking is mirrored. The suite's geometry family and
+    :mod:`zoo.magnification` (which undoes it) both resample through this one function."""
     _, h, w, _ = x.shape
     return _separable(x, _magnify(h, factor), _magnify(w, factor))
 
 
 def zoom_in(x, level, rng):
     """Higher magnification: objects ×(1 + level) larger about the centre."""
-    return _zoom(x, (1 + level * rng.uniform(0.8, 1.0, len(x))).astype(np.float32))
+    return magnify(x, (1 + level * rng.uniform(0.8, 1.0, len(x))).astype(np.float32))
 
 
 def zoom_out(x, level, rng):
     """Lower magnification: objects ÷(1 + level), the border filled by mirroring."""
-    return _zoom(x, (1 / (1 + level * rng.uniform(0.8, 1.0, len(x)))).astype(np.float32))
+    return magnify(x, (1 / (1 + level * rng.uniform(0.8, 1.0, len(x)))).astype(np.float32))
 
 
 CORRUPTIONS: dict[str, Corruption] = {

@@ -23,9 +23,12 @@ from zoo.shift.suite import DEFAULT_MAX_IMAGES, comparable, evaluate_suite, summ
 
 log = logging.getLogger(__name__)
 RESULTS = Path("eval") / "shift_suite.json"
+# The same suite with test-time magnification adaptation (zoo.magnification): its own files and card
+# entry, so the plain results stay what every comparison reads.
+ADAPTED_STEM, ADAPTED_METRIC = "shift_suite_adapt_scale", "shift_suite_adapt_scale"
 
 
-def card_summary(res: dict[str, Any], split: str) -> dict[str, Any]:
+def card_summary(res: dict[str, Any], split: str, results: Path = RESULTS) -> dict[str, Any]:
     """The few numbers of a suite result that go into the card (``metrics.shift_suite``)."""
     return {
         "split": split,
@@ -39,7 +42,7 @@ def card_summary(res: dict[str, Any], split: str) -> dict[str, Any]:
         "mce": res["mce"],
         "mce_out_of_family": res["mce_out_of_family"],
         "ce_normalised": res["ce_normalised"],
-        "results": RESULTS.as_posix(),
+        "results": results.as_posix(),
     }
 
 
@@ -91,6 +94,8 @@ def markdown(res: dict[str, Any], title: str) -> str:
             f"{_pct(r['mean_ece'])} | {res['ce'][fam]:.3f} |"
         )
     lines += ["", "Accuracy, balanced error and ECE in %. " + res["protocol"]]
+    if res.get("adapt"):
+        lines += ["", *_adapt_table(res)]
     worst = _worst_corruptions(res)
     if worst:
         lines += [
@@ -99,6 +104,31 @@ def markdown(res: dict[str, Any], title: str) -> str:
             + "; ".join(f"{f}: {n} {_pc(a)}" for f, n, a in worst),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _adapt_table(res: dict[str, Any]) -> list[str]:
+    """What the test-time adaptation measured on each acquisition (one corruption at one severity)."""
+    a, sev = res["adapt"], [str(s) for s in res["severities"]]
+    tol = a.get("tolerance")
+
+    def fmt(v):
+        if v is None:
+            return "—"
+        return f"×{v:.2f}" + ("" if tol is None or abs(v - 1) >= tol else " (kept)")
+
+    lines = [
+        f"Test-time adaptation: {a.get('method')}; each acquisition measured on its own "
+        f"(class rulers {a.get('reference_px')} px on the training images at {a.get('size')} px; "
+        f"within ±{tol} of ×1 the images are kept as they are). Clean: {fmt(res['clean'].get('adapt'))}.",
+        "",
+        "| family | corruption | " + " | ".join(f"s{s}" for s in sev) + " |",
+        "|---|---|" + "---|" * len(sev),
+    ]
+    for fam, r in res["families"].items():
+        for name in r["corruptions"]:
+            vals = [r["severities"][s].get("adapt", {}).get(name) for s in sev]
+            lines.append(f"| {fam} | {name} | " + " | ".join(fmt(v) for v in vals) + " |")
+    return lines
 
 
 def _worst_corruptions(res: dict[str, Any]) -> list[tuple[str, str, float]]:
@@ -138,12 +168,12 @@ def plot(path: str | os.PathLike, res: dict[str, Any], title: str) -> Path:
     return plots.save_figure(fig, path)
 
 
-def write_results(out_dir: str | os.PathLike, res: dict[str, Any], title: str) -> Path:
+def write_results(out_dir: str | os.PathLike, res: dict[str, Any], title: str, stem: str = "shift_suite") -> Path:
     out_dir = Path(out_dir)
-    write_json(out_dir / "shift_suite.json", res)
-    write_text(out_dir / "shift_suite.md", markdown(res, title))
-    plot(out_dir / "shift_suite.png", res, title)
-    return out_dir / "shift_suite.json"
+    write_json(out_dir / f"{stem}.json", res)
+    write_text(out_dir / f"{stem}.md", markdown(res, title))
+    plot(out_dir / f"{stem}.png", res, title)
+    return out_dir / f"{stem}.json"
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -173,11 +203,15 @@ def evaluate_artifact(
     max_images: int | None = DEFAULT_MAX_IMAGES,
     reference: str | os.PathLike | None = None,
     dataset=None,
+    adapt_scale: bool = False,
 ) -> dict[str, Any]:
     """Run the suite on one artifact folder; writes ``eval/shift_suite.*`` and ``metrics.shift_suite``.
 
     ``reference`` (an artifact folder or a ``shift_suite.json``) normalises CE as in ImageNet-C;
     a reference folder without comparable stored results is scored on the same images in memory.
+    ``adapt_scale`` first undoes each acquisition's magnification, measured against the data's
+    training split (:mod:`zoo.magnification`); it writes ``eval/shift_suite_adapt_scale.*`` and
+    ``metrics.shift_suite_adapt_scale`` instead.
     """
     from zoo.data import load_dataset
     from zoo.evaluate import data_description
@@ -197,7 +231,10 @@ def evaluate_artifact(
         raise ZooError(f"{folder}: model classes {card['classes']} differ from the data's {dataset.class_names}")
     part = dataset.split(split)
     predict = load_predictor(folder, card)
-    res = evaluate_suite(predict, part.images, part.labels, dataset.class_names, fams, severities, seed, max_images)
+    adapt = magnification_adapter(dataset, predict) if adapt_scale else None
+    res = evaluate_suite(
+        predict, part.images, part.labels, dataset.class_names, fams, severities, seed, max_images, adapt=adapt
+    )
     res["data"] = {"source": dataset.source, "fingerprint": dataset.fingerprint, "split": split}
     res["artifact"] = {"name": card["name"], "kind": card["kind"], "folder": str(folder)}
 
@@ -207,9 +244,11 @@ def evaluate_artifact(
     elif reference is not None:
         ref_res, ref_name = _reference(reference, res, part, dataset.class_names, fams, severities, seed, max_images)
     res = summarise(res, artifact_families(folder, card), ref_res, ref_name)
-    write_results(folder / "eval", res, f"{card['name']} ({card['kind']})")
+    stem, key = (ADAPTED_STEM, ADAPTED_METRIC) if adapt_scale else (RESULTS.stem, "shift_suite")
+    title = f"{card['name']} ({card['kind']})" + (", magnification adapted per set" if adapt_scale else "")
+    write_results(folder / "eval", res, title, stem)
     metrics = dict(card.get("metrics", {}))
-    metrics["shift_suite"] = card_summary(res, split)
+    metrics[key] = card_summary(res, split, RESULTS.parent / f"{stem}.json")
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
     log.info(
         "%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s",
@@ -221,6 +260,16 @@ def evaluate_artifact(
         "" if res["ce_normalised"] else " (unnormalised)",
     )
     return res
+
+
+def magnification_adapter(dataset, predict):
+    """The per-set magnification adapter: class rulers from ``dataset``'s training images, classes from ``predict``."""
+    from zoo.magnification import MagnificationAdapter
+
+    train = dataset.splits.get("train")
+    if train is None or len(train) == 0:
+        raise ZooError("magnification adaptation measures its rulers on the training images; the data has none")
+    return MagnificationAdapter.from_images(train.images, train.labels, len(dataset.class_names), predict=predict)
 
 
 def _reference(reference, res, part, class_names, fams, severities, seed, max_images):

@@ -82,8 +82,15 @@ def evaluate_suite(
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
     max_images: int | None = DEFAULT_MAX_IMAGES,
+    adapt: Callable[[np.ndarray], tuple[np.ndarray, float | None]] | None = None,
 ) -> dict[str, Any]:
-    """Clean and per-(family, severity) metrics of ``predict_fn`` on a stratified subsample; JSON-ready."""
+    """Clean and per-(family, severity) metrics of ``predict_fn`` on a stratified subsample; JSON-ready.
+
+    ``adapt`` (e.g. :class:`zoo.magnification.MagnificationAdapter`) is a label-free, per-set
+    test-time adaptation: it sees each acquisition on its own (the clean images; within a cell, the
+    images of one corruption, as one lab's set would arrive) and returns the adapted images and what
+    it measured, recorded per cell under ``adapt``.
+    """
     fams = resolve_families(families)
     severities = [int(s) for s in severities]
     if not severities or any(not 1 <= s <= 5 for s in severities):
@@ -105,7 +112,18 @@ def evaluate_suite(
             raise ZooError(f"predictor returned {p.shape}, expected ({len(batch)}, {c})")
         return p
 
-    clean = predict(x)
+    def adapted(batch: np.ndarray) -> tuple[np.ndarray, float | None]:
+        nonlocal t_adapt
+        t = time.time()
+        new, measured = adapt(batch)
+        t_adapt += time.time() - t
+        return new, (None if measured is None else round(float(measured), 4))
+
+    t_adapt = 0.0
+    clean_adapt = None
+    if adapt is not None:
+        x_clean, clean_adapt = adapted(x)
+    clean = predict(x if adapt is None else x_clean)
     out: dict[str, Any] = {
         "suite": "zoo.shift",
         "protocol": PROTOCOL,
@@ -127,8 +145,16 @@ def evaluate_suite(
             t = time.time()
             xc = corrupt(x, fam, s, seed)
             t_corrupt += time.time() - t
+            measured = {}
+            if adapt is not None:  # one acquisition at a time: the images of each corruption
+                for j, n in enumerate(names):
+                    rows = np.flatnonzero(pick == j)
+                    if len(rows):
+                        xc[rows], measured[n] = adapted(xc[rows])
             p = predict(xc)
             cell = cell_metrics(y, p, c)
+            if adapt is not None:
+                cell["adapt"] = measured
             correct = p.argmax(1) == y
             cell["by_corruption"] = {
                 n: float(correct[pick == j].mean()) for j, n in enumerate(names) if (pick == j).any()
@@ -145,7 +171,10 @@ def evaluate_suite(
         log.info(
             "shift suite %-12s accuracy by severity %s", fam, " ".join(f"{v['accuracy']:.3f}" for v in cells.values())
         )
-    out["seconds"] = {"corrupt": round(t_corrupt, 2), "predict": round(t_predict, 2)}
+    if adapt is not None:
+        out["clean"]["adapt"] = clean_adapt
+        out["adapt"] = adapt.to_dict() if hasattr(adapt, "to_dict") else {"method": repr(adapt)}
+    out["seconds"] = {"corrupt": round(t_corrupt, 2), "predict": round(t_predict, 2), "adapt": round(t_adapt, 2)}
     return out
 
 

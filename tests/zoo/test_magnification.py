@@ -1,0 +1,164 @@
+"""Test-time magnification adaptation: the ruler reads a set's magnification whatever its class mix,
+ignores colour, brightness and noise, undoes what it reads, and the shift suite and
+`zoo evaluate --adapt-scale` apply it per acquisition."""
+
+import json
+
+import numpy as np
+import pytest
+
+from zoo import shift
+from zoo.errors import ZooError
+from zoo.magnification import TOLERANCE, MagnificationAdapter, image_rulers, rescale
+from zoo.shift.corruptions import magnify
+
+NUCLEUS = (5, 14)  # class 0: a small central cell, class 1: a large one
+
+
+def _fields(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Smear-like fields and their classes: pale background, red-cell discs of radius 5-7 px, a violet
+    central cell whose radius is the class (alternating)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((n, size, size, 3), np.float32)
+    labels = np.arange(n) % 2
+    for i in range(n):
+        img = np.empty((size, size, 3), np.float32)
+        img[:] = (230, 215, 210)
+        for _ in range(12):
+            cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 7)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = (205, 140, 150)
+        img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < NUCLEUS[labels[i]] ** 2] = (110, 60, 150)
+        out[i] = img + rng.normal(0, 3, img.shape)
+    return np.clip(out, 0, 255).astype(np.uint8), labels
+
+
+def _by_size(x):
+    """A predictor that knows the two classes: the dark area in the middle."""
+    dark = (x[:, 22:42, 22:42].astype(int).sum(-1) < 450).mean((1, 2)) > 0.35
+    return np.stack([~dark, dark], 1).astype(float)
+
+
+@pytest.fixture(scope="module")
+def fields():
+    return _fields(48)[0]
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    x, y = _fields(64, seed=1)
+    return MagnificationAdapter.from_images(x, y, 2, predict=_by_size)
+
+
+def _zoomed(x, z):
+    return np.clip(np.rint(magnify(x.astype(np.float32), np.full(len(x), z, np.float32))), 0, 255).astype(np.uint8)
+
+
+def test_ruler_reads_the_magnification_and_grows_with_it(fields, adapter):
+    assert adapter.measure(fields) == pytest.approx(1.0, abs=0.05)  # another set of the same acquisition
+    readings = [adapter.measure(_zoomed(fields, z)) for z in (0.7, 0.85, 1.2, 1.4)]
+    assert readings == sorted(readings)
+    assert readings[0] < 0.85 and readings[1] < 0.95 and readings[2] > 1.03 and readings[3] > 1 + TOLERANCE
+    # measured short, never past the truth: cropping and mirrored borders bend the curve toward ×1
+    assert readings[3] <= 1.4 + 0.03 and readings[0] >= 0.7 - 0.03
+
+
+def test_a_set_of_one_class_reads_as_the_training_mix(adapter):
+    """The central cell moves the ruler; comparing each image with its own class's training images removes that."""
+    x, y = _fields(64, seed=3)
+    small, large = x[y == 0], x[y == 1]
+    assert np.nanmedian(image_rulers(large)) > 1.1 * np.nanmedian(image_rulers(small))  # the confound is real
+    for part in (small, large):
+        assert adapter.measure(part) == pytest.approx(1.0, abs=0.05)
+    assert adapter.measure(small, classes=np.ones(len(small), int)) < 1 - TOLERANCE  # wrong classes: misread
+
+
+@pytest.mark.parametrize("name", ["channel_gain", "white_balance", "brightness", "gamma", "gaussian_noise"])
+def test_ruler_ignores_colour_brightness_and_noise(fields, adapter, name):
+    assert abs(adapter.measure(shift.corrupt(fields, name, 3, seed=0)) - 1.0) < TOLERANCE
+
+
+def test_adapter_undoes_what_it_measures_and_leaves_an_unshifted_set_alone(fields, adapter):
+    same, z = adapter(fields)
+    assert same is fields or np.array_equal(same, fields)
+    assert abs(z - 1) < TOLERANCE
+    zoomed = _zoomed(fields, 0.7)  # shrunk: read ×0.79 on these fields, so undone most of the way
+    back, z = adapter(zoomed)
+    assert z < 1 - TOLERANCE
+    centre = slice(16, 48)  # away from the mirrored border
+
+    def err(x):
+        return np.abs(x[:, centre, centre].astype(float) - fields[:, centre, centre]).mean()
+
+    assert err(back) < 0.8 * err(zoomed)
+    np.testing.assert_array_equal(rescale(fields, 1.0), fields)
+
+
+def test_adapter_refuses_what_it_cannot_measure(fields, adapter):
+    assert adapter.measure(fields[:5]) is None  # too few images to be a set
+    few, z = adapter(fields[:5])
+    assert z is None and np.array_equal(few, fields[:5])
+    with pytest.raises(ZooError, match="measured at 64 px"):
+        adapter.measure(_fields(16, size=48)[0])
+    with pytest.raises(ZooError, match="no measurable texture"):
+        MagnificationAdapter.from_images(np.full((32, 64, 64, 3), 200, np.uint8), np.zeros(32, int), 2)
+    with pytest.raises(ZooError, match="square RGB"):
+        image_rulers(np.zeros((20, 64, 48, 3), np.uint8))
+    with pytest.raises(ZooError, match="its classes or a predictor"):
+        MagnificationAdapter(adapter.reference, adapter.size).measure(fields)
+
+
+def test_suite_adapts_each_acquisition_on_its_own(fields, adapter):
+    """Within a cell, each corruption's images form one set; what was measured is recorded per cell."""
+    from zoo.shift.suite import evaluate_suite
+
+    seen = []
+
+    def record(images):
+        seen.append(len(images))
+        return adapter(images)
+
+    images = np.concatenate([fields, _fields(48, seed=2)[0]])
+    labels = np.arange(len(images)) % 2
+    predict = _by_size
+    res = evaluate_suite(predict, images, labels, ["a", "b"], "geometry", (1, 5), adapt=record, max_images=None)
+    names = shift.FAMILIES["geometry"]
+    assert seen[0] == len(images) and sum(seen[1:3]) == len(images)  # the clean set, then one set per zoom
+    for s in ("1", "5"):
+        assert set(res["families"]["geometry"]["severities"][s]["adapt"]) == set(names)
+    at5 = res["families"]["geometry"]["severities"]["5"]["adapt"]
+    assert at5["zoom_in"] > 1 + TOLERANCE and at5["zoom_out"] < 1 - TOLERANCE
+    assert abs(res["clean"]["adapt"] - 1) < TOLERANCE and "method" in res["adapt"]
+    plain = evaluate_suite(predict, images, labels, ["a", "b"], "geometry", (1, 5), max_images=None)
+    assert "adapt" not in plain and "adapt" not in plain["families"]["geometry"]["severities"]["5"]
+    assert plain["clean"]["accuracy"] == res["clean"]["accuracy"]  # nothing to undo on the clean set
+
+
+def test_evaluate_adapt_scale_writes_its_own_results(tmp_path, synthetic_small, capsys):
+    from tests.helpers import TINY_CNN
+    from zoo.artifacts import read_card
+    from zoo.cli import main
+    from zoo.train import train
+
+    run = train(
+        "custom_cnn",
+        synthetic_small,
+        tmp_path / "m",
+        image_size=24,
+        params=TINY_CNN,
+        epochs=1,
+        batch_size=32,
+        tensorboard=False,
+    )
+    args = ["evaluate", str(run), "--data", "synthetic:160", "--shift-suite", "geometry", "--max-images", "40"]
+    assert main([*args, "--adapt-scale"]) == 0
+    assert "magnification adapted per acquisition" in capsys.readouterr().out
+    res = json.loads((run / "eval" / "shift_suite_adapt_scale.json").read_text())
+    assert res["adapt"]["size"] == 24 and set(res["families"]) == {"geometry"}
+    assert set(res["families"]["geometry"]["severities"]["3"]["adapt"]) == {"zoom_in", "zoom_out"}
+    assert "| geometry | zoom_in |" in (run / "eval" / "shift_suite_adapt_scale.md").read_text()
+    assert not (run / "eval" / "shift_suite.json").exists()  # the plain results are a separate file
+    summary = read_card(run)["metrics"]["shift_suite_adapt_scale"]
+    assert summary["results"] == "eval/shift_suite_adapt_scale.json"
+    assert main(["evaluate", str(run), "--data", "synthetic:160", "--adapt-scale"]) == 2  # needs --shift-suite
+    assert "--adapt-scale applies to --shift-suite" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""Test-time magnification adaptation: measure how much larger a set of images shows the cells than
+the training images did, and resample the set back before the model sees it. No labels, no training.
+
+Why: cell size is a class cue (platelets are small, monocytes large), and every model in the zoo
+loses 12-16 points when the magnification changes by 8-45% (``zoo.shift`` geometry), the one family
+no recipe trains on. But one lab images its slides through one objective onto one camera: the
+magnification is a property of the *set*, so it can be measured on the set and undone, as
+BatchNorm adaptation (:mod:`zoo.adapt`) undoes a set's activation shift. Putting the scale back
+exactly restores a model trained with blur in its augmentation to within about a point of its clean
+accuracy even at ×1.41 (``benchmarks/results/magnification.md``).
+
+The ruler: the spatial autocorrelation of an image's optical density falls with the lag at a rate
+set by the size of what fills the field (red cells, the nucleus). Magnify the image ×z and the curve
+stretches ×z along the lag axis, so the lag at which it falls to a quarter of its lag-1 value is a
+length proportional to the magnification. Optical density with the image's mean removed makes it
+blind to colour, stain and brightness gains; normalising at lag 1 makes it blind to pixel noise; the
+quarter point sits far enough from lag 0 that blur moves it little.
+
+The ruler also reads the cell in the middle: a platelet field reads about half a monocyte field. So
+each image is compared with the training images *of its class*, the class the model predicts for it
+before adaptation, and the set's magnification is the median of those ratios (robust to the images
+the model gets wrong). A set of one class then reads as one of the training mix does (within ±4% on
+PBC val, per class). Cropping (zoom in) and mirrored borders (zoom out) bend the curve toward ×1,
+so large changes are measured short (×1.41 reads about ×1.27) and undone in part.
+
+The ``tolerance`` is the ruler's noise floor: a set read within ±8% of the training scale is left as
+it is, since a model loses little there and blur or vignetting alone move the reading by up to ~6%.
+Per set, not per image: one lab's set of a few dozen images or more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zoo.errors import ZooError
+from zoo.shift.corruptions import magnify
+
+FRACTION = 0.25  # the ruler: lag at which the autocorrelation falls to this share of its lag-1 value
+TOLERANCE = 0.08  # |z - 1| below this is left alone (the ruler's noise floor, see module docstring)
+MIN_IMAGES = 16  # a set: fewer images are not measured
+MIN_PER_CLASS = 5  # training images a class needs for its reference ruler
+CHUNK = 64
+
+
+def _check(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+        raise ZooError(f"magnification adaptation needs square RGB images (N, S, S, 3), got {images.shape}")
+    return images
+
+
+def _linear_acf(x: np.ndarray) -> np.ndarray:
+    """Linear (zero-padded) autocorrelation of (N, S, S) arrays at lags -(S-1)..S-1 on both axes."""
+    s = x.shape[1]
+    f = np.fft.rfft2(x, s=(2 * s, 2 * s))
+    r = np.fft.irfft2(f.real**2 + f.imag**2, s=(2 * s, 2 * s))
+    return np.fft.fftshift(r, axes=(1, 2))[:, 1:, 1:]
+
+
+def image_rulers(images: np.ndarray, fraction: float = FRACTION) -> np.ndarray:
+    """Each image's characteristic length in pixels (NaN where its autocorrelation never falls that far)."""
+    images = _check(images)
+    s = images.shape[1]
+    lags = np.arange(-s + 1, s)
+    radius = np.rint(np.hypot(lags[:, None], lags[None, :])).astype(np.int64).ravel()
+    keep = s // 2 + 1
+    counts = np.bincount(radius, minlength=keep)[:keep]
+    overlap = np.maximum(_linear_acf(np.ones((1, s, s), np.float64))[0], 1.0)  # pixels behind each lag
+    out = np.full(len(images), np.nan)
+    for start in range(0, len(images), CHUNK):
+        od = -np.log((images[start : start + CHUNK].astype(np.float64) + 1.0) / 256.0).sum(-1)
+        od -= od.mean(axis=(1, 2), keepdims=True)
+        for k, a in enumerate(_linear_acf(od) / overlap):
+            curve = np.bincount(radius, a.ravel(), minlength=keep)[:keep] / counts
+            if not curve[1] > 0:
+                continue  # a flat image
+            curve = curve / curve[1]
+            below = np.flatnonzero(curve[1:] < fraction)
+            if len(below):
+                i = int(below[0]) + 1  # first lag below; interpolate between it and the one before
+                out[start + k] = i - 1 + (curve[i - 1] - fraction) / (curve[i - 1] - curve[i])
+    return out
+
+
+def rescale(images: np.ndarray, factor: float) -> np.ndarray:
+    """``images`` magnified ×``factor`` about the centre (mirrored border when shrinking), uint8."""
+    x = np.asarray(images)
+    if factor == 1.0:
+        return x.copy()
+    out = np.empty(x.shape, dtype=np.uint8)
+    for start in range(0, len(x), CHUNK):
+        chunk = x[start : start + CHUNK].astype(np.float32)
+        out[start : start + CHUNK] = np.clip(
+            np.rint(magnify(chunk, np.full(len(chunk), factor, np.float32))), 0, 255
+        ).astype(np.uint8)
+    return out
+
+
+@dataclass(frozen=True)
+class MagnificationAdapter:
+    """Measures a set's magnification against the training images' class rulers and undoes it.
+
+    ``reference[c]`` is the median ruler (pixels, at ``size``) of training images of class ``c``
+    (NaN: too few to say); build it with :meth:`from_images`. ``predict`` gives the class
+    probabilities the per-class comparison needs. Calling the adapter on a set returns
+    ``(images, z)``: the set resampled by ``1/z`` (unchanged when within ``tolerance``) and the
+    magnification measured (None: the set could not be measured).
+    """
+
+    reference: tuple[float, ...]
+    size: int
+    predict: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
+    tolerance: float = TOLERANCE
+
+    @classmethod
+    def from_images(
+        cls,
+        images: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        *,
+        predict: Callable[[np.ndarray], np.ndarray] | None = None,
+        max_images: int = 3000,
+        seed: int = 0,
+        tolerance: float = TOLERANCE,
+    ) -> MagnificationAdapter:
+        images, labels = _check(images), np.asarray(labels)
+        if len(images) != len(labels):
+            raise ZooError(f"{len(images)} reference images but {len(labels)} labels")
+        if len(images) > max_images:
+            pick = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
+            images, labels = images[pick], labels[pick]
+        rulers = image_rulers(images)
+        ref = []
+        for c in range(num_classes):
+            r = rulers[(labels == c) & np.isfinite(rulers)]
+            ref.append(float(np.exp(np.median(np.log(r)))) if len(r) >= MIN_PER_CLASS else float("nan"))
+        if not np.isfinite(ref).any():
+            raise ZooError("the reference images have no measurable texture (flat images?); cannot build a ruler")
+        return cls(reference=tuple(ref), size=int(images.shape[1]), predict=predict, tolerance=tolerance)
+
+    def measure(self, images: np.ndarray, classes: np.ndarray | None = None) -> float | None:
+        """Magnification of ``images`` relative to the training images of the same classes.
+
+        ``classes`` default to the predictor's. None when the set cannot be measured: fewer than
+        ``MIN_IMAGES`` images with a ruler and a reference class."""
+        images = _check(images)
+        if images.shape[1] != self.size:
+            raise ZooError(f"the ruler was measured at {self.size} px; these images are {images.shape[1]} px")
+        if len(images) < MIN_IMAGES:
+            return None
+        if classes is None:
+            if self.predict is None:
+                raise ZooError("measuring a set needs its classes or a predictor")
+            classes = np.asarray(self.predict(images)).argmax(axis=1)
+        ref = np.asarray(self.reference)[np.asarray(classes)]
+        ratio = np.log(image_rulers(images)) - np.log(ref)
+        ratio = ratio[np.isfinite(ratio)]
+        return float(np.exp(np.median(ratio))) if len(ratio) >= MIN_IMAGES else None
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """``(images resampled by 1/z, z)``; unchanged when ``z`` is within the tolerance or None."""
+        z = self.measure(images)
+        if z is None or abs(z - 1.0) < self.tolerance:
+            return np.asarray(images), z
+        return rescale(images, 1.0 / z), z
+
+    def to_dict(self) -> dict:
+        return {
+            "method": "per-set magnification: class-conditional autocorrelation ruler (zoo.magnification)",
+            "reference_px": [None if not np.isfinite(r) else round(r, 3) for r in self.reference],
+            "size": self.size,
+            "tolerance": self.tolerance,
+            "fraction": FRACTION,
+        }
