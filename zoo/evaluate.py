@@ -185,6 +185,7 @@ def evaluate(
     seed: int = 0,
     dataset=None,
     adapt_bn: bool = False,
+    adapt_scale: bool = False,
 ) -> dict[str, Any]:
     """Score a run, ensemble or export folder on ``split`` of ``data`` (default: the data it was trained on).
 
@@ -192,6 +193,8 @@ def evaluate(
     :func:`zoo.augment.shift.shifted_copy`, to estimate accuracy on images from another lab.
     ``adapt_bn`` first re-estimates the model's BatchNorm statistics on the (unlabelled) images it
     scores (:mod:`zoo.adapt`; member and student runs only), reported as ``<split>[-shifted]-adaptbn``.
+    ``adapt_scale`` first measures the split's magnification as one set against the training images and
+    resamples it back (:mod:`zoo.magnification`), reported as ``...-adaptscale`` with the reading.
     Results go to ``FOLDER/eval/<split>[-shifted]/`` and into the card's metrics.
     """
     from zoo.data import load_dataset
@@ -212,15 +215,25 @@ def evaluate(
         from zoo.augment.shift import shifted_copy
 
         images, name = shifted_copy(images, seed=seed, severity=shifted), f"{split}-shifted"
+    magnification = None
+    if adapt_scale:
+        from zoo.shift.report import magnification_adapter
+
+        adapter = magnification_adapter(dataset, lambda x: predict_folder(folder, x, card))
+        images, magnification = adapter(images)
+        name = f"{name}-adaptscale"
+        log.info("%s: magnification read ×%s", name, "n/a" if magnification is None else f"{magnification:.3f}")
     if adapt_bn:
         probs, name = _predict_adapted(folder, card, images, seed), f"{name}-adaptbn"
     else:
         probs = predict_folder(folder, images, card)
     result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
-    if not shifted and not adapt_bn:
+    if not shifted and not adapt_bn and not adapt_scale:
         write_probs(folder, split, probs, part.labels)
     metrics = dict(card.get("metrics", {}))
     metrics[name] = headline(result)
+    if adapt_scale:
+        result["magnification"] = metrics[name]["magnification"] = magnification
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
     log.info(
         "%s on %s: accuracy %.4f, macro F1 %.4f, ECE %.4f",

@@ -160,5 +160,11 @@ def test_evaluate_adapt_scale_writes_its_own_results(tmp_path, synthetic_small, 
     assert not (run / "eval" / "shift_suite.json").exists()  # the plain results are a separate file
     summary = read_card(run)["metrics"]["shift_suite_adapt_scale"]
     assert summary["results"] == "eval/shift_suite_adapt_scale.json"
-    assert main(["evaluate", str(run), "--data", "synthetic:160", "--adapt-scale"]) == 2  # needs --shift-suite
-    assert "--adapt-scale applies to --shift-suite" in capsys.readouterr().err
+    # one split, measured as one set: its own result folder and card entry, with the reading
+    plain = read_card(run)["metrics"].get("test")
+    assert main(["evaluate", str(run), "--data", "synthetic:160", "--split", "test", "--adapt-scale"]) == 0
+    assert "magnification read on the split" in capsys.readouterr().out
+    assert (run / "eval" / "test-adaptscale" / "metrics.json").is_file()
+    entry = read_card(run)["metrics"]["test-adaptscale"]
+    assert "magnification" in entry and 0 <= entry["accuracy"] <= 1
+    assert read_card(run)["metrics"].get("test") == plain  # the plain split result is not replaced

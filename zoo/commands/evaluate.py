@@ -47,8 +47,9 @@ def register(sub) -> None:
     p.add_argument(
         "--adapt-scale",
         action="store_true",
-        help="with --shift-suite: measure each acquisition's magnification against the training images (no "
-        "labels) and resample it back before scoring; writes FOLDER/eval/shift_suite_adapt_scale.{json,md,png}",
+        help="first measure the magnification of the scored images as one set (one lab's acquisition) against "
+        "the training images, no labels, and resample them back; with --shift-suite each acquisition is measured "
+        "on its own and the results go to FOLDER/eval/shift_suite_adapt_scale.{json,md,png}",
     )
     p.add_argument(
         "--adapt-bn",
@@ -73,14 +74,28 @@ def run(args) -> int:
                 "benchmarks/robustness.py"
             )
         return _suite(args)
-    if args.adapt_scale:
-        raise ZooError("--adapt-scale applies to --shift-suite (it measures each shifted set on its own)")
     if args.reference:
         raise ZooError("--reference applies to --shift-suite")
     from zoo.evaluate import evaluate
 
-    m = evaluate(args.folder, args.data, args.split, shifted=args.shifted, seed=args.seed, adapt_bn=args.adapt_bn)
-    name = args.split + ("-shifted" if args.shifted else "") + ("-adaptbn" if args.adapt_bn else "")
+    m = evaluate(
+        args.folder,
+        args.data,
+        args.split,
+        shifted=args.shifted,
+        seed=args.seed,
+        adapt_bn=args.adapt_bn,
+        adapt_scale=args.adapt_scale,
+    )
+    name = (
+        args.split
+        + ("-shifted" if args.shifted else "")
+        + ("-adaptscale" if args.adapt_scale else "")
+        + ("-adaptbn" if args.adapt_bn else "")
+    )
+    if args.adapt_scale:
+        z = m.get("magnification")
+        print(f"magnification read on the split: {'n/a (not measurable)' if z is None else f'×{z:.3f}'}")
     print(
         f"{name}: n={m['n']} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
         f"macro F1 {m['macro_f1']:.4f}  "
