@@ -340,7 +340,7 @@ def _export_model(
     src = open_source(source)
     t0 = time.time()
     log.info("exporting %s '%s' (%d member(s), %d px) to %s", src.kind, src.name, len(src.members), src.image_size, out)
-    pdata, calib = _load_inputs(
+    pdata, calib, dataset = _load_inputs(
         src, data, split, limit, images, labels, calibration_data, calibration_size, quantize == "int8"
     )
     models = load_keras(src)
@@ -359,6 +359,9 @@ def _export_model(
         extra = {"source_folder": src.folder.name, "opset": int(opset)}
         if src.combination is not None:
             extra["ensemble"] = src.combination.describe()
+        rulers = magnification_rulers(dataset, len(src.classes))
+        if rulers is not None:
+            extra["magnification"] = rulers
         variants: dict[str, dict[str, Any]] = {}
         path, large, probs32, variants["fp32"] = _write_fp32(
             fp32, tmp, src, out, base, extra, reference, ref_note, pdata, batch_size, atol, min_agreement
@@ -409,8 +412,9 @@ def _load_inputs(
     calibration_data: Any,
     calibration_size: int,
     int8: bool,
-) -> tuple[ParityData, Any]:
-    """The parity images and (for int8) the calibration images; the data source is decoded once for both."""
+) -> tuple[ParityData, Any, Any]:
+    """The parity images, (for int8) the calibration images and the decoded data source (None when
+    parity and calibration came as arrays); the data source is decoded once for all of them."""
     loaded: list = []
 
     def dataset():
@@ -429,7 +433,23 @@ def _load_inputs(
         calib = calibration_images(
             src, calibration_data=dataset() if calibration_data is None else calibration_data, size=calibration_size
         )
-    return pdata, calib
+    return pdata, calib, (loaded[0] if loaded else None)
+
+
+def magnification_rulers(dataset, num_classes: int) -> dict | None:
+    """The class rulers of :mod:`zoo.magnification`, measured on the training split, for the file's metadata,
+    so ``zoo predict --adapt-scale`` can read a new set's magnification with the file alone. None when
+    there is no training split with measurable images (the export then cannot adapt, and says so)."""
+    from zoo.magnification import MagnificationAdapter
+
+    train = None if dataset is None else dataset.splits.get("train")
+    if train is None or len(train) < 16:
+        return None
+    try:
+        return MagnificationAdapter.from_images(train.images, train.labels, num_classes).to_dict()
+    except ZooError as exc:
+        log.warning("no magnification rulers in the export: %s", exc)
+        return None
 
 
 def _write_fp32(

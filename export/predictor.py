@@ -170,6 +170,21 @@ class Predictor:
     def verified(self) -> bool:
         return isinstance(self.metadata.get("parity"), dict)
 
+    def magnification_adapter(self):
+        """The per-set magnification adapter from the rulers ``zoo export`` measured on the training images."""
+        from zoo.magnification import MagnificationAdapter
+
+        rec = self.metadata.get("magnification")
+        if not isinstance(rec, dict) or not isinstance(rec.get("reference_px"), list):
+            raise ZooError(
+                f"{self.path}: no magnification rulers in its metadata (exported before they were recorded, or "
+                "without training images); re-export it with its data to use --adapt-scale"
+            )
+        ref = tuple(float("nan") if v is None else float(v) for v in rec["reference_px"])
+        if len(ref) != len(self.classes) or int(rec.get("size", -1)) != self.image_size:
+            raise ZooError(f"{self.path}: its magnification rulers do not match its classes and input size")
+        return MagnificationAdapter(ref, self.image_size, predict=self.predict, tolerance=float(rec["tolerance"]))
+
     def predict(self, images: Any, batch_size: int = 32) -> np.ndarray:
         """Probabilities ``(N, C)`` float32 for one image or a batch (any size; resized if needed)."""
         if batch_size < 1:
@@ -299,8 +314,14 @@ def predict_files(
     provider: str = "auto",
     variant: str | None = None,
     allow_unverified: bool = False,
+    adapt_scale: bool = False,
 ) -> tuple[Predictor, list[dict[str, Any]]]:
-    """Classify files/folders; one record per file (``status`` "ok" or "error" with the reason)."""
+    """Classify files/folders; one record per file (``status`` "ok" or "error" with the reason).
+
+    ``adapt_scale`` treats the readable images as one acquisition: their magnification is read against
+    the rulers in the model's metadata and undone before the final prediction (:mod:`zoo.magnification`);
+    every ok record carries the reading as ``magnification``. The images are then held in memory together.
+    """
     from zoo.progress import progress
 
     if batch_size < 1:
@@ -310,6 +331,7 @@ def predict_files(
         if isinstance(model, Predictor)
         else load(model, provider, variant=variant, allow_unverified=allow_unverified)
     )
+    adapter = pred.magnification_adapter() if adapt_scale else None  # before reading: fail fast
     files = list_inputs(inputs)
     records: list[dict[str, Any]] = []
     batch: list[tuple[int, np.ndarray]] = []
@@ -317,7 +339,12 @@ def predict_files(
     def flush() -> None:
         if not batch:
             return
-        probs = pred.predict(np.stack([im for _, im in batch]), batch_size=batch_size)
+        images, extra = np.stack([im for _, im in batch]), {}
+        if adapter is not None:
+            images, z = adapter(images)
+            extra = {"magnification": z}
+            log.info("magnification read on the set: %s", "n/a" if z is None else f"x{z:.3f}")
+        probs = pred.predict(images, batch_size=batch_size)
         for (i, _), p in zip(batch, probs):
             k = int(p.argmax())
             records[i].update(
@@ -325,6 +352,7 @@ def predict_files(
                 label=pred.classes[k],
                 confidence=float(p[k]),
                 probabilities={c: float(v) for c, v in zip(pred.classes, p)},
+                **extra,
             )
         batch.clear()
 
@@ -333,7 +361,7 @@ def predict_files(
         records.append({"file": str(path), "status": "error" if image is None else "pending", "error": error})
         if image is not None:
             batch.append((len(records) - 1, image))
-            if len(batch) >= batch_size:
+            if len(batch) >= batch_size and adapter is None:  # adapting: the whole set is one batch
                 flush()
     flush()
     bad = sum(r["status"] != "ok" for r in records)
@@ -417,8 +445,18 @@ def summarize(records: Iterable[dict[str, Any]]) -> str:
     for r in ok:
         counts[r["label"]] = counts.get(r["label"], 0) + 1
     top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    read = [r["magnification"] for r in ok if "magnification" in r]
+    scale = ""
+    if read:
+        z = read[0]
+        scale = (
+            "; magnification not measurable (too few images?), left as is"
+            if z is None
+            else f"; magnification read ×{z:.3f}"
+        )
     return (
         f"{len(ok)} of {len(records)} image(s) classified"
         + (f" ({top})" if top else "")
         + (f"; {len(records) - len(ok)} unreadable" if len(ok) < len(records) else "")
+        + scale
     )

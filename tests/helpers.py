@@ -182,3 +182,32 @@ def onnx_probs(path: Path, images: np.ndarray) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["images"] and len(sess.get_outputs()) == 1
     return sess.run(None, {"images": np.asarray(images, np.float32)})[0]
+
+
+SMEAR_NUCLEUS = (5, 14)  # smear_fields: class 0 has a small central cell, class 1 a large one
+
+
+def smear_fields(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Smear-like fields and their classes, for the magnification ruler: pale background, red-cell discs
+    of radius 5-7 px, a violet central cell whose radius is the class (alternating)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((n, size, size, 3), np.float32)
+    labels = np.arange(n) % 2
+    for i in range(n):
+        img = np.empty((size, size, 3), np.float32)
+        img[:] = (230, 215, 210)
+        for _ in range(12):
+            cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 7)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = (205, 140, 150)
+        img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < SMEAR_NUCLEUS[labels[i]] ** 2] = (110, 60, 150)
+        out[i] = img + rng.normal(0, 3, img.shape)
+    return np.clip(out, 0, 255).astype(np.uint8), labels
+
+
+def magnified(images: np.ndarray, factor: float) -> np.ndarray:
+    """uint8 images magnified ×factor about the centre, as the shift suite's zoom does."""
+    from zoo.shift.corruptions import magnify
+
+    x = images.astype(np.float32)
+    return np.clip(np.rint(magnify(x, np.full(len(x), factor, np.float32))), 0, 255).astype(np.uint8)

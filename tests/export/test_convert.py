@@ -72,6 +72,8 @@ def test_metadata_round_trip(member_export, runs, dataset):
     assert md["input"]["image_size"] == SIZE and md["input"]["range"] == [0, 255]
     assert md["kind"] == "member" and md["variant"] == "fp32" and md["source_card_sha256"] == card_sha256(m1)
     assert "resize" in md["preprocessing"] and md["version"] and md["parity"]["passed"] is True
+    # class rulers from the training images, for `zoo predict --adapt-scale` with the file alone
+    assert md["magnification"]["size"] == SIZE and len(md["magnification"]["reference_px"]) == len(md["classes"])
     model = export.load(member_export, "cpu")
     assert model.classes == list(dataset.class_names) and model.metadata["name"] == "m1" and model.verified
     # any-size uint8 input is resized like file decoding, then matches Keras on the resized pixels

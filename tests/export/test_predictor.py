@@ -17,7 +17,15 @@ import pytest
 from PIL import Image
 
 from export import metadata as meta
-from export.predictor import format_predictions, load, predict_files, prepare_batch, select_providers, write_predictions
+from export.predictor import (
+    format_predictions,
+    load,
+    predict_files,
+    prepare_batch,
+    select_providers,
+    summarize,
+    write_predictions,
+)
 from tests.helpers import REPO
 from zoo.artifacts import write_card
 from zoo.errors import ZooError
@@ -29,8 +37,8 @@ SIZE = 16
 PASSED = {"passed": True, "max_abs_diff": 0.0}
 
 
-def tiny_model(parity: dict | None = PASSED, with_meta: bool = True):
-    """images (N,16,16,3) -> softmax(mean_rgb/255 · 20·I): the class is the dominant colour."""
+def tiny_model(parity: dict | None = PASSED, with_meta: bool = True, size: int = SIZE, extra: dict | None = None):
+    """images (N,size,size,3) -> softmax(mean_rgb/255 · 20·I): the class is the dominant colour."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -42,14 +50,16 @@ def tiny_model(parity: dict | None = PASSED, with_meta: bool = True):
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", size, size, 3])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
         initializer=[numpy_helper.from_array((np.eye(3) * 20 / 255).astype(np.float32), "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if with_meta:
-        props = meta.build(name="tiny", kind="member", classes=CLASSES, image_size=SIZE, source_card_sha256="0" * 64)
+        props = meta.build(
+            name="tiny", kind="member", classes=CLASSES, image_size=size, source_card_sha256="0" * 64, extra=extra
+        )
         if parity is not None:
             props["zoo.parity"] = json.dumps(parity)
         meta.attach(model, props)
@@ -261,6 +271,31 @@ def test_cli_predict_and_no_tensorflow(model_path, image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "5 of 8 image(s) classified" in r.stderr
     assert len(json.loads(out.read_text())["predictions"]) == 8
+
+
+def test_predict_adapt_scale_reads_the_set_with_the_rulers_in_the_file(tmp_path):
+    """`zoo predict --adapt-scale`: the file's rulers read a magnified set as magnified, with no training data."""
+    from tests.helpers import magnified, smear_fields
+    from zoo.magnification import TOLERANCE, MagnificationAdapter
+
+    train, _ = smear_fields(64, seed=1)
+    # the tiny model calls every pink field "red": the rulers are the training images', all of class red
+    rulers = MagnificationAdapter.from_images(train, np.zeros(len(train), int), len(CLASSES)).to_dict()
+    with_rulers = save(tiny_model(size=64, extra={"magnification": rulers}), tmp_path / "rulers.onnx")
+    plain = save(tiny_model(size=64), tmp_path / "plain.onnx")
+    fields, _ = smear_fields(32, seed=2)
+    for name, images in (("same", fields), ("zoomed", magnified(fields, 0.7))):
+        (tmp_path / name).mkdir()
+        for i, im in enumerate(images):
+            Image.fromarray(im).save(tmp_path / name / f"{i:02d}.png")
+    _, same = predict_files(with_rulers, [tmp_path / "same"], provider="cpu", adapt_scale=True)
+    model, zoomed = predict_files(with_rulers, [tmp_path / "zoomed"], provider="cpu", adapt_scale=True)
+    assert abs(same[0]["magnification"] - 1) < TOLERANCE
+    assert all(r["status"] == "ok" and r["magnification"] < 1 - TOLERANCE for r in zoomed)
+    assert "magnification read ×0." in summarize(zoomed)
+    assert "magnification" not in predict_files(with_rulers, [tmp_path / "same"], provider="cpu")[1][0]
+    with pytest.raises(ZooError, match="no magnification rulers"):
+        predict_files(plain, [tmp_path / "same"], provider="cpu", adapt_scale=True)
 
 
 def test_cli_predict_bad_model_exits_2(tmp_path, capsys):

@@ -7,30 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import magnified, smear_fields
 from zoo import shift
 from zoo.errors import ZooError
 from zoo.magnification import TOLERANCE, MagnificationAdapter, image_rulers, rescale
-from zoo.shift.corruptions import magnify
-
-NUCLEUS = (5, 14)  # class 0: a small central cell, class 1: a large one
-
-
-def _fields(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Smear-like fields and their classes: pale background, red-cell discs of radius 5-7 px, a violet
-    central cell whose radius is the class (alternating)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    out = np.empty((n, size, size, 3), np.float32)
-    labels = np.arange(n) % 2
-    for i in range(n):
-        img = np.empty((size, size, 3), np.float32)
-        img[:] = (230, 215, 210)
-        for _ in range(12):
-            cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 7)
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = (205, 140, 150)
-        img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < NUCLEUS[labels[i]] ** 2] = (110, 60, 150)
-        out[i] = img + rng.normal(0, 3, img.shape)
-    return np.clip(out, 0, 255).astype(np.uint8), labels
 
 
 def _by_size(x):
@@ -41,22 +21,18 @@ def _by_size(x):
 
 @pytest.fixture(scope="module")
 def fields():
-    return _fields(48)[0]
+    return smear_fields(48)[0]
 
 
 @pytest.fixture(scope="module")
 def adapter():
-    x, y = _fields(64, seed=1)
+    x, y = smear_fields(64, seed=1)
     return MagnificationAdapter.from_images(x, y, 2, predict=_by_size)
-
-
-def _zoomed(x, z):
-    return np.clip(np.rint(magnify(x.astype(np.float32), np.full(len(x), z, np.float32))), 0, 255).astype(np.uint8)
 
 
 def test_ruler_reads_the_magnification_and_grows_with_it(fields, adapter):
     assert adapter.measure(fields) == pytest.approx(1.0, abs=0.05)  # another set of the same acquisition
-    readings = [adapter.measure(_zoomed(fields, z)) for z in (0.7, 0.85, 1.2, 1.4)]
+    readings = [adapter.measure(magnified(fields, z)) for z in (0.7, 0.85, 1.2, 1.4)]
     assert readings == sorted(readings)
     assert readings[0] < 0.85 and readings[1] < 0.95 and readings[2] > 1.03 and readings[3] > 1 + TOLERANCE
     # measured short, never past the truth: cropping and mirrored borders bend the curve toward ×1
@@ -65,7 +41,7 @@ def test_ruler_reads_the_magnification_and_grows_with_it(fields, adapter):
 
 def test_a_set_of_one_class_reads_as_the_training_mix(adapter):
     """The central cell moves the ruler; comparing each image with its own class's training images removes that."""
-    x, y = _fields(64, seed=3)
+    x, y = smear_fields(64, seed=3)
     small, large = x[y == 0], x[y == 1]
     assert np.nanmedian(image_rulers(large)) > 1.1 * np.nanmedian(image_rulers(small))  # the confound is real
     for part in (small, large):
@@ -82,7 +58,7 @@ def test_adapter_undoes_what_it_measures_and_leaves_an_unshifted_set_alone(field
     same, z = adapter(fields)
     assert same is fields or np.array_equal(same, fields)
     assert abs(z - 1) < TOLERANCE
-    zoomed = _zoomed(fields, 0.7)  # shrunk: read ×0.79 on these fields, so undone most of the way
+    zoomed = magnified(fields, 0.7)  # shrunk: read ×0.79 on these fields, so undone most of the way
     back, z = adapter(zoomed)
     assert z < 1 - TOLERANCE
     centre = slice(16, 48)  # away from the mirrored border
@@ -99,7 +75,7 @@ def test_adapter_refuses_what_it_cannot_measure(fields, adapter):
     few, z = adapter(fields[:5])
     assert z is None and np.array_equal(few, fields[:5])
     with pytest.raises(ZooError, match="measured at 64 px"):
-        adapter.measure(_fields(16, size=48)[0])
+        adapter.measure(smear_fields(16, size=48)[0])
     with pytest.raises(ZooError, match="no measurable texture"):
         MagnificationAdapter.from_images(np.full((32, 64, 64, 3), 200, np.uint8), np.zeros(32, int), 2)
     with pytest.raises(ZooError, match="square RGB"):
@@ -118,7 +94,7 @@ def test_suite_adapts_each_acquisition_on_its_own(fields, adapter):
         seen.append(len(images))
         return adapter(images)
 
-    images = np.concatenate([fields, _fields(48, seed=2)[0]])
+    images = np.concatenate([fields, smear_fields(48, seed=2)[0]])
     labels = np.arange(len(images)) % 2
     predict = _by_size
     res = evaluate_suite(predict, images, labels, ["a", "b"], "geometry", (1, 5), adapt=record, max_images=None)

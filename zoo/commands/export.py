@@ -82,6 +82,12 @@ def register(sub) -> None:
     )
     q.add_argument("--variant", choices=("fp32", "fp16", "int8"), help="which file of an export folder (default fp32)")
     q.add_argument(
+        "--adapt-scale",
+        action="store_true",
+        help="the inputs are one lab's set: read their magnification against the training images' rulers in the "
+        "model's metadata and undo it before predicting (no labels; a few dozen images or more)",
+    )
+    q.add_argument(
         "--allow-unverified",
         action="store_true",
         help="use a model whose metadata has no parity record (warns instead of refusing)",
@@ -141,6 +147,7 @@ def run_predict(args) -> int:
         provider=args.provider,
         variant=args.variant,
         allow_unverified=args.allow_unverified,
+        adapt_scale=args.adapt_scale,
     )
     if args.out:
         path = write_predictions(records, model.classes, args.out, model)
