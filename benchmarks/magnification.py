@@ -241,9 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", required=True)
+    ap.add_argument(
+        "--with",
+        dest="earlier",
+        type=Path,
+        help="a results JSON of this script (same data and seed) whose models are listed first, e.g. to add a "
+        "student scored after its ensembles",
+    )
     args = ap.parse_args(argv)
     datasets: dict = {}
     models = []
+    commits = []
+    if args.earlier:
+        old = json.loads(args.earlier.read_text())
+        if old.get("data") != args.data or old.get("seed") != args.seed:
+            raise SystemExit(f"{args.earlier}: scored on other data or another seed")
+        models, commits = list(old["models"]), [old["commit"]]
     for folder in args.folders:
         print(f"scoring {folder} ...", flush=True)
         models.append(score(folder, args.data, args.max_images, args.seed, datasets))
@@ -254,11 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             f" -> {g['adapted']['clean']['accuracy']:.4f}",
             flush=True,
         )
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
+    ).stdout.strip()
     res = {
         "machine": one_line(describe()),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": ", ".join(dict.fromkeys([*commits, head])),
         "data": args.data,
         "seed": args.seed,
         "models": models,
