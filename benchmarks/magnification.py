@@ -75,7 +75,7 @@ def score(folder: Path, data: str, max_images: int, seed: int, datasets: dict) -
     if size not in datasets:
         datasets[size] = load_dataset(data, size, seed=data_description(folder, card).get("seed", 0))
     ds = datasets[size]
-    val, train = ds.split("val"), ds.split("train")
+    val = ds.split("val")
     predict = load_predictor(folder, card)
     fams = artifact_families(folder, card)
     t = time.time()
@@ -85,7 +85,7 @@ def score(folder: Path, data: str, max_images: int, seed: int, datasets: dict) -
         plain = evaluate_suite(predict, val.images, val.labels, ds.class_names, seed=seed, max_images=max_images)
     plain = summarise(plain, fams)
     t_plain = time.time() - t
-    adapter = MagnificationAdapter.from_images(train.images, train.labels, len(ds.class_names), predict=predict)
+    adapter = MagnificationAdapter.from_dataset(ds, predict)
     t = time.time()
     adapted = summarise(
         evaluate_suite(

@@ -440,13 +440,13 @@ def magnification_rulers(dataset, num_classes: int) -> dict | None:
     """The class rulers of :mod:`zoo.magnification`, measured on the training split, for the file's metadata,
     so ``zoo predict --adapt-scale`` can read a new set's magnification with the file alone. None when
     there is no training split with measurable images (the export then cannot adapt, and says so)."""
-    from zoo.magnification import MagnificationAdapter
+    from zoo.magnification import MIN_IMAGES, MagnificationAdapter
 
     train = None if dataset is None else dataset.splits.get("train")
-    if train is None or len(train) < 16:
+    if train is None or len(train) < MIN_IMAGES:
         return None
     try:
-        return MagnificationAdapter.from_images(train.images, train.labels, num_classes).to_dict()
+        return MagnificationAdapter.from_dataset(dataset).to_dict()
     except ZooError as exc:
         log.warning("no magnification rulers in the export: %s", exc)
         return None

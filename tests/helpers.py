@@ -203,11 +203,3 @@ def smear_fields(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.
         img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < SMEAR_NUCLEUS[labels[i]] ** 2] = (110, 60, 150)
         out[i] = img + rng.normal(0, 3, img.shape)
     return np.clip(out, 0, 255).astype(np.uint8), labels
-
-
-def magnified(images: np.ndarray, factor: float) -> np.ndarray:
-    """uint8 images magnified ×factor about the centre, as the shift suite's zoom does."""
-    from zoo.shift.corruptions import magnify
-
-    x = images.astype(np.float32)
-    return np.clip(np.rint(magnify(x, np.full(len(x), factor, np.float32))), 0, 255).astype(np.uint8)

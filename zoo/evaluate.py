@@ -217,9 +217,9 @@ def evaluate(
         images, name = shifted_copy(images, seed=seed, severity=shifted), f"{split}-shifted"
     magnification = None
     if adapt_scale:
-        from zoo.shift.report import magnification_adapter
+        from zoo.magnification import MagnificationAdapter
 
-        adapter = magnification_adapter(dataset, lambda x: predict_folder(folder, x, card))
+        adapter = MagnificationAdapter.from_dataset(dataset, lambda x: predict_folder(folder, x, card))
         images, magnification = adapter(images)
         name = f"{name}-adaptscale"
         log.info("%s: magnification read ×%s", name, "n/a" if magnification is None else f"{magnification:.3f}")
@@ -235,6 +235,7 @@ def evaluate(
     if adapt_scale:
         result["magnification"] = metrics[name]["magnification"] = magnification
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
+    result["name"] = name  # the eval/ folder and card entry, e.g. test-shifted-adaptscale
     log.info(
         "%s on %s: accuracy %.4f, macro F1 %.4f, ECE %.4f",
         card["name"],

@@ -275,8 +275,8 @@ def test_cli_predict_and_no_tensorflow(model_path, image_folder, tmp_path):
 
 def test_predict_adapt_scale_reads_the_set_with_the_rulers_in_the_file(tmp_path):
     """`zoo predict --adapt-scale`: the file's rulers read a magnified set as magnified, with no training data."""
-    from tests.helpers import magnified, smear_fields
-    from zoo.magnification import TOLERANCE, MagnificationAdapter
+    from tests.helpers import smear_fields
+    from zoo.magnification import TOLERANCE, MagnificationAdapter, rescale
 
     train, _ = smear_fields(64, seed=1)
     # the tiny model calls every pink field "red": the rulers are the training images', all of class red
@@ -284,7 +284,7 @@ def test_predict_adapt_scale_reads_the_set_with_the_rulers_in_the_file(tmp_path)
     with_rulers = save(tiny_model(size=64, extra={"magnification": rulers}), tmp_path / "rulers.onnx")
     plain = save(tiny_model(size=64), tmp_path / "plain.onnx")
     fields, _ = smear_fields(32, seed=2)
-    for name, images in (("same", fields), ("zoomed", magnified(fields, 0.7))):
+    for name, images in (("same", fields), ("zoomed", rescale(fields, 0.7))):
         (tmp_path / name).mkdir()
         for i, im in enumerate(images):
             Image.fromarray(im).save(tmp_path / name / f"{i:02d}.png")

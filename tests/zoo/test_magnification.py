@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import magnified, smear_fields
+from tests.helpers import smear_fields
 from zoo import shift
 from zoo.errors import ZooError
 from zoo.magnification import TOLERANCE, MagnificationAdapter, image_rulers, rescale
@@ -32,7 +32,7 @@ def adapter():
 
 def test_ruler_reads_the_magnification_and_grows_with_it(fields, adapter):
     assert adapter.measure(fields) == pytest.approx(1.0, abs=0.05)  # another set of the same acquisition
-    readings = [adapter.measure(magnified(fields, z)) for z in (0.7, 0.85, 1.2, 1.4)]
+    readings = [adapter.measure(rescale(fields, z)) for z in (0.7, 0.85, 1.2, 1.4)]
     assert readings == sorted(readings)
     assert readings[0] < 0.85 and readings[1] < 0.95 and readings[2] > 1.03 and readings[3] > 1 + TOLERANCE
     # measured short, never past the truth: cropping and mirrored borders bend the curve toward ×1
@@ -58,7 +58,7 @@ def test_adapter_undoes_what_it_measures_and_leaves_an_unshifted_set_alone(field
     same, z = adapter(fields)
     assert same is fields or np.array_equal(same, fields)
     assert abs(z - 1) < TOLERANCE
-    zoomed = magnified(fields, 0.7)  # shrunk: read ×0.79 on these fields, so undone most of the way
+    zoomed = rescale(fields, 0.7)  # shrunk: read ×0.79 on these fields, so undone most of the way
     back, z = adapter(zoomed)
     assert z < 1 - TOLERANCE
     centre = slice(16, 48)  # away from the mirrored border

@@ -87,12 +87,7 @@ def run(args) -> int:
         adapt_bn=args.adapt_bn,
         adapt_scale=args.adapt_scale,
     )
-    name = (
-        args.split
-        + ("-shifted" if args.shifted else "")
-        + ("-adaptscale" if args.adapt_scale else "")
-        + ("-adaptbn" if args.adapt_bn else "")
-    )
+    name = m["name"]
     if args.adapt_scale:
         z = m.get("magnification")
         print(f"magnification read on the split: {'n/a (not measurable)' if z is None else f'×{z:.3f}'}")

@@ -24,8 +24,8 @@ from zoo.shift.suite import DEFAULT_MAX_IMAGES, comparable, evaluate_suite, summ
 log = logging.getLogger(__name__)
 RESULTS = Path("eval") / "shift_suite.json"
 # The same suite with test-time magnification adaptation (zoo.magnification): its own files and card
-# entry, so the plain results stay what every comparison reads.
-ADAPTED_STEM, ADAPTED_METRIC = "shift_suite_adapt_scale", "shift_suite_adapt_scale"
+# entry (both named by the stem, as the plain ones are), so the plain results stay what every comparison reads.
+ADAPTED_STEM = "shift_suite_adapt_scale"
 
 
 def card_summary(res: dict[str, Any], split: str, results: Path = RESULTS) -> dict[str, Any]:
@@ -231,7 +231,11 @@ def evaluate_artifact(
         raise ZooError(f"{folder}: model classes {card['classes']} differ from the data's {dataset.class_names}")
     part = dataset.split(split)
     predict = load_predictor(folder, card)
-    adapt = magnification_adapter(dataset, predict) if adapt_scale else None
+    adapt = None
+    if adapt_scale:
+        from zoo.magnification import MagnificationAdapter
+
+        adapt = MagnificationAdapter.from_dataset(dataset, predict)
     res = evaluate_suite(
         predict, part.images, part.labels, dataset.class_names, fams, severities, seed, max_images, adapt=adapt
     )
@@ -244,11 +248,11 @@ def evaluate_artifact(
     elif reference is not None:
         ref_res, ref_name = _reference(reference, res, part, dataset.class_names, fams, severities, seed, max_images)
     res = summarise(res, artifact_families(folder, card), ref_res, ref_name)
-    stem, key = (ADAPTED_STEM, ADAPTED_METRIC) if adapt_scale else (RESULTS.stem, "shift_suite")
+    stem = ADAPTED_STEM if adapt_scale else RESULTS.stem
     title = f"{card['name']} ({card['kind']})" + (", magnification adapted per set" if adapt_scale else "")
     write_results(folder / "eval", res, title, stem)
     metrics = dict(card.get("metrics", {}))
-    metrics[key] = card_summary(res, split, RESULTS.parent / f"{stem}.json")
+    metrics[stem] = card_summary(res, split, RESULTS.parent / f"{stem}.json")
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
     log.info(
         "%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s",
@@ -260,16 +264,6 @@ def evaluate_artifact(
         "" if res["ce_normalised"] else " (unnormalised)",
     )
     return res
-
-
-def magnification_adapter(dataset, predict):
-    """The per-set magnification adapter: class rulers from ``dataset``'s training images, classes from ``predict``."""
-    from zoo.magnification import MagnificationAdapter
-
-    train = dataset.splits.get("train")
-    if train is None or len(train) == 0:
-        raise ZooError("magnification adaptation measures its rulers on the training images; the data has none")
-    return MagnificationAdapter.from_images(train.images, train.labels, len(dataset.class_names), predict=predict)
 
 
 def _reference(reference, res, part, class_names, fams, severities, seed, max_images):

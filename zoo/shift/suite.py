@@ -120,10 +120,8 @@ def evaluate_suite(
         return new, (None if measured is None else round(float(measured), 4))
 
     t_adapt = 0.0
-    clean_adapt = None
-    if adapt is not None:
-        x_clean, clean_adapt = adapted(x)
-    clean = predict(x if adapt is None else x_clean)
+    x_clean, clean_adapt = adapted(x) if adapt is not None else (x, None)
+    clean = predict(x_clean)
     out: dict[str, Any] = {
         "suite": "zoo.shift",
         "protocol": PROTOCOL,
