@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zoo.augment import OPS, PRESETS, available_policies, build_policy, canonical, describe, parse
+from zoo.augment.spec import covered_families
 from zoo.errors import ZooError
 
 S = 16  # image side
@@ -100,7 +101,15 @@ def test_presets_expand_and_can_be_overridden_or_trimmed():
     tweaked = {o.name: dict(o.params) for o in parse("shift,blur:sigma=2.5,-jpeg")}
     assert "jpeg" not in tweaked
     assert tweaked["blur"] == {**shift["blur"], "sigma": 2.5}  # only the given parameter changes
-    assert set(PRESETS) == {"none", "course", "shift"}
+    assert set(PRESETS) == {"none", "course", "shift", "shift_mixed"}
+    # shift_mixed: the same ops at the same magnitudes, each drawn at most as often (same families)
+    mixed = {o.name: dict(o.params) for o in parse("shift_mixed")}
+    assert set(mixed) == set(shift)
+    for name, params in mixed.items():
+        assert {k: v for k, v in params.items() if k != "p"} == {k: v for k, v in shift[name].items() if k != "p"}
+        assert params.get("p", 1.0) <= shift[name].get("p", 1.0)
+    assert sum(p.get("p", 1.0) for p in mixed.values()) < sum(p.get("p", 1.0) for p in shift.values())
+    assert covered_families("shift_mixed") == covered_families("shift")
     assert parse("seed") == parse("course")  # the preset's earlier name still reads
 
 
@@ -287,7 +296,7 @@ def test_cutmix_pastes_a_patch_with_area_weighted_labels(batch):
 
 def test_presets_keep_contract_and_soft_labels_sum_to_one(batch):
     images, labels = batch
-    for preset in ("course", "shift"):
+    for preset in ("course", "shift", "shift_mixed"):
         x, y = run(preset, images, labels)
         check_basic(x, y, images.shape)
 
@@ -310,7 +319,7 @@ def test_same_seed_same_augmentation(batch):
     assert not np.array_equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("spec", sorted(OPS) + ["course", "shift"])
+@pytest.mark.parametrize("spec", sorted(OPS) + ["course", "shift", "shift_mixed"])
 def test_every_policy_runs_inside_tf_data_map_on_batches(batch, spec):
     """Graph mode with an unknown batch size (and a short last batch), as in the training pipeline."""
     import tensorflow as tf
