@@ -69,6 +69,10 @@ class EvaluateConfig:
     shift_split: str = "test"  # falls back to "val" when the data has no test split
     shift_reference: str | None = None  # member run name that normalises CE (default: the first member)
     shift_seed: int = 0
+    # Also score the suite with each acquisition's magnification read and undone first (zoo.magnification,
+    # label-free, per set): eval/shift_suite_adapt_scale.* beside the plain results, and a column of its own
+    # in the summary. Doubles the suite's time.
+    shift_adapt_scale: bool = False
 
     def validate(self, member_names: list[str]) -> None:
         from zoo.shift import resolve_families

@@ -389,11 +389,33 @@ def _shift_row(folder: Path, card: dict) -> dict | None:
         "ce_normalised",
         "reference",
     )
-    return {
+    row = {
         "split": r.get("data", {}).get("split"),
         "n": r["n"],
         "clean_accuracy": r["clean"]["accuracy"],
         **{k: r.get(k) for k in keys},
+    }
+    adapted = _adapted_row(folder, card)
+    if adapted:
+        row["adapt_scale"] = adapted
+    return row
+
+
+def _adapted_row(folder: Path, card: dict) -> dict | None:
+    """The same numbers with magnification read and undone per set (``[evaluate] shift_adapt_scale``)."""
+    from zoo.shift.report import ADAPTED_STEM, load_results
+
+    path = Path("eval") / f"{ADAPTED_STEM}.json"
+    if path.as_posix() not in card.get("files", {}):
+        return None
+    try:
+        r = load_results(folder / path)
+    except ZooError:
+        return None
+    return {
+        "clean_accuracy": r["clean"]["accuracy"],
+        "mean_out_of_family_accuracy": r.get("mean_out_of_family_accuracy"),
+        "mean_in_family_accuracy": r.get("mean_in_family_accuracy"),
     }
 
 
@@ -406,6 +428,7 @@ def _shift_lines(rows: list[dict]) -> list[str]:
         return "—" if v is None else f"{v:.4f}"
 
     s0 = shifted[0]["shift_suite"]
+    adapted = any(r["shift_suite"].get("adapt_scale") for r in shifted)
     ref = next((r["shift_suite"]["reference"] for r in shifted if r["shift_suite"].get("reference")), None)
     lines = [
         "",
@@ -420,17 +443,25 @@ def _shift_lines(rows: list[dict]) -> list[str]:
         ),
         "",
         "| model | kind | clean acc | shifted acc, out-of-family | out-of-family families | shifted acc, in-family "
-        "| mCE | mCE out-of-family |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mCE | mCE out-of-family |" + (" clean, magnification adapted | out-of-family, adapted |" if adapted else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if adapted else ""),
     ]
     for r in shifted:
         s = r["shift_suite"]
         mce_oof = "—" if s["mce_out_of_family"] is None else f"{s['mce_out_of_family']:.3f}"
+        a = s.get("adapt_scale") or {}
         lines.append(
             f"| {r['name']} | {r['kind']} | {pct(s['clean_accuracy'])} | "
             f"{pct(s['mean_out_of_family_accuracy'])} | "
             f"{', '.join(s['out_of_family']) or 'none'} | {pct(s['mean_in_family_accuracy'])} | {s['mce']:.3f} "
             f"| {mce_oof} |"
+            + (f" {pct(a.get('clean_accuracy'))} | {pct(a.get('mean_out_of_family_accuracy'))} |" if adapted else "")
         )
     lines += ["", "Per family and severity: `report/shift_suite.png`, and each model's `eval/shift_suite.md`."]
+    if adapted:
+        lines += [
+            "Magnification adapted: each acquisition (the clean set; within a cell, one corruption's images) is read "
+            "by `zoo.magnification` against the training images and resampled back when read beyond the tolerance; "
+            "label-free, and no model trained on scale. Each model's `eval/shift_suite_adapt_scale.md`."
+        ]
     return lines

@@ -37,15 +37,17 @@ def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
             # the same rows and subsample, so CE normalisation compares like with like.
             ds = ctx.dataset_at(int(read_card(folder)["input"]["image_size"]))
             split = e.shift_split if e.shift_split in ds.splits and len(ds.splits[e.shift_split]) else "val"
-            evaluate_artifact(
-                folder,
-                split=split,
-                families=e.shift_families or None,
-                seed=e.shift_seed,
-                max_images=e.shift_max_images or None,
-                reference=reference,
-                dataset=ds,
-            )
+            for adapt_scale in (False, True) if e.shift_adapt_scale else (False,):
+                evaluate_artifact(
+                    folder,
+                    split=split,
+                    families=e.shift_families or None,
+                    seed=e.shift_seed,
+                    max_images=e.shift_max_images or None,
+                    reference=reference,
+                    dataset=ds,
+                    adapt_scale=adapt_scale,
+                )
 
         done = partial(_suite_done, folder, e)
         stages.append(Stage(f"shift suite on {folder.parent.name}/{folder.name}", [], run, done=done))
@@ -77,17 +79,20 @@ def _suite_done(folder: Path, e) -> bool:
     from zoo.artifacts import read_card
     from zoo.errors import ZooError
     from zoo.shift import resolve_families
+    from zoo.shift.report import ADAPTED_STEM, RESULTS
 
+    stems = [RESULTS.stem] + ([ADAPTED_STEM] if e.shift_adapt_scale else [])
     try:
         card = read_card(folder, verify=False)
-        res = json.loads((folder / "eval" / "shift_suite.json").read_text(encoding="utf-8"))
+        results = [json.loads((folder / "eval" / f"{stem}.json").read_text(encoding="utf-8")) for stem in stems]
     except (ZooError, OSError, ValueError):
         return False
-    return (
-        "eval/shift_suite.json" in card.get("files", {})
+    return all(
+        f"eval/{stem}.json" in card.get("files", {})
         and res.get("seed") == e.shift_seed
         and res.get("max_images") == (e.shift_max_images or None)
         and list(res.get("families", {})) == resolve_families(e.shift_families or None)
+        for stem, res in zip(stems, results, strict=True)
     )
 
 

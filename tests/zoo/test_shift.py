@@ -3,6 +3,7 @@ cards record the families a model trained for; `zoo evaluate --shift-suite` sepa
 
 import json
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,7 +276,12 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
                 {"member": "custom_cnn", "params": tiny},
                 {"member": "custom_cnn", "name": "stained", "params": tiny, "train": {"seed": 1, "augment": "stain"}},
             ],
-            "evaluate": {"shifted": None, "shift_families": ["colour", "geometry"], "shift_max_images": 16},
+            "evaluate": {
+                "shifted": None,
+                "shift_families": ["colour", "geometry"],
+                "shift_max_images": 16,
+                "shift_adapt_scale": True,
+            },
             "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
         }
     )
@@ -291,6 +297,15 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
     assert "shifted acc, out-of-family" in text and "| vote | ensemble |" in text
     assert (out / "report" / "shift_suite.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "ensembles" / "vote" / "eval" / "shift_suite.json").is_file()
+    # shift_adapt_scale: the suite again with magnification read per set, a file and a column of its own
+    for name, row in rows.items():
+        adapted = json.loads((Path(row["folder"]) / "eval" / "shift_suite_adapt_scale.json").read_text())
+        assert adapted["adapt"]["size"] == 20 and set(adapted["families"]) == {"colour", "geometry"}
+        assert row["shift_suite"]["adapt_scale"]["clean_accuracy"] == adapted["clean"]["accuracy"], name
+    assert "out-of-family, adapted |" in text
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("shift_suite*.json")}
+    pipeline.run(cfg)  # a second run finds every suite stage done, adapted results included
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("shift_suite*.json")} == stamps
     bad = dict(cfg.evaluate.__dict__)
     with pytest.raises(ZooError, match="shift_families"):
         config.parse({"evaluate": {**{k: v for k, v in bad.items() if k == "splits"}, "shift_families": ["fog"]}})
