@@ -303,6 +303,8 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
         assert adapted["adapt"]["size"] == 20 and set(adapted["families"]) == {"colour", "geometry"}
         assert row["shift_suite"]["adapt_scale"]["clean_accuracy"] == adapted["clean"]["accuracy"], name
     assert "out-of-family, adapted |" in text
+    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "magnification read and undone" in html and html.count(" → ") >= 3 * len(rows)  # 3 columns per model
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("shift_suite*.json")}
     pipeline.run(cfg)  # a second run finds every suite stage done, adapted results included
     assert {p: p.stat().st_mtime_ns for p in out.rglob("shift_suite*.json")} == stamps

@@ -761,6 +761,14 @@ def robustness(layout) -> Section:
     if suites:
         _suite_tables(s, suites)
         shown = True
+    adapted = [
+        (name, plain, res)
+        for name, folder in artifacts(layout)
+        if isinstance(res := read_json(folder / "eval" / "shift_suite_adapt_scale.json"), dict)
+        and isinstance(plain := read_json(folder / "eval" / "shift_suite.json"), dict)
+    ]
+    if adapted:
+        _adapted_table(s, adapted)
     shown |= s.figure(report / "shift_suite.png", "accuracy per shift family (report/shift_suite.png)", "xl")
     summary = read_json(report / "summary.json")
     if isinstance(summary, list) and summary:
@@ -788,6 +796,36 @@ def robustness(layout) -> Section:
 def _export_artifacts(layout) -> list[tuple[str, Path]]:
     root = Path(layout.exports_dir())
     return [(f"export {p.name}", p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+
+
+def _adapted_table(s: Section, rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+    """As-is against magnification-adapted suite results (``[evaluate] shift_adapt_scale``), per artifact."""
+
+    def acc(r: dict[str, Any], *path: str) -> Any:
+        for key in path:
+            r = r.get(key) if isinstance(r, dict) else None
+        return r
+
+    def pair(a: Any, b: Any) -> str:
+        return f"{pct(a, 1)} → {pct(b, 1)}"
+
+    table = [
+        [
+            name,
+            pair(acc(plain, "clean", "accuracy"), acc(res, "clean", "accuracy")),
+            pair(plain.get("mean_out_of_family_accuracy"), res.get("mean_out_of_family_accuracy")),
+            pair(
+                acc(plain, "families", "geometry", "mean_accuracy"), acc(res, "families", "geometry", "mean_accuracy")
+            ),
+        ]
+        for name, plain, res in rows
+    ]
+    s.table(
+        ["model", "clean", "shifted, out-of-family", "geometry"],
+        table,
+        "shift suite as it is → with each acquisition's magnification read and undone (zoo.magnification, label-free; "
+        "eval/shift_suite_adapt_scale.md)",
+    )
 
 
 def _suite_tables(s: Section, suites: list[tuple[str, dict[str, Any]]]) -> None:
