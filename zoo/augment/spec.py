@@ -195,8 +195,8 @@ PRESETS: dict[str, str] = {
     # The same ops at the same magnitudes (so the same families and the same reach), each drawn less
     # often: about one image in eight arrives photometrically untouched and most carry one or two
     # changes, not five. Under `shift` a 96 px custom_cnn fitted only 91% of its augmented training
-    # batches and lost 2.4 clean val points (benchmarks/results/pbc_cpu.md); this trades some of the
-    # strength back for clean accuracy.
+    # batches and lost 2.4 clean val points (benchmarks/results/pbc_cpu_v2.md); this trades some of
+    # the strength back for clean accuracy.
     "shift_mixed": "flip_rot90,stain:0.35:0.5,color:0.5:0.4,blur:1.5:0.2,noise:8:0.2,jpeg:40:0.15,randaugment:1:0.2:0.1,cutout:0.15:0.2",
 }
 # Earlier names still read (configs and cards written before the rename): "seed" meant the course project.
