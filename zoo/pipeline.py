@@ -369,15 +369,25 @@ def write_summary(ctx: Context) -> Path:
 SHIFT_BAR = "shifted (out-of-family)"
 
 
-def _shift_row(folder: Path, card: dict) -> dict | None:
-    """The shift-suite numbers of one artifact (from its eval/shift_suite.json, if the card lists it)."""
-    if "eval/shift_suite.json" not in card.get("files", {}):
-        return None
+def _stored_suite(folder: Path, card: dict, stem: str) -> dict | None:
+    """An artifact's ``eval/<stem>.json`` shift-suite results, if its card lists them and they read."""
     from zoo.shift.report import load_results
 
+    path = Path("eval") / f"{stem}.json"
+    if path.as_posix() not in card.get("files", {}):
+        return None
     try:
-        r = load_results(folder)
+        return load_results(folder / path)
     except ZooError:
+        return None
+
+
+def _shift_row(folder: Path, card: dict) -> dict | None:
+    """The shift-suite numbers of one artifact, with the magnification-adapted ones when it has them."""
+    from zoo.shift.report import ADAPTED_STEM, RESULTS
+
+    r = _stored_suite(folder, card, RESULTS.stem)
+    if r is None:
         return None
     keys = (
         "mean_out_of_family_accuracy",
@@ -395,28 +405,14 @@ def _shift_row(folder: Path, card: dict) -> dict | None:
         "clean_accuracy": r["clean"]["accuracy"],
         **{k: r.get(k) for k in keys},
     }
-    adapted = _adapted_row(folder, card)
-    if adapted:
-        row["adapt_scale"] = adapted
+    adapted = _stored_suite(folder, card, ADAPTED_STEM)  # [evaluate] shift_adapt_scale
+    if adapted is not None:
+        row["adapt_scale"] = {
+            "clean_accuracy": adapted["clean"]["accuracy"],
+            "mean_out_of_family_accuracy": adapted.get("mean_out_of_family_accuracy"),
+            "mean_in_family_accuracy": adapted.get("mean_in_family_accuracy"),
+        }
     return row
-
-
-def _adapted_row(folder: Path, card: dict) -> dict | None:
-    """The same numbers with magnification read and undone per set (``[evaluate] shift_adapt_scale``)."""
-    from zoo.shift.report import ADAPTED_STEM, load_results
-
-    path = Path("eval") / f"{ADAPTED_STEM}.json"
-    if path.as_posix() not in card.get("files", {}):
-        return None
-    try:
-        r = load_results(folder / path)
-    except ZooError:
-        return None
-    return {
-        "clean_accuracy": r["clean"]["accuracy"],
-        "mean_out_of_family_accuracy": r.get("mean_out_of_family_accuracy"),
-        "mean_in_family_accuracy": r.get("mean_in_family_accuracy"),
-    }
 
 
 def _shift_lines(rows: list[dict]) -> list[str]:

@@ -761,11 +761,13 @@ def robustness(layout) -> Section:
     if suites:
         _suite_tables(s, suites)
         shown = True
+    from zoo.shift.report import ADAPTED_STEM  # not at module level: it pulls in the suite's plotting stack
+
+    plain = dict(suites)
     adapted = [
-        (name, plain, res)
+        (name, plain[name], res)
         for name, folder in artifacts(layout)
-        if isinstance(res := read_json(folder / "eval" / "shift_suite_adapt_scale.json"), dict)
-        and isinstance(plain := read_json(folder / "eval" / "shift_suite.json"), dict)
+        if name in plain and isinstance(res := read_json(folder / "eval" / f"{ADAPTED_STEM}.json"), dict)
     ]
     if adapted:
         _adapted_table(s, adapted)
