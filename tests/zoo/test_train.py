@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -175,6 +176,71 @@ def test_class_weights_and_balanced_pipeline(synthetic_small):
     labels = np.concatenate([y.numpy().argmax(1) for _, y in ds])
     assert len(labels) == 20 * 8
     assert np.bincount(labels, minlength=8).min() >= 8  # every class drawn, near-uniform
+
+
+def test_teacher_targets_on_val_are_computed_once_and_on_train_every_epoch(tmp_path, synthetic_small):
+    """A target hook (a distillation teacher) runs on every augmented train batch of every epoch,
+    but on the plain val batches only in the first epoch: they never change, their targets are replayed."""
+    import tensorflow as tf
+
+    from zoo.data.batches import steps_per_epoch
+    from zoo.train import TrainHooks
+
+    calls = {"batches": 0}
+
+    def count(labels):
+        calls["batches"] += 1
+        return labels
+
+    def targets(images, labels):
+        out = tf.py_function(count, [labels], tf.float32)
+        out.set_shape(labels.shape)
+        return out
+
+    epochs, batch = 3, 4
+    train(
+        "custom_cnn",
+        synthetic_small,
+        tmp_path / "run",
+        image_size=24,
+        params=TINY_CNN,
+        epochs=epochs,
+        batch_size=batch,
+        tensorboard=False,
+        patience=10,
+        hooks=TrainHooks(targets=targets),
+    )
+    train_batches = epochs * steps_per_epoch(synthetic_small.split("train"), batch, 8, None)
+    val_batches = math.ceil(len(synthetic_small.split("val")) / batch)
+    assert val_batches >= 3
+    # prefetching may run the hook on at most two train batches the fit never takes
+    assert train_batches + val_batches <= calls["batches"] <= train_batches + val_batches + 2
+
+
+def test_with_targets_cache_replays_the_first_pass(synthetic_small):
+    import tensorflow as tf
+
+    from zoo.data.batches import make_dataset
+    from zoo.train import with_targets
+
+    split = synthetic_small.split("val")
+    calls = {"n": 0}
+
+    def count(x):
+        calls["n"] += 1
+        return x
+
+    def targets(images, labels):
+        out = tf.py_function(count, [labels], tf.float32)
+        out.set_shape(labels.shape)
+        return out
+
+    for cache, runs in ((True, 1), (False, 2)):
+        calls["n"] = 0
+        ds = with_targets(make_dataset(split, 8, 16, training=False), targets, cache=cache)
+        passes = [np.concatenate([y.numpy() for _, y in ds]) for _ in range(2)]
+        np.testing.assert_array_equal(passes[0], passes[1])
+        assert calls["n"] == runs * math.ceil(len(split) / 16)
 
 
 MIRRORED = r"""
