@@ -228,7 +228,7 @@ def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
     ownership.write_marker(ctx.root, "pipeline")
     write_json(ctx.root / "config.json", _as_dict(cfg))
     t0 = time.time()
-    timings = _StageTimes(ctx.root / STAGE_TIMES)
+    timings = _StageTimes(ctx.root / STAGE_TIMES, [s.name for s in stages] + [REPORT_STAGE])
     for i, stage in enumerate(stages, 1):
         if stage.complete():
             log.info("[%d/%d] %s: complete, skipped", i, len(stages), stage.name)
@@ -241,26 +241,30 @@ def _run(cfg: PipelineConfig, ctx: Context, stages: list[Stage]) -> Path:
     report = write_summary(ctx)
     t = time.time()
     write_html_report(ctx)
-    timings.record("HTML report", time.time() - t)
+    timings.record(REPORT_STAGE, time.time() - t)
     log.info("pipeline '%s' finished in %.0fs", cfg.name, time.time() - t0)
     return report
 
 
 STAGE_TIMES = "stages.json"
+REPORT_STAGE = "HTML report"
 
 
 class _StageTimes:
     """``<output>/stages.json``: seconds per stage, kept across resumed runs (a skipped stage keeps its time).
 
     Written after every stage, so an interrupted run still says what each finished stage cost;
-    benchmarks read it instead of parsing logs.
+    benchmarks read it instead of parsing logs. It lists this pipeline's stages only, in their
+    order: a time recorded under a name the pipeline no longer has (an older version's stage name)
+    is dropped rather than summed into the run's cost.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, order: list[str]):
         self.path = path
+        self.order = {name: i for i, name in enumerate(order)}
         try:
             earlier = json.loads(path.read_text(encoding="utf-8"))
-            self.rows = [r for r in earlier.get("stages", []) if isinstance(r, dict) and "name" in r]
+            self.rows = [r for r in earlier.get("stages", []) if isinstance(r, dict) and r.get("name") in self.order]
         except (OSError, ValueError, AttributeError):
             self.rows = []
 
@@ -269,6 +273,7 @@ class _StageTimes:
 
         self.rows = [r for r in self.rows if r["name"] != name]
         self.rows.append({"name": name, "seconds": round(seconds, 1), "finished": now()})
+        self.rows.sort(key=lambda r: self.order.get(r["name"], len(self.order)))
         write_json(self.path, {"stages": self.rows})
 
 

@@ -50,7 +50,9 @@ def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
                 )
 
         done = partial(_suite_done, folder, e)
-        stages.append(Stage(f"shift suite on {folder.parent.name}/{folder.name}", [], run, done=done))
+        # named from the output folder down (`student`, `members/x`), so a renamed output keeps its stage names
+        where = folder.relative_to(ctx.root).as_posix() if folder.is_relative_to(ctx.root) else folder.name
+        stages.append(Stage(f"shift suite on {where}", [], run, done=done))
     return stages
 
 
