@@ -44,6 +44,7 @@ from machine import describe, one_line
 ENSEMBLE_GAIN = 0.004
 STUDENT_MAX_PARAMS = 500_000
 STUDENT_TO_TEACHER = 0.005
+STUDENT_OVER_ALONE = 0.01
 OOF_GAP = 0.03
 CLEAN_VAL = 0.985
 WALL_SECONDS = 2 * 3600
@@ -223,9 +224,23 @@ def cost_rows(run: Path, arts: list[tuple[str, str, Path]]) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------- targets
-def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teachers: dict | None = None) -> list[dict]:
+def targets(
+    clean: dict,
+    shift: list[dict],
+    cost: dict,
+    wall: float | None,
+    teachers: dict | None = None,
+    run_names: set[str] | None = None,
+    alone: dict[str, str] | None = None,
+) -> list[dict]:
+    """The issues' targets on the run's own artifacts (``run_names``; ``--extra`` folders are not the run).
+
+    ``alone``: student name -> an extra folder's name holding the same network trained on labels alone.
+    """
     out = []
-    val = {r["name"]: r for r in clean.get("val", [])}
+    val = {r["name"]: r for r in clean.get("val", []) if run_names is None or r["name"] in run_names}
+    every = {r["name"]: r for r in clean.get("val", [])}
+    shift = [r for r in shift if run_names is None or r["name"] in run_names]
     members = [r for r in val.values() if r["kind"] == "member"]
     ensembles = [r for r in val.values() if r["kind"] == "ensemble"]
     students = [r for r in val.values() if r["kind"] == "student"]
@@ -264,6 +279,17 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teac
                     "met": gap <= STUDENT_TO_TEACHER,
                 }
             )
+        lone = every.get((alone or {}).get(s["name"], ""))
+        if lone:
+            gain = s["accuracy"] - lone["accuracy"]
+            out.append(
+                {
+                    "target": f"{s['name']} >= the same network trained alone + {100 * STUDENT_OVER_ALONE:.0f} point (val)",
+                    "value": f"{100 * s['accuracy']:.2f}% vs {lone['name']} {100 * lone['accuracy']:.2f}% "
+                    f"({100 * gain:+.2f} points)",
+                    "met": gain >= STUDENT_OVER_ALONE,
+                }
+            )
     for r in shift:
         if r["kind"] in ("ensemble", "student") and r["mean_out_of_family"] is not None:
             gap = r["clean"] - r["mean_out_of_family"]
@@ -292,6 +318,23 @@ def targets(clean: dict, shift: list[dict], cost: dict, wall: float | None, teac
                 "met": wall <= WALL_SECONDS,
             }
         )
+    return out
+
+
+def _trained_alone(run_arts: list[tuple[str, str, Path]], extra_arts: list[tuple[str, str, Path]]) -> dict[str, str]:
+    """Student name -> the extra member folder with its network (family, parameters, input size), trained on labels."""
+    from zoo.artifacts import read_card
+
+    def network(folder: Path) -> tuple:
+        card = read_card(folder, verify=False)
+        return card.get("member"), json.dumps(card.get("params"), sort_keys=True), card["input"]["image_size"]
+
+    out = {}
+    for name, kind, folder in run_arts:
+        if kind == "student":
+            same = [n for n, k, f in extra_arts if k == "member" and network(f) == network(folder)]
+            if same:
+                out[name] = same[0]
     return out
 
 
@@ -335,15 +378,21 @@ def markdown(res: dict) -> str:
             f"{rows[0]['n']} images.",
             "",
         ]
-        L += ["| model | kind | accuracy | 95% CI | vs best member | McNemar p | params | ONNX ms (batch 1) |"]
-        L += ["|---|---|---|---|---|---|---|---|"]
+        L += [
+            "| model | kind | accuracy | 95% CI | vs best member | McNemar p | params | MFLOPs | ONNX ms (batch 1) "
+            "| ONNX img/s (largest batch) |"
+        ]
+        L += ["|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             c = res["cost"].get(r["name"], {})
             ms = f"{c['ms_batch1']:.2f} ({c['variant']})" if c.get("ms_batch1") is not None else ""
+            ips = f"{c['images_per_s']:.0f} (batch {c['throughput_batch']})" if c.get("images_per_s") else ""
             params = f"{c['params']:,}" if c.get("params") else ""
+            # FLOPs = 2 x the multiply-adds zoo bench counts in the ONNX graph (conv, matmul, gemm), per image
+            flops = f"{2 * c['macs_per_image'] / 1e6:.1f}" if c.get("macs_per_image") else ""
             L.append(
                 f"| {r['name']} | {r['kind']} | {_pct(r['accuracy'])} | {_pct(r['ci_low'])}–{_pct(r['ci_high'])} | "
-                f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p_value']:.3g} | {params} | {ms} |"
+                f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p_value']:.3g} | {params} | {flops} | {ms} | {ips} |"
             )
         L.append("")
         o = res.get("oracle") if split == "val" else None
@@ -446,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="free text recorded with the results (repeatable)")
     args = ap.parse_args(argv)
 
-    arts = artifacts(args.run) + named_artifacts(args.extra)
+    run_arts = artifacts(args.run)
+    extra_arts = named_artifacts(args.extra)
+    arts = run_arts + extra_arts
     stages = stage_times(args.run, args.log)
     clean = clean_table(arts)
     shift = shift_rows(arts)
@@ -467,10 +518,12 @@ def main(argv: list[str] | None = None) -> int:
         "stage_seconds": sum(s["seconds"] for s in stages),
         "wall_seconds": args.wall,
         "clean": clean,
-        "oracle": member_oracle(arts),
+        "oracle": member_oracle(run_arts),  # the run's members: what its combiners could reach
         "shift": shift,
         "cost": cost,
-        "targets": targets(clean, shift, cost, wall, _teachers(arts)),
+        "targets": targets(
+            clean, shift, cost, wall, _teachers(arts), {n for n, _, _ in run_arts}, _trained_alone(run_arts, extra_arts)
+        ),
         "notes": args.note,
         "extra": [str(f) for f in args.extra],
     }
