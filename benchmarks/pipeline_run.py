@@ -140,18 +140,41 @@ def clean_table(arts: list[tuple[str, str, Path]], splits=("val", "test")) -> di
     return out
 
 
-def member_oracle(arts: list[tuple[str, str, Path]], split: str = "val") -> dict | None:
-    """The ceiling of any combiner of these members: the share of images at least one member gets right."""
-    got = [split_probs(folder, kind, split) for _, kind, folder in arts if kind == "member"]
-    got = [g for g in got if g is not None]
-    if len(got) < 2 or any(not np.array_equal(g[1], got[0][1]) for g in got):
+def member_oracle(arts: list[tuple[str, str, Path]], split: str = "val", grid: int = 8) -> dict | None:
+    """What any combiner of these members could reach, and why.
+
+    - ``accuracy``: the share of images at least one member gets right (the ceiling of any combiner);
+    - ``best_grid_vote``: the best weighted vote over the simplex grid in steps of ``1/grid``, chosen on
+      these very images (in-sample, so optimistic: an upper bound for the fitted vote on this split);
+    - ``errors`` / ``both_wrong``: each member's errors and, per pair, the images both get wrong (the
+      errors they share, which no vote of the two can fix).
+    """
+    import itertools
+
+    named = [(name, split_probs(folder, kind, split)) for name, kind, folder in arts if kind == "member"]
+    named = [(n, g) for n, g in named if g is not None]
+    if len(named) < 2 or any(not np.array_equal(g[1], named[0][1][1]) for _, g in named):
         return None
-    right = np.stack([g[0].argmax(1) == g[1] for g in got])
+    names, probs, labels = [n for n, _ in named], [g[0] for _, g in named], named[0][1][1]
+    right = np.stack([p.argmax(1) == labels for p in probs])
+    best, best_w = -1.0, None
+    for w in itertools.product(range(grid + 1), repeat=len(probs)):
+        if sum(w) == grid:
+            acc = float((sum(wi * p for wi, p in zip(w, probs)).argmax(1) == labels).mean())
+            if acc > best:
+                best, best_w = acc, [wi / grid for wi in w]
     return {
-        "members": len(got),
+        "members": len(probs),
+        "names": names,
         "n": int(right.shape[1]),
         "accuracy": float(right.any(0).mean()),
         "all_wrong": int((~right.any(0)).sum()),
+        "best_grid_vote": {"accuracy": best, "weights": best_w, "grid": grid},
+        "errors": {n: int((~r).sum()) for n, r in zip(names, right)},
+        "both_wrong": {
+            f"{names[i]} & {names[j]}": int((~right[i] & ~right[j]).sum())
+            for i, j in itertools.combinations(range(len(names)), 2)
+        },
     }
 
 
@@ -402,6 +425,17 @@ def markdown(res: dict) -> str:
                 f"images have at least one member right ({o['all_wrong']} have none).",
                 "",
             ]
+            if o.get("best_grid_vote"):
+                b = o["best_grid_vote"]
+                weights = " / ".join(f"{w:g}" for w in b["weights"])
+                shared = "; ".join(f"{k} {v}" for k, v in o["both_wrong"].items())
+                errors = ", ".join(f"{k} {v}" for k, v in o["errors"].items())
+                L += [
+                    f"Best weighted vote on the grid of steps 1/{b['grid']}, chosen on these same images (in-sample, an "
+                    f"upper bound for a fitted vote): {_pct(b['accuracy'])}% (weights {weights} to "
+                    f"{', '.join(o['names'])}). Errors per member: {errors}; wrong on both, per pair: {shared}.",
+                    "",
+                ]
     if res["shift"]:
         fams = list(res["shift"][0]["families"])
         L += ["## Robustness: shift suite (6 families x 5 severities)", ""]
