@@ -6,7 +6,7 @@ loses 12-16 points when the magnification changes by 8-45% (``zoo.shift`` geomet
 no recipe trains on. But one lab images its slides through one objective onto one camera: the
 magnification is a property of the *set*, so it can be measured on the set and undone, as
 BatchNorm adaptation (:mod:`zoo.adapt`) undoes a set's activation shift. On ``pbc-cpu``'s robust vote
-it takes the geometry family from 86.1% to 94.4% at unchanged clean accuracy
+it takes the geometry family from 85.9% to 94.8% at unchanged clean accuracy
 (``benchmarks/results/magnification_pbc_cpu.md``).
 
 The ruler: the spatial autocorrelation of an image's optical density falls with the lag at a rate
