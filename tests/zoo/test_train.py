@@ -178,13 +178,9 @@ def test_class_weights_and_balanced_pipeline(synthetic_small):
     assert np.bincount(labels, minlength=8).min() >= 8  # every class drawn, near-uniform
 
 
-def test_teacher_targets_on_val_are_computed_once_and_on_train_every_epoch(tmp_path, synthetic_small):
-    """A target hook (a distillation teacher) runs on every augmented train batch of every epoch,
-    but on the plain val batches only in the first epoch: they never change, their targets are replayed."""
+def counting_targets():
+    """A target hook that passes the labels through and counts the batches it ran on: ``(hook, calls)``."""
     import tensorflow as tf
-
-    from zoo.data.batches import steps_per_epoch
-    from zoo.train import TrainHooks
 
     calls = {"batches": 0}
 
@@ -197,6 +193,17 @@ def test_teacher_targets_on_val_are_computed_once_and_on_train_every_epoch(tmp_p
         out.set_shape(labels.shape)
         return out
 
+    return targets, calls
+
+
+def test_teacher_targets_on_val_are_computed_once_and_on_train_every_epoch(tmp_path, synthetic_small):
+    """A target hook (a distillation teacher) runs on every augmented train batch of every epoch,
+    but on the plain val batches only in the first epoch: they never change, their targets are replayed."""
+
+    from zoo.data.batches import steps_per_epoch
+    from zoo.train import TrainHooks
+
+    targets, calls = counting_targets()
     epochs, batch = 3, 4
     train(
         "custom_cnn",
@@ -218,29 +225,17 @@ def test_teacher_targets_on_val_are_computed_once_and_on_train_every_epoch(tmp_p
 
 
 def test_with_targets_cache_replays_the_first_pass(synthetic_small):
-    import tensorflow as tf
 
     from zoo.data.batches import make_dataset
     from zoo.train import with_targets
 
     split = synthetic_small.split("val")
-    calls = {"n": 0}
-
-    def count(x):
-        calls["n"] += 1
-        return x
-
-    def targets(images, labels):
-        out = tf.py_function(count, [labels], tf.float32)
-        out.set_shape(labels.shape)
-        return out
-
     for cache, runs in ((True, 1), (False, 2)):
-        calls["n"] = 0
+        targets, calls = counting_targets()
         ds = with_targets(make_dataset(split, 8, 16, training=False), targets, cache=cache)
         passes = [np.concatenate([y.numpy() for _, y in ds]) for _ in range(2)]
         np.testing.assert_array_equal(passes[0], passes[1])
-        assert calls["n"] == runs * math.ceil(len(split) / 16)
+        assert calls["batches"] == runs * math.ceil(len(split) / 16)
 
 
 MIRRORED = r"""
