@@ -6,7 +6,8 @@ what scale changes cost, without costing anything elsewhere?
 Each artifact folder (member, student, ensemble) is scored on the shift suite twice on the same
 images: as it is, and with :class:`zoo.magnification.MagnificationAdapter` measuring each
 acquisition (the clean set; within a cell, the images of one corruption) against the training
-images of the classes the model predicts, and resampling it back. Geometry is out-of-family for
+images of the classes the model predicts, and resampling it back (iterated to the fixed point when the
+first reading is beyond the tolerance). Geometry is out-of-family for
 every model here: none trained on scale, and the ruler is a fixed measurement, not fitted to zooms.
 The adapted run scores every family, so a ruler that misreads blur or vignetting as magnification
 shows up as a loss there. Also reported: what the ruler read per corruption and severity against
@@ -131,7 +132,9 @@ def markdown(res: dict) -> str:
         f"Machine: {res['machine']}. Commit {res['commit']}. Data: {res['data']} val, shift suite "
         f"(`zoo.shift`, seed {res['seed']}, {res['models'][0]['plain']['n']} images per cell). "
         "Each model scored as it is and with each acquisition's magnification measured (class rulers from "
-        "the training images, classes predicted by the model itself) and resampled back when read beyond ±8%.",
+        "the training images, classes predicted by the model itself) and, when the first reading is beyond ±8%, "
+        "iterated to the magnification at which the resampled set reads as the training images "
+        f"(ruler `{res.get('ruler', 'grey-od-acf-1')}`).",
         "",
         "## Accuracy, as it is → adapted",
         "",
@@ -208,7 +211,7 @@ def markdown(res: dict) -> str:
         )
         + ".",
         "",
-        "Times (seconds, suite as it is / adapted, including the ruler and the extra prediction pass): "
+        "Times (seconds, suite as it is / adapted, including the ruler readings and the extra prediction passes): "
         + "; ".join(f"`{m['name']}` {m['seconds']['plain']} / {m['seconds']['adapted']}" for m in res["models"])
         + ".",
     ]
@@ -254,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     commits = []
     if args.earlier:
         old = json.loads(args.earlier.read_text())
+        from zoo.magnification import RULER
+
         if old.get("data") != args.data or old.get("seed") != args.seed:
             raise SystemExit(f"{args.earlier}: scored on other data or another seed")
+        if old.get("ruler", "grey-od-acf-1") != RULER:
+            raise SystemExit(f"{args.earlier}: adapted with another magnification ruler than {RULER}")
         models, commits = list(old["models"]), [old["commit"]]
     for folder in args.folders:
         print(f"scoring {folder} ...", flush=True)
@@ -270,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
     ).stdout.strip()
+    from zoo.magnification import RULER  # noqa: F811 (also imported above when --with is given)
+
     res = {
+        "ruler": RULER,
         "machine": one_line(describe()),
         "commit": ", ".join(dict.fromkeys([*commits, head])),
         "data": args.data,

@@ -175,15 +175,15 @@ class Predictor:
         from zoo.magnification import MagnificationAdapter
 
         rec = self.metadata.get("magnification")
-        if not isinstance(rec, dict) or not isinstance(rec.get("reference_px"), list):
+        if not isinstance(rec, dict):
             raise ZooError(
                 f"{self.path}: no magnification rulers in its metadata (exported before they were recorded, or "
                 "without training images); re-export it with its data to use --adapt-scale"
             )
-        ref = tuple(float("nan") if v is None else float(v) for v in rec["reference_px"])
-        if len(ref) != len(self.classes) or int(rec.get("size", -1)) != self.image_size:
-            raise ZooError(f"{self.path}: its magnification rulers do not match its classes and input size")
-        return MagnificationAdapter(ref, self.image_size, predict=self.predict, tolerance=float(rec["tolerance"]))
+        try:
+            return MagnificationAdapter.from_dict(rec, len(self.classes), self.image_size, predict=self.predict)
+        except ZooError as exc:
+            raise ZooError(f"{self.path}: {exc}; re-export it with its data to use --adapt-scale") from None
 
     def predict(self, images: Any, batch_size: int = 32) -> np.ndarray:
         """Probabilities ``(N, C)`` float32 for one image or a batch (any size; resized if needed)."""

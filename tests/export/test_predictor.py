@@ -296,6 +296,10 @@ def test_predict_adapt_scale_reads_the_set_with_the_rulers_in_the_file(tmp_path)
     assert "magnification" not in predict_files(with_rulers, [tmp_path / "same"], provider="cpu")[1][0]
     with pytest.raises(ZooError, match="no magnification rulers"):
         predict_files(plain, [tmp_path / "same"], provider="cpu", adapt_scale=True)
+    older = {k: v for k, v in rulers.items() if k != "ruler"}  # as exported before the chromatic ruler
+    older_file = save(tiny_model(size=64, extra={"magnification": older}), tmp_path / "older.onnx")
+    with pytest.raises(ZooError, match="another ruler.*re-export"):
+        predict_files(older_file, [tmp_path / "same"], provider="cpu", adapt_scale=True)
 
 
 def test_cli_predict_bad_model_exits_2(tmp_path, capsys):

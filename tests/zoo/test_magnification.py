@@ -1,6 +1,6 @@
 """Test-time magnification adaptation: the ruler reads a set's magnification whatever its class mix,
-ignores colour, brightness and noise, undoes what it reads, and the shift suite and
-`zoo evaluate --adapt-scale` apply it per acquisition."""
+ignores colour, brightness, vignetting and noise, the adapter iterates to what was done and undoes it,
+and the shift suite and `zoo evaluate --adapt-scale` apply it per acquisition."""
 
 import json
 
@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import smear_fields
 from zoo import shift
 from zoo.errors import ZooError
-from zoo.magnification import TOLERANCE, MagnificationAdapter, image_rulers, rescale
+from zoo.magnification import MAX_STEPS, RULER, TOLERANCE, MagnificationAdapter, image_rulers, rescale
 
 
 def _by_size(x):
@@ -54,11 +54,19 @@ def test_ruler_ignores_colour_brightness_and_noise(fields, adapter, name):
     assert abs(adapter.measure(shift.corrupt(fields, name, 3, seed=0)) - 1.0) < TOLERANCE
 
 
+def test_ruler_is_blind_to_vignetting(fields, adapter):
+    """A grey falloff of light adds the same optical density to every channel: the chromatic ruler drops it.
+    (The grey ruler read this as zooming in, and iterating would have followed it.)"""
+    clean = adapter.measure(fields)
+    for severity in (3, 5):
+        assert adapter.measure(shift.corrupt(fields, "vignetting", severity, seed=0)) == pytest.approx(clean, abs=0.02)
+
+
 def test_adapter_undoes_what_it_measures_and_leaves_an_unshifted_set_alone(fields, adapter):
     same, z = adapter(fields)
     assert same is fields or np.array_equal(same, fields)
     assert abs(z - 1) < TOLERANCE
-    zoomed = rescale(fields, 0.7)  # shrunk: read ×0.79 on these fields, so undone most of the way
+    zoomed = rescale(fields, 0.7)  # shrunk
     back, z = adapter(zoomed)
     assert z < 1 - TOLERANCE
     centre = slice(16, 48)  # away from the mirrored border
@@ -68,6 +76,46 @@ def test_adapter_undoes_what_it_measures_and_leaves_an_unshifted_set_alone(field
 
     assert err(back) < 0.8 * err(zoomed)
     np.testing.assert_array_equal(rescale(fields, 1.0), fields)
+
+
+@pytest.mark.parametrize("factor", [0.7, 1.4])
+def test_adapter_iterates_to_the_magnification_that_one_reading_measures_short(fields, adapter, factor):
+    """One reading is bent toward ×1 (cropping, mirrored borders); the fixed point lands near the truth."""
+    zoomed = rescale(fields, factor)
+    once = adapter.measure(zoomed)
+    _, z = adapter(zoomed)
+    assert abs(np.log(z / factor)) < 0.5 * abs(np.log(once / factor))
+    assert z == pytest.approx(factor, rel=0.05)
+
+
+def test_adapter_predicts_classes_again_on_each_resampled_set(fields, adapter):
+    seen = []
+
+    def predict(x):
+        seen.append(x.copy())
+        return _by_size(x)
+
+    counted = MagnificationAdapter(adapter.reference, adapter.size, predict=predict)
+    zoomed = rescale(fields, 0.7)
+    back, _ = counted(zoomed)
+    assert 2 <= len(seen) <= MAX_STEPS
+    assert np.array_equal(seen[0], zoomed) and not np.array_equal(seen[1], zoomed)  # the resampled set
+    seen.clear()
+    counted(fields)
+    assert len(seen) == 1  # within the tolerance: one reading, nothing resampled
+
+
+def test_rulers_round_trip_and_refuse_another_ruler_or_model(adapter):
+    record = json.loads(json.dumps(adapter.to_dict()))
+    back = MagnificationAdapter.from_dict(record, 2, 64)
+    assert back.reference == pytest.approx(adapter.reference, abs=1e-3) and back.tolerance == adapter.tolerance
+    assert record["ruler"] == RULER
+    with pytest.raises(ZooError, match="another ruler"):
+        MagnificationAdapter.from_dict({k: v for k, v in record.items() if k != "ruler"}, 2, 64)
+    with pytest.raises(ZooError, match="do not match"):
+        MagnificationAdapter.from_dict(record, 3, 64)
+    with pytest.raises(ZooError, match="do not match"):
+        MagnificationAdapter.from_dict(record, 2, 96)
 
 
 def test_adapter_refuses_what_it_cannot_measure(fields, adapter):
