@@ -252,13 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         "student scored after its ensembles",
     )
     args = ap.parse_args(argv)
+    from zoo.magnification import RULER
+
     datasets: dict = {}
     models = []
     commits = []
     if args.earlier:
         old = json.loads(args.earlier.read_text())
-        from zoo.magnification import RULER
-
         if old.get("data") != args.data or old.get("seed") != args.seed:
             raise SystemExit(f"{args.earlier}: scored on other data or another seed")
         if old.get("ruler", "grey-od-acf-1") != RULER:
@@ -277,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
     ).stdout.strip()
-    from zoo.magnification import RULER  # noqa: F811 (also imported above when --with is given)
-
     res = {
         "ruler": RULER,
         "machine": one_line(describe()),
