@@ -6,7 +6,7 @@ loses 12-16 points when the magnification changes by 8-45% (``zoo.shift`` geomet
 no recipe trains on. But one lab images its slides through one objective onto one camera: the
 magnification is a property of the *set*, so it can be measured on the set and undone, as
 BatchNorm adaptation (:mod:`zoo.adapt`) undoes a set's activation shift. On ``pbc-cpu``'s robust vote
-it takes the geometry family from 85.9% to 94.8% at unchanged clean accuracy
+it takes the geometry family from 85.9% to 95.1% at unchanged clean accuracy
 (``benchmarks/results/magnification_pbc_cpu.md``).
 
 The ruler: the spatial autocorrelation of an image's optical density falls with the lag at a rate
@@ -23,7 +23,7 @@ little (defocus at the suite's strongest, ×1.03).
 The ruler also reads the cell in the middle: a platelet field reads about half a monocyte field. So
 each image is compared with the training images *of its class*, the class the model predicts for it,
 and the set's magnification is the median of those ratios (robust to the images the model gets
-wrong). A set of one class then reads as one of the training mix does (within ±4% on PBC val).
+wrong). A set of one class then reads as one of the training mix does (within ±3% on PBC val).
 
 One reading is not the answer: cropping (zoom in) and mirrored borders (zoom out) bend the curve
 toward ×1, and the classes predicted on a magnified set lean toward the classes of that size (a
@@ -227,7 +227,10 @@ class MagnificationAdapter:
                 f"the magnification rulers were measured with another ruler ({record.get('ruler', 'the first, grey one')}, "
                 f"this version reads {RULER})"
             )
-        ref = tuple(float("nan") if v is None else float(v) for v in record["reference_px"])
+        values = record["reference_px"]
+        if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0) for v in values):
+            raise ZooError("the magnification rulers must be positive numbers of pixels (or null)")
+        ref = tuple(float("nan") if v is None else float(v) for v in values)
         if len(ref) != num_classes or int(record.get("size", -1)) != size:
             raise ZooError("the magnification rulers do not match the model's classes and input size")
         return cls(ref, size, predict=predict, tolerance=float(record.get("tolerance", TOLERANCE)))

@@ -116,6 +116,8 @@ def test_rulers_round_trip_and_refuse_another_ruler_or_model(adapter):
         MagnificationAdapter.from_dict(record, 3, 64)
     with pytest.raises(ZooError, match="do not match"):
         MagnificationAdapter.from_dict(record, 2, 96)
+    with pytest.raises(ZooError, match="positive numbers"):
+        MagnificationAdapter.from_dict({**record, "reference_px": ["12", 3.0]}, 2, 64)
 
 
 def test_adapter_refuses_what_it_cannot_measure(fields, adapter):
