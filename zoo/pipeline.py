@@ -462,7 +462,8 @@ def _shift_lines(rows: list[dict]) -> list[str]:
     if adapted:
         lines += [
             "Magnification adapted: each acquisition (the clean set; within a cell, one corruption's images) is read "
-            "by `zoo.magnification` against the training images and resampled back when read beyond the tolerance; "
+            "by `zoo.magnification` against the training images and, when the first reading is beyond the tolerance, "
+            "iterated to the magnification at which it reads as the training images and resampled back; "
             "label-free, and no model trained on scale. Each model's `eval/shift_suite_adapt_scale.md`."
         ]
     return lines
