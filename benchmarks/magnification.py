@@ -34,6 +34,8 @@ sys.path.insert(0, str(HERE))
 
 from machine import describe, one_line
 
+FIRST_RULER = "grey-od-acf-1"  # results written before the ruler was named were made with this one
+
 
 def nominal(corruption: str, level: float) -> float:
     """The suite's mean magnification for a zoom corruption at ``level`` (factor 1 + level·U(0.8, 1))."""
@@ -134,7 +136,7 @@ def markdown(res: dict) -> str:
         "Each model scored as it is and with each acquisition's magnification measured (class rulers from "
         "the training images, classes predicted by the model itself) and, when the first reading is beyond ±8%, "
         "iterated to the magnification at which the resampled set reads as the training images "
-        f"(ruler `{res.get('ruler', 'grey-od-acf-1')}`).",
+        f"(ruler `{res.get('ruler', FIRST_RULER)}`).",
         "",
         "## Accuracy, as it is → adapted",
         "",
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(args.earlier.read_text())
         if old.get("data") != args.data or old.get("seed") != args.seed:
             raise SystemExit(f"{args.earlier}: scored on other data or another seed")
-        if old.get("ruler", "grey-od-acf-1") != RULER:
+        if old.get("ruler", FIRST_RULER) != RULER:
             raise SystemExit(f"{args.earlier}: adapted with another magnification ruler than {RULER}")
         models, commits = list(old["models"]), [old["commit"]]
     for folder in args.folders:

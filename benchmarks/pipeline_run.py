@@ -196,7 +196,7 @@ def shift_rows(arts: list[tuple[str, str, Path]]) -> list[dict]:
     for adapted in (False, True):
         for name, kind, folder in arts:
             try:
-                r = load_results(folder / RESULTS.parent / f"{ADAPTED_STEM}.json" if adapted else folder)
+                r = load_results(folder, ADAPTED_STEM if adapted else RESULTS.stem)
             except ZooError:
                 continue
             fams = {

@@ -376,13 +376,12 @@ SHIFT_BAR = "shifted (out-of-family)"
 
 def _stored_suite(folder: Path, card: dict, stem: str) -> dict | None:
     """An artifact's ``eval/<stem>.json`` shift-suite results, if its card lists them and they read."""
-    from zoo.shift.report import load_results
+    from zoo.shift.report import load_results, results_file
 
-    path = Path("eval") / f"{stem}.json"
-    if path.as_posix() not in card.get("files", {}):
+    if results_file(stem).as_posix() not in card.get("files", {}):
         return None
     try:
-        return load_results(folder / path)
+        return load_results(folder, stem)
     except ZooError:
         return None
 

@@ -81,16 +81,16 @@ def _suite_done(folder: Path, e) -> bool:
     from zoo.artifacts import read_card
     from zoo.errors import ZooError
     from zoo.shift import resolve_families
-    from zoo.shift.report import ADAPTED_STEM, RESULTS
+    from zoo.shift.report import ADAPTED_STEM, RESULTS, results_file
 
     stems = [RESULTS.stem] + ([ADAPTED_STEM] if e.shift_adapt_scale else [])
     try:
         card = read_card(folder, verify=False)
-        results = [json.loads((folder / "eval" / f"{stem}.json").read_text(encoding="utf-8")) for stem in stems]
+        results = [json.loads((folder / results_file(stem)).read_text(encoding="utf-8")) for stem in stems]
     except (ZooError, OSError, ValueError):
         return False
     return all(
-        f"eval/{stem}.json" in card.get("files", {})
+        results_file(stem).as_posix() in card.get("files", {})
         and res.get("seed") == e.shift_seed
         and res.get("max_images") == (e.shift_max_images or None)
         and list(res.get("families", {})) == resolve_families(e.shift_families or None)

@@ -761,13 +761,14 @@ def robustness(layout) -> Section:
     if suites:
         _suite_tables(s, suites)
         shown = True
-    from zoo.shift.report import ADAPTED_STEM  # not at module level: it pulls in the suite's plotting stack
+    # not at module level: it pulls in the suite's plotting stack
+    from zoo.shift.report import ADAPTED_STEM, results_file
 
     plain = dict(suites)
     adapted = [
         (name, plain[name], res)
         for name, folder in artifacts(layout)
-        if name in plain and isinstance(res := read_json(folder / "eval" / f"{ADAPTED_STEM}.json"), dict)
+        if name in plain and isinstance(res := read_json(folder / results_file(ADAPTED_STEM)), dict)
     ]
     if adapted:
         _adapted_table(s, adapted)

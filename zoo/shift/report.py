@@ -28,6 +28,11 @@ RESULTS = Path("eval") / "shift_suite.json"
 ADAPTED_STEM = "shift_suite_adapt_scale"
 
 
+def results_file(stem: str = RESULTS.stem) -> Path:
+    """Where an artifact keeps the suite results named ``stem``, relative to its folder (``eval/<stem>.json``)."""
+    return RESULTS.parent / f"{stem}.json"
+
+
 def card_summary(res: dict[str, Any], split: str, results: Path = RESULTS) -> dict[str, Any]:
     """The few numbers of a suite result that go into the card (``metrics.shift_suite``)."""
     return {
@@ -176,11 +181,11 @@ def write_results(out_dir: str | os.PathLike, res: dict[str, Any], title: str, s
     return out_dir / f"{stem}.json"
 
 
-def load_results(path: str | os.PathLike) -> dict[str, Any]:
-    """A ``shift_suite.json`` (file, or the artifact folder holding ``eval/shift_suite.json``)."""
+def load_results(path: str | os.PathLike, stem: str = RESULTS.stem) -> dict[str, Any]:
+    """A ``shift_suite.json`` (file, or the artifact folder holding ``eval/<stem>.json``)."""
     p = Path(path)
     if p.is_dir():
-        p = p / RESULTS
+        p = p / results_file(stem)
     try:
         res = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -252,7 +257,7 @@ def evaluate_artifact(
     title = f"{card['name']} ({card['kind']})" + (", magnification adapted per set" if adapt_scale else "")
     write_results(folder / "eval", res, title, stem)
     metrics = dict(card.get("metrics", {}))
-    metrics[stem] = card_summary(res, split, RESULTS.parent / f"{stem}.json")
+    metrics[stem] = card_summary(res, split, results_file(stem))
     update_card(folder, verify=False, metrics=metrics)  # verified on entry
     log.info(
         "%s: clean %.4f, out-of-family shifted %s (%s), mCE %.3f%s",
