@@ -170,8 +170,9 @@ class Predictor:
     def verified(self) -> bool:
         return isinstance(self.metadata.get("parity"), dict)
 
-    def magnification_adapter(self):
-        """The per-set magnification adapter from the rulers ``zoo export`` measured on the training images."""
+    def magnification_adapter(self, batch_size: int = 32):
+        """The per-set magnification adapter from the rulers ``zoo export`` measured on the training images;
+        it predicts classes ``batch_size`` images at a time."""
         from zoo.magnification import MagnificationAdapter
 
         rec = self.metadata.get("magnification")
@@ -181,7 +182,9 @@ class Predictor:
                 "without training images); re-export it with its data to use --adapt-scale"
             )
         try:
-            return MagnificationAdapter.from_dict(rec, len(self.classes), self.image_size, predict=self.predict)
+            return MagnificationAdapter.from_dict(
+                rec, len(self.classes), self.image_size, predict=lambda x: self.predict(x, batch_size=batch_size)
+            )
         except ZooError as exc:
             raise ZooError(f"{self.path}: {exc}; re-export it with its data to use --adapt-scale") from None
 
@@ -331,7 +334,7 @@ def predict_files(
         if isinstance(model, Predictor)
         else load(model, provider, variant=variant, allow_unverified=allow_unverified)
     )
-    adapter = pred.magnification_adapter() if adapt_scale else None  # before reading: fail fast
+    adapter = pred.magnification_adapter(batch_size) if adapt_scale else None  # before reading: fail fast
     files = list_inputs(inputs)
     records: list[dict[str, Any]] = []
     batch: list[tuple[int, np.ndarray]] = []
@@ -340,11 +343,13 @@ def predict_files(
         if not batch:
             return
         images, extra = np.stack([im for _, im in batch]), {}
+        probs = None
         if adapter is not None:
-            images, z = adapter(images)
+            images, z, probs = adapter(images)  # probs: of these images, when a reading computed them
             extra = {"magnification": z}
             log.info("magnification read on the set: %s", "n/a" if z is None else f"x{z:.3f}")
-        probs = pred.predict(images, batch_size=batch_size)
+        if probs is None:
+            probs = pred.predict(images, batch_size=batch_size)
         for (i, _), p in zip(batch, probs):
             k = int(p.argmax())
             records[i].update(

@@ -215,17 +215,17 @@ def evaluate(
         from zoo.augment.shift import shifted_copy
 
         images, name = shifted_copy(images, seed=seed, severity=shifted), f"{split}-shifted"
-    magnification = None
+    magnification = probs = None
     if adapt_scale:
         from zoo.magnification import MagnificationAdapter
 
         adapter = MagnificationAdapter.from_dataset(dataset, lambda x: predict_folder(folder, x, card))
-        images, magnification = adapter(images)
+        images, magnification, probs = adapter(images)  # probs: of these images, when a reading computed them
         name = f"{name}-adaptscale"
         log.info("%s: magnification read ×%s", name, "n/a" if magnification is None else f"{magnification:.3f}")
     if adapt_bn:
         probs, name = _predict_adapted(folder, card, images, seed), f"{name}-adaptbn"
-    else:
+    elif probs is None:
         probs = predict_folder(folder, images, card)
     result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
     if not shifted and not adapt_bn and not adapt_scale:

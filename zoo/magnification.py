@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -115,15 +116,26 @@ def rescale(images: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
+class Adapted(NamedTuple):
+    """What the adapter made of a set: the images to score, the magnification it read (None: the set
+    could not be measured) and, when its last reading already predicted exactly these images, those
+    probabilities (None otherwise), so the caller need not predict the same images again."""
+
+    images: np.ndarray
+    magnification: float | None
+    probs: np.ndarray | None
+
+
 @dataclass(frozen=True)
 class MagnificationAdapter:
     """Measures a set's magnification against the training images' class rulers and undoes it.
 
     ``reference[c]`` is the median ruler (pixels, at ``size``) of training images of class ``c``
     (NaN: too few to say); build it with :meth:`from_images`. ``predict`` gives the class
-    probabilities the per-class comparison needs. Calling the adapter on a set returns
-    ``(images, z)``: the set resampled by ``1/z`` (unchanged when within ``tolerance``) and the
-    magnification measured (None: the set could not be measured).
+    probabilities the per-class comparison needs. Calling the adapter on a set returns an
+    :class:`Adapted`: the set resampled by ``1/z`` (unchanged when within ``tolerance``), the
+    magnification ``z`` measured, and the predictor's probabilities for the returned images when a
+    reading already computed them.
     """
 
     reference: tuple[float, ...]
@@ -171,37 +183,51 @@ class MagnificationAdapter:
 
         ``classes`` default to the predictor's. None when the set cannot be measured: fewer than
         ``MIN_IMAGES`` images with a ruler and a reference class."""
-        images = _check(images)
-        if images.shape[1] != self.size:
-            raise ZooError(f"the ruler was measured at {self.size} px; these images are {images.shape[1]} px")
+        if classes is None:
+            return self._reading(images)[0]
+        images = self._checked(images)
         if len(images) < MIN_IMAGES:
             return None
-        if classes is None:
-            if self.predict is None:
-                raise ZooError("measuring a set needs its classes or a predictor")
-            classes = np.asarray(self.predict(images)).argmax(axis=1)
         ref = np.asarray(self.reference)[np.asarray(classes)]
         ratio = np.log(image_rulers(images)) - np.log(ref)
         ratio = ratio[np.isfinite(ratio)]
         return float(np.exp(np.median(ratio))) if len(ratio) >= MIN_IMAGES else None
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """``(images resampled by 1/z, z)``; unchanged when the first reading is within the tolerance or None.
+    def _checked(self, images: np.ndarray) -> np.ndarray:
+        images = _check(images)
+        if images.shape[1] != self.size:
+            raise ZooError(f"the ruler was measured at {self.size} px; these images are {images.shape[1]} px")
+        return images
+
+    def _reading(self, images: np.ndarray) -> tuple[float | None, np.ndarray | None]:
+        """(magnification, the predictor's probabilities for ``images``); (None, None) for a set too small to read."""
+        images = self._checked(images)
+        if len(images) < MIN_IMAGES:
+            return None, None
+        if self.predict is None:
+            raise ZooError("measuring a set needs its classes or a predictor")
+        probs = np.asarray(self.predict(images))
+        return self.measure(images, probs.argmax(axis=1)), probs
+
+    def __call__(self, images: np.ndarray) -> Adapted:
+        """The set resampled by ``1/z``; unchanged when the first reading is within the tolerance or None.
 
         Beyond the tolerance, ``z`` is refined to the fixed point (module docstring): each step
-        predicts the classes of the set resampled so far, reads it and multiplies the reading in."""
-        images = _check(images)
-        first = self.measure(images)
+        predicts the classes of the set resampled so far, reads it and multiplies the reading in.
+        The last reading's probabilities come back when they are of the returned images (the
+        iteration converged, or the set was left as it is)."""
+        images = self._checked(images)
+        first, probs = self._reading(images)
         if first is None or abs(first - 1.0) < self.tolerance:
-            return images, first
-        z, current = first, rescale(images, 1.0 / first)
+            return Adapted(images, first, probs)
+        z, current, probs = first, rescale(images, 1.0 / first), None
         for _ in range(MAX_STEPS - 1):
-            step = self.measure(current)
+            step, probs = self._reading(current)
             if step is None or abs(np.log(step)) < CONVERGED:
                 break
             z *= step
-            current = rescale(images, 1.0 / z)  # always from the original: one resampling, not a chain
-        return current, z
+            current, probs = rescale(images, 1.0 / z), None  # always from the original: one resampling, not a chain
+        return Adapted(current, z, probs)
 
     def to_dict(self) -> dict:
         """The rulers and settings as JSON (an export's metadata); read back with :meth:`from_dict`."""

@@ -63,11 +63,11 @@ def test_ruler_is_blind_to_vignetting(fields, adapter):
 
 
 def test_adapter_undoes_what_it_measures_and_leaves_an_unshifted_set_alone(fields, adapter):
-    same, z = adapter(fields)
+    same, z, _ = adapter(fields)
     assert same is fields or np.array_equal(same, fields)
     assert abs(z - 1) < TOLERANCE
     zoomed = rescale(fields, 0.7)  # shrunk
-    back, z = adapter(zoomed)
+    back, z, _ = adapter(zoomed)
     assert z < 1 - TOLERANCE
     centre = slice(16, 48)  # away from the mirrored border
 
@@ -83,7 +83,7 @@ def test_adapter_iterates_to_the_magnification_that_one_reading_measures_short(f
     """One reading is bent toward ×1 (cropping, mirrored borders); the fixed point lands near the truth."""
     zoomed = rescale(fields, factor)
     once = adapter.measure(zoomed)
-    _, z = adapter(zoomed)
+    _, z, _ = adapter(zoomed)
     assert abs(np.log(z / factor)) < 0.5 * abs(np.log(once / factor))
     assert z == pytest.approx(factor, rel=0.05)
 
@@ -105,6 +105,26 @@ def test_adapter_predicts_classes_again_on_each_resampled_set(fields, adapter):
     assert len(seen) == 1  # within the tolerance: one reading, nothing resampled
 
 
+@pytest.mark.parametrize("factor", [1.0, 0.7, 1.4])
+def test_adapter_returns_the_probabilities_its_last_reading_computed_for_the_returned_set(fields, adapter, factor):
+    """The caller scores the adapted set without predicting it again, and never with another set's probabilities."""
+    seen = []
+
+    def predict(x):
+        seen.append(x.copy())
+        return _by_size(x) * 0.5 + np.arange(len(x))[:, None] * 1e-3  # row-specific: a shuffle would show
+
+    counted = MagnificationAdapter(adapter.reference, adapter.size, predict=predict)
+    images, z, probs = counted(rescale(fields, factor))
+    if probs is None:  # the iteration stopped on a step it applied: nothing was predicted on the returned set
+        assert not any(np.array_equal(s, images) for s in seen)
+    else:
+        assert np.array_equal(seen[-1], images)
+        np.testing.assert_array_equal(probs, predict(images))
+    if factor == 1.0:
+        assert probs is not None and len(seen) == 2  # one reading, then the check above
+
+
 def test_rulers_round_trip_and_refuse_another_ruler_or_model(adapter):
     record = json.loads(json.dumps(adapter.to_dict()))
     back = MagnificationAdapter.from_dict(record, 2, 64)
@@ -122,8 +142,8 @@ def test_rulers_round_trip_and_refuse_another_ruler_or_model(adapter):
 
 def test_adapter_refuses_what_it_cannot_measure(fields, adapter):
     assert adapter.measure(fields[:5]) is None  # too few images to be a set
-    few, z = adapter(fields[:5])
-    assert z is None and np.array_equal(few, fields[:5])
+    few, z, probs = adapter(fields[:5])
+    assert z is None and probs is None and np.array_equal(few, fields[:5])  # not read, not predicted
     with pytest.raises(ZooError, match="measured at 64 px"):
         adapter.measure(smear_fields(16, size=48)[0])
     with pytest.raises(ZooError, match="no measurable texture"):
@@ -158,6 +178,41 @@ def test_suite_adapts_each_acquisition_on_its_own(fields, adapter):
     plain = evaluate_suite(predict, images, labels, ["a", "b"], "geometry", (1, 5), max_images=None)
     assert "adapt" not in plain and "adapt" not in plain["families"]["geometry"]["severities"]["5"]
     assert plain["clean"]["accuracy"] == res["clean"]["accuracy"]  # nothing to undo on the clean set
+
+
+def test_suite_scores_an_adapted_set_with_the_adapters_probabilities_when_it_has_them(fields, adapter):
+    """Each set is predicted once per reading, and once more only when the last reading was not of the returned set."""
+    from zoo.magnification import Adapted
+    from zoo.shift.suite import evaluate_suite
+
+    calls = {"suite": 0, "adapter": 0}
+
+    def predict(x):
+        calls["suite"] += 1
+        return _by_size(x)
+
+    def adapter_predict(x):
+        calls["adapter"] += 1
+        return _by_size(x)
+
+    counted = MagnificationAdapter(adapter.reference, adapter.size, predict=adapter_predict)
+    returned = []
+
+    def record(images):
+        out = counted(images)
+        returned.append(out)
+        return out
+
+    labels = np.arange(len(fields)) % 2
+    res = evaluate_suite(predict, fields, labels, ["a", "b"], "geometry", (1, 5), adapt=record, max_images=None)
+    assert calls["suite"] == sum(out.probs is None for out in returned)  # only what the adapter did not predict
+    assert any(out.probs is not None for out in returned)
+    plain = evaluate_suite(predict, fields, labels, ["a", "b"], "geometry", (1, 5), max_images=None)
+    assert res["clean"] == {**plain["clean"], "adapt": res["clean"]["adapt"]}  # same scores from its probabilities
+    with pytest.raises(ZooError, match="probabilities of shape"):
+        evaluate_suite(
+            predict, fields, labels, ["a", "b"], "geometry", (1,), adapt=lambda x: Adapted(x, 1.0, np.ones((1, 2)))
+        )
 
 
 def test_evaluate_adapt_scale_writes_its_own_results(tmp_path, synthetic_small, capsys):

@@ -82,14 +82,16 @@ def evaluate_suite(
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
     max_images: int | None = DEFAULT_MAX_IMAGES,
-    adapt: Callable[[np.ndarray], tuple[np.ndarray, float | None]] | None = None,
+    adapt: Callable[[np.ndarray], tuple[np.ndarray, float | None, np.ndarray | None]] | None = None,
 ) -> dict[str, Any]:
     """Clean and per-(family, severity) metrics of ``predict_fn`` on a stratified subsample; JSON-ready.
 
     ``adapt`` (e.g. :class:`zoo.magnification.MagnificationAdapter`) is a label-free, per-set
     test-time adaptation: it sees each acquisition on its own (the clean images; within a cell, the
-    images of one corruption, as one lab's set would arrive) and returns the adapted images and what
-    it measured, recorded per cell under ``adapt``.
+    images of one corruption, as one lab's set would arrive) and returns the adapted images, what
+    it measured (recorded per cell under ``adapt``) and ``predict_fn``'s probabilities for the adapted
+    images when it already computed them (None: the suite predicts them), as
+    :class:`zoo.magnification.Adapted` does.
     """
     fams = resolve_families(families)
     severities = [int(s) for s in severities]
@@ -113,15 +115,21 @@ def evaluate_suite(
         return p
 
     def adapted(batch: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The adapted set's probabilities (the adapter's own when it has them) and its reading."""
         nonlocal t_adapt
         t = time.time()
-        new, measured = adapt(batch)
+        new, measured, probs = adapt(batch)
         t_adapt += time.time() - t
-        return new, (None if measured is None else round(float(measured), 4))
+        if probs is None:
+            probs = predict(new)
+        elif np.shape(probs) != (len(batch), c):
+            raise ZooError(
+                f"the adapter returned probabilities of shape {np.shape(probs)}, expected ({len(batch)}, {c})"
+            )
+        return np.asarray(probs, dtype=np.float64), (None if measured is None else round(float(measured), 4))
 
     t_adapt = 0.0
-    x_clean, clean_adapt = adapted(x) if adapt is not None else (x, None)
-    clean = predict(x_clean)
+    clean, clean_adapt = adapted(x) if adapt is not None else (predict(x), None)
     out: dict[str, Any] = {
         "suite": "zoo.shift",
         "protocol": PROTOCOL,
@@ -144,12 +152,14 @@ def evaluate_suite(
             xc = corrupt(x, fam, s, seed)
             t_corrupt += time.time() - t
             measured = {}
-            if adapt is not None:  # one acquisition at a time: the images of each corruption
+            if adapt is None:
+                p = predict(xc)
+            else:  # one acquisition at a time: the images of each corruption
+                p = np.empty((len(xc), c))
                 for j, n in enumerate(names):
                     rows = np.flatnonzero(pick == j)
                     if len(rows):
-                        xc[rows], measured[n] = adapted(xc[rows])
-            p = predict(xc)
+                        p[rows], measured[n] = adapted(xc[rows])
             cell = cell_metrics(y, p, c)
             if adapt is not None:
                 cell["adapt"] = measured
