@@ -182,6 +182,7 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
                     "member": m.card.get("member"),
                     "image_size": int(m.card["input"]["image_size"]),
                     "card_sha256": m.sha256,
+                    "identity_sha256": m.identity,
                 }
                 for m in members
             ],
@@ -225,7 +226,12 @@ def prune_zero_weights(
     if not keep:
         keep = [int(np.argmax(w))]
     dropped = [
-        {"name": members[i].name, "weight": float(w[i]), "card_sha256": members[i].sha256}
+        {
+            "name": members[i].name,
+            "weight": float(w[i]),
+            "card_sha256": members[i].sha256,
+            "identity_sha256": members[i].identity,
+        }
         for i in range(len(w))
         if i not in keep
     ]

@@ -35,7 +35,7 @@ from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
 from ensemble.members import _split_kwargs, load_member_data
 from ensemble.metrics import scores
-from zoo.artifacts import card_sha256, load_npy, probs_files
+from zoo.artifacts import card_identity, card_sha256, load_npy, probs_files
 from zoo.augment.spec import covered_families
 from zoo.errors import ZooError
 from zoo.shift.families import artifact_families, union
@@ -195,7 +195,7 @@ def _student_data(ens: Ensemble, data: Any, cfg: DistillConfig):
 def _hooks(ens: Ensemble, teacher_ds, student_ds, cfg: DistillConfig) -> TrainHooks:
     """What makes a ``zoo.train`` run a distillation: targets, loss, metrics, identity and card section."""
     c = student_ds.num_classes
-    ens_sha = card_sha256(ens.folder)
+    ens_sha, ens_identity = card_sha256(ens.folder), card_identity(ens.card)
     teacher = teacher_model(ens, student_ds.image_size)
 
     def card(run: Path, model, dataset, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +215,7 @@ def _hooks(ens: Ensemble, teacher_ds, student_ds, cfg: DistillConfig) -> TrainHo
                     "path": os.path.relpath(ens.folder, run.resolve()),
                     "abs_path": str(ens.folder),
                     "card_sha256": ens_sha,
+                    "identity_sha256": ens_identity,
                     "method": ens.spec["method"],
                     "members": [m.name for m in ens.members],
                     "image_size": ens.image_size,
@@ -232,7 +233,8 @@ def _hooks(ens: Ensemble, teacher_ds, student_ds, cfg: DistillConfig) -> TrainHo
         loss=distillation_loss(c, cfg.alpha, cfg.temperature),
         metrics=[hard_accuracy(c), teacher_agreement(c)],
         kind="student",
-        identity={"teacher_card_sha256": ens_sha, "alpha": cfg.alpha, "temperature": cfg.temperature},
+        # the teacher by identity: evaluating it while the student is interrupted does not block --resume
+        identity={"teacher_identity_sha256": ens_identity, "alpha": cfg.alpha, "temperature": cfg.temperature},
         card=card,
         parents=[ens_sha],
     )

@@ -2,10 +2,10 @@
 
 ``ensemble.json`` is self-describing so another tool (the ONNX exporter) can rebuild the
 ensemble without this package: members (path relative to the ensemble folder, absolute path
-as fallback, card sha256, own image size), the method with its arrays, ``eps``, ``temperature``, optional TTA
+as fallback, identity and card sha256, own image size), the method with its arrays, ``eps``, ``temperature``, optional TTA
 transforms, classes and input spec, and a ``formula`` string. :func:`load` re-verifies
-everything through the one reader, :func:`zoo.ensemble_file.read_ensemble`: the ensemble card, each member's files (``read_card``) *and* each member's card
-hash against the one recorded at build time, and that members still agree with each other.
+everything through the one reader, :func:`zoo.ensemble_file.read_ensemble`: the ensemble card, each member's files (``read_card``) *and* each member's identity
+(:func:`zoo.artifacts.card_identity`) against the one recorded at build time, and that members still agree with each other.
 No pickle anywhere: arrays are JSON lists or ``.npy`` written with ``allow_pickle=False``.
 """
 
@@ -31,7 +31,8 @@ __all__ = ["FORMAT_VERSION", "SPEC_FILE", "Ensemble", "load", "member_entry", "p
 
 
 def member_entry(member: Member, ensemble_folder: Path) -> dict[str, Any]:
-    """How ``ensemble.json`` points at a member: relative path first, absolute fallback, card hash."""
+    """How ``ensemble.json`` points at a member: relative path first, absolute fallback, identity (what is
+    checked on load) and card hash (the card it was built from)."""
     try:
         rel = os.path.relpath(member.path, ensemble_folder.resolve())
     except ValueError:  # different drives on Windows
@@ -43,6 +44,7 @@ def member_entry(member: Member, ensemble_folder: Path) -> dict[str, Any]:
         "path": Path(rel).as_posix() if rel is not None else str(member.path),
         "abs_path": str(member.path),
         "card_sha256": member.sha256,
+        "identity_sha256": member.identity,
     }
 
 

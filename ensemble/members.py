@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ensemble import tta as tta_mod
-from zoo.artifacts import card_sha256, probs_files, read_card
+from zoo.artifacts import card_identity, card_sha256, probs_files, read_card
 from zoo.ensemble_file import check_members_agree, data_fingerprint, ensemble_input_size
 from zoo.errors import ZooError
 
@@ -41,6 +41,11 @@ class Member:
     @property
     def name(self) -> str:
         return str(self.card["name"])
+
+    @property
+    def identity(self) -> str:
+        """What the ensemble pins (:func:`zoo.artifacts.card_identity`): unchanged by evaluating the member."""
+        return card_identity(self.card)
 
     def stored_splits(self) -> set[str]:
         return {

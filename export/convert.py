@@ -35,7 +35,7 @@ from export import parity
 from export.ensemble_graph import INPUT, OUTPUT, build_ensemble_model, combine_numpy, member_probs_numpy
 from export.sources import Source, open_source
 from zoo import ownership
-from zoo.artifacts import read_card, write_card
+from zoo.artifacts import card_identity, read_card, write_card
 from zoo.errors import ZooError
 from zoo.stage_config import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -558,7 +558,15 @@ def _card(src: Source, opset: int, t0: float, pdata: ParityData, variants: dict[
             "preprocessing": meta.PREPROCESSING,
         },
         "output": {"name": OUTPUT, "kind": "probabilities"},
-        "source": {"folder": str(src.folder), "kind": src.kind, "name": src.name, "card_sha256": src.card_sha256},
+        "source": {
+            "folder": str(src.folder),
+            "kind": src.kind,
+            "name": src.name,
+            "card_sha256": src.card_sha256,
+            "identity_sha256": card_identity(
+                src.card
+            ),  # what the export is of; evaluating the source since is no change
+        },
         "parents": [{"folder": str(src.folder), "card_sha256": src.card_sha256}],
         "export": {
             "opset": int(opset),

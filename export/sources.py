@@ -3,7 +3,7 @@
 Both kinds reduce to the same description (:class:`Source`): classes, input size, the card's
 sha256, the member run folders in order and, for an ensemble, the :class:`Combination` read
 from ``ensemble.json``. ``ensemble.json`` is read by :func:`zoo.ensemble_file.read_ensemble` (members by relative path,
-absolute fallback, each member's card hash required and re-checked) — the same reader the
+absolute fallback, each member's identity re-checked) — the same reader the
 ``ensemble`` package uses — so the exporter depends on the file format, not on that package.
 Members may take smaller images than the ensemble: each resizes the input in its own graph.
 """
@@ -72,7 +72,7 @@ def open_source(folder: str | os.PathLike) -> Source:
         )
     if kind != "ensemble":
         raise ZooError(f"{folder}: cannot export a '{kind}' folder")
-    ens = read_ensemble(folder)  # the one ensemble.json reader: member files and card hashes verified
+    ens = read_ensemble(folder)  # the one ensemble.json reader: member files and identities verified
     spec, paths, cards = ens.spec, ens.member_paths, ens.member_cards
     if ens.image_size != size:
         raise ZooError(f"{folder}: ensemble.json takes {ens.image_size} px, its card {size} px")

@@ -298,8 +298,30 @@ def verify_files(folder: Path, card: dict[str, Any]) -> None:
 
 
 def card_sha256(folder: str | os.PathLike) -> str:
-    """Identity of a complete folder: the hash of its card (which hashes every file)."""
+    """Identity of a complete folder as it is now: the hash of its card (which hashes every file).
+
+    It changes whenever the folder is evaluated again; children pin parents by :func:`card_identity`."""
     return sha256_file(Path(folder) / CARD)
+
+
+EVALUATION_DIRS = ("eval/", "probs/")  # what `zoo evaluate` adds to or rewrites in a complete folder
+
+
+def card_identity(card: dict[str, Any]) -> str:
+    """Identity of what a folder *is*, not of what was later measured with it.
+
+    The sha256 of its (verified) card without the evaluation record: the ``metrics`` and the files
+    under ``eval/`` and ``probs/``, which ``zoo evaluate`` and the shift suite add to a complete
+    folder. Why: an ensemble pins its members, and pinning them by :func:`card_sha256` turned
+    evaluating a member after its ensemble was built into "member changed", although nothing the
+    ensemble uses had. Weights, configuration, lineage, training record and every other file are
+    in it, so a retrained, swapped or edited member is still refused. (Combiners keep their own
+    copy of the member probabilities they were fitted on.)
+    """
+    kept = {k: v for k, v in card.items() if k != "metrics"}
+    kept["files"] = {rel: d for rel, d in card["files"].items() if not rel.startswith(EVALUATION_DIRS)}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def parameter_count(card: dict[str, Any]) -> int | None:

@@ -6,8 +6,9 @@ without a recorded card hash, the other did not). This module is the file format
 in ``zoo`` core so both sides import it without importing each other.
 
 What it verifies: the ensemble card and its files; each member run folder (relative path
-first, absolute fallback) with its files *and* its card hash against the one recorded at build
-time (required); that members agree on what truly must agree — classes in order and the data
+first, absolute fallback) with its files *and* its identity against the one recorded at build
+time (:func:`zoo.artifacts.card_identity`: evaluating a member since is no change; files written
+before identities were recorded pin the member's whole card hash, required); that members agree on what truly must agree — classes in order and the data
 fingerprint — plus channels/range/colour/preprocessing. Members may take different image
 sizes: the ensemble's ``input.image_size`` is the size it takes, and each member resizes it
 to its own inside the graph (:func:`zoo.runs.resized_input`).
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import validate
-from zoo.artifacts import card_sha256, read_card, read_json_strict
+from zoo.artifacts import card_identity, card_sha256, read_card, read_json_strict
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -113,11 +114,15 @@ def read_ensemble(folder: str | os.PathLike) -> EnsembleFile:
         mcard = read_card(path)  # verifies the member's files
         if mcard["kind"] not in RUN_KINDS:
             raise ZooError(f"{path}: ensemble member is a '{mcard['kind']}' folder, not a member or student run")
-        recorded, sha = entry["card_sha256"], card_sha256(path)  # required (validate.ensemble_spec)
-        if sha != recorded:
+        sha = card_sha256(path)
+        if "identity_sha256" in entry:  # what the member is; evaluating it since is no change
+            what, recorded, now = "identity", entry["identity_sha256"], card_identity(mcard)
+        else:  # ensembles built before identities were recorded pin the whole card
+            what, recorded, now = "card sha256", entry["card_sha256"], sha  # required (validate.ensemble_spec)
+        if now != recorded:
             raise ZooError(
                 f"{folder}: member '{entry.get('name', path.name)}' at {path} changed since the ensemble was built "
-                f"(card sha256 {sha[:12]}… != recorded {recorded[:12]}…)"
+                f"({what} {now[:12]}… != recorded {recorded[:12]}…)"
             )
         paths.append(path)
         cards.append(mcard)

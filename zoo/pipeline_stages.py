@@ -18,9 +18,10 @@ from export.stage import export_stages
 def _shift_stages(ctx, Stage, folders: list[Path]) -> list:
     """``[evaluate] shift_suite``: one stage per artifact folder, CE normalised to the reference member.
 
-    An artifact's card changes when its results are added, and later stages record their parents'
-    card hashes, so each artifact is scored right after it is built: members before the ensembles,
-    ensembles before distillation, everything before export.
+    Each artifact is scored right after it is built (members before the ensembles, ensembles before
+    distillation, everything before export), so the report and later stages find its results in
+    place. Adding them changes its card hash but not its identity (``zoo.artifacts.card_identity``),
+    which is what ensembles, students and exports pin.
     """
     e = ctx.cfg.evaluate
     if not e.shift_suite:

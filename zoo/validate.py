@@ -142,6 +142,8 @@ def ensemble_spec(spec: Any, where: str) -> dict[str, Any]:
         if m.get("abs_path") is not None and not isinstance(m["abs_path"], str):
             raise ZooError(f"{where}: members[{i}].abs_path must be a string")
         sha256(m.get("card_sha256"), f"{where}: members[{i}].card_sha256")
+        if "identity_sha256" in m:
+            sha256(m["identity_sha256"], f"{where}: members[{i}].identity_sha256")
         names.append(m["name"])
     if len(set(names)) != len(names):
         raise ZooError(f"{where}: duplicate member names {names}")

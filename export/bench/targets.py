@@ -36,7 +36,7 @@ class Target:
 
 
 def _export_target(folder: Path) -> Target:
-    from zoo.artifacts import card_sha256, read_card
+    from zoo.artifacts import read_card
 
     card = read_card(folder)
     src = card.get("source", {}) if isinstance(card.get("source"), dict) else {}
@@ -61,19 +61,32 @@ def _export_target(folder: Path) -> Target:
         t.keras_note = f"source folder {src.get('folder') or '?'} not reachable"
     else:
         try:
-            if card_sha256(source) != src.get("card_sha256"):
+            if not _is_source_of(src, source, verify=True):
                 t.keras_note = f"source folder {source} changed since the export"
             else:
-                read_card(source)
                 t.keras_source = source
         except ZooError as exc:
             t.keras_note = str(exc)
     return t
 
 
+def _is_source_of(record: dict, folder: Path, *, verify: bool) -> bool:
+    """Whether ``folder`` is still what an export's ``source`` record says it was made from: the same
+    identity (:func:`zoo.artifacts.card_identity`; evaluating it since is no change), or for exports
+    made before identities were recorded the same card hash."""
+    from zoo.artifacts import card_identity, card_sha256, read_card
+
+    if "identity_sha256" in record:
+        return card_identity(read_card(folder, verify=verify)) == record["identity_sha256"]
+    if card_sha256(folder) != record.get("card_sha256"):
+        return False
+    read_card(folder, verify=verify)
+    return True
+
+
 def _sibling_export(folder: Path, kind: str) -> Path | None:
     """The export ``zoo run`` wrote for this run/ensemble folder (:class:`zoo.layout.RunLayout`), if complete and current."""
-    from zoo.artifacts import card_sha256, read_card
+    from zoo.artifacts import read_card
     from zoo.layout import RunLayout
 
     layout = RunLayout.of_artifact(folder, kind)
@@ -84,7 +97,7 @@ def _sibling_export(folder: Path, kind: str) -> Path | None:
         return None
     try:
         card = read_card(cand, verify=False)
-        return cand if card.get("source", {}).get("card_sha256") == card_sha256(folder) else None
+        return cand if _is_source_of(card.get("source") or {}, folder, verify=False) else None
     except ZooError:
         return None
 

@@ -237,12 +237,39 @@ def test_tampered_member_file_is_refused(tmp_path, two_runs):
         load(out)
 
 
-def test_member_recarded_after_change_is_refused(tmp_path, two_runs):
+@pytest.mark.parametrize("change", ["weights file", "configuration"])
+def test_member_recarded_after_change_is_refused(tmp_path, two_runs, change):
     out = build_ensemble(two_runs, tmp_path / "ens", config=EnsembleConfig(folds=4))
-    card = read_card(two_runs[0])
-    write_npy(two_runs[0] / "probs" / "test.npy", np.full((120, 4), 0.25, np.float32))
-    write_card(two_runs[0], {k: v for k, v in card.items() if k != "files"})  # files verify, card hash differs
+    card = {k: v for k, v in read_card(two_runs[0]).items() if k != "files"}
+    if change == "weights file":
+        (two_runs[0] / "model.weights.h5").write_bytes(b"retrained")
+    else:
+        card["params"] = {"widths": [8, 16]}
+    write_card(two_runs[0], card)  # files verify, identity differs
     with pytest.raises(ZooError, match="changed since the ensemble was built"):
+        load(out)
+
+
+def test_evaluating_a_member_after_its_ensemble_was_built_is_no_change(tmp_path, two_runs):
+    """What `zoo evaluate` and the shift suite add to a member (eval/ files, metrics, rewritten
+    probs) changes its card hash but not its identity, which is what the ensemble pins."""
+    from zoo.artifacts import update_card, write_json
+
+    out = build_ensemble(two_runs, tmp_path / "ens", config=EnsembleConfig(folds=4))
+    before = card_sha256(two_runs[0])
+    write_json(two_runs[0] / "eval" / "shift_suite.json", {"clean": {"accuracy": 0.9}})
+    write_npy(two_runs[0] / "probs" / "test.npy", np.full((120, 4), 0.25, np.float32))
+    update_card(two_runs[0], verify=False, metrics={"shift_suite": {"accuracy": 0.9}})  # as zoo evaluate does
+    assert card_sha256(two_runs[0]) != before
+    ens = load(out)
+    assert ens.members[0].path == two_runs[0].resolve()  # the evaluated member, loaded
+    # an ensemble.json written before identities were recorded still pins the whole card
+    spec = json.loads((out / "ensemble.json").read_text())
+    for m in spec["members"]:
+        m.pop("identity_sha256")
+    write_json(out / "ensemble.json", spec)
+    write_card(out, {k: v for k, v in read_card(out, verify=False).items() if k != "files"})
+    with pytest.raises(ZooError, match=r"changed since the ensemble was built \(card sha256"):
         load(out)
 
 

@@ -216,9 +216,11 @@ def test_bench_of_a_run_folder_uses_the_export_the_pipeline_wrote(tiny_pipeline)
     copy = out.parent / "elsewhere" / "student"
     assert _sibling_export(copy, "student") is None  # not inside a run: no guessing
     card = (out / "student" / "card.json").read_bytes()  # the fixture is shared: restored byte for byte
-    try:
+    try:  # evaluated since the export (what `zoo evaluate` adds): still the student the export is of
+        update_card(out / "student", verify=False, metrics={"val-shifted": {"accuracy": 0.5}})
+        assert _sibling_export(out / "student", "student") == out / "exports" / "student"
         update_card(out / "student", verify=False, note="changed after the export")
-        assert _sibling_export(out / "student", "student") is None  # the export is of an older card
+        assert _sibling_export(out / "student", "student") is None  # the export is of another student
     finally:
         (out / "student" / "card.json").write_bytes(card)
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import EXPORT_SIZE as SIZE
 from tests.helpers import keras_probs, onnx_probs
-from zoo.artifacts import card_sha256, read_card
+from zoo.artifacts import card_identity, card_sha256, read_card
 from zoo.errors import ZooError
 
 # ----------------------------------------------------------------------------- member export
@@ -33,6 +33,7 @@ def test_member_export_parity_and_card(member_export, runs, dataset):
     _, (m1, _) = runs
     card = read_card(member_export)
     assert card["kind"] == "export" and card["source"]["card_sha256"] == card_sha256(m1)
+    assert card["source"]["identity_sha256"] == card_identity(read_card(m1))
     assert set(card["files"]) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
     fp32 = card["parity"]["fp32"]
     assert fp32["passed"] and fp32["max_abs_diff"] <= 1e-4 and fp32["top1_agreement"] >= 0.999

@@ -3,7 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from zoo.artifacts import atomic_path, card_sha256, load_npy, read_card, safe_join, update_card, write_card, write_npy
+from zoo.artifacts import (
+    atomic_path,
+    card_identity,
+    card_sha256,
+    load_npy,
+    read_card,
+    safe_join,
+    update_card,
+    write_card,
+    write_npy,
+)
 from zoo.errors import ZooError
 
 CARD = {"kind": "member", "name": "x", "classes": ["a", "b"], "input": {"image_size": 8}}
@@ -21,6 +31,22 @@ def test_card_round_trip_hashes_every_file(tmp_path):
     assert card["schema"] == 1 and "environment" in card and "created" in card
     assert read_card(tmp_path)["files"] == card["files"]
     assert len(card_sha256(tmp_path)) == 64
+
+
+def test_identity_ignores_what_evaluation_adds_and_nothing_else(tmp_path):
+    make(tmp_path)
+    identity, sha = card_identity(read_card(tmp_path)), card_sha256(tmp_path)
+    write_npy(tmp_path / "probs" / "val.npy", np.eye(2, dtype=np.float32)[::-1])  # predicted again
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "shift_suite.json").write_text("{}")
+    update_card(tmp_path, verify=False, metrics={"val": {"accuracy": 0.5}})
+    assert card_sha256(tmp_path) != sha and card_identity(read_card(tmp_path)) == identity
+    (tmp_path / "model.bin").write_bytes(b"retrained")
+    update_card(tmp_path, verify=False)
+    assert card_identity(read_card(tmp_path)) != identity
+    retrained = card_identity(read_card(tmp_path))
+    update_card(tmp_path, verify=False, params={"widths": [8]})  # any other field of the card
+    assert card_identity(read_card(tmp_path)) != retrained
 
 
 def test_incomplete_folder_is_refused(tmp_path):

@@ -274,8 +274,7 @@ def evaluate_artifact(
 def _reference(reference, res, part, class_names, fams, severities, seed, max_images):
     """The reference's results on the same images: its stored ones if comparable, else scored in memory.
 
-    The reference folder is never written to: adding results would change its card, and
-    ensembles and students record their parents' card hashes.
+    The reference folder is never written to: it is read to normalise, not asked to be evaluated.
     """
     from zoo.predictors import load_predictor
 
