@@ -563,9 +563,8 @@ def _card(src: Source, opset: int, t0: float, pdata: ParityData, variants: dict[
             "kind": src.kind,
             "name": src.name,
             "card_sha256": src.card_sha256,
-            "identity_sha256": card_identity(
-                src.card
-            ),  # what the export is of; evaluating the source since is no change
+            # what the export is of (zoo bench pairs a folder with its export by it); evaluating it is no change
+            "identity_sha256": card_identity(src.card),
         },
         "parents": [{"folder": str(src.folder), "card_sha256": src.card_sha256}],
         "export": {
