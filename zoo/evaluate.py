@@ -215,18 +215,20 @@ def evaluate(
         from zoo.augment.shift import shifted_copy
 
         images, name = shifted_copy(images, seed=seed, severity=shifted), f"{split}-shifted"
-    magnification = probs = None
+    magnification = probs = predict = None
     if adapt_scale:
         from zoo.magnification import MagnificationAdapter
+        from zoo.predictors import load_predictor
 
-        adapter = MagnificationAdapter.from_dataset(dataset, lambda x: predict_folder(folder, x, card))
+        predict = load_predictor(folder, card)  # loaded once: the adapter predicts the set at every reading
+        adapter = MagnificationAdapter.from_dataset(dataset, predict)
         images, magnification, probs = adapter(images)  # probs: of these images, when a reading computed them
         name = f"{name}-adaptscale"
         log.info("%s: magnification read ×%s", name, "n/a" if magnification is None else f"{magnification:.3f}")
     if adapt_bn:
         probs, name = _predict_adapted(folder, card, images, seed), f"{name}-adaptbn"
     elif probs is None:
-        probs = predict_folder(folder, images, card)
+        probs = predict_folder(folder, images, card) if predict is None else np.asarray(predict(images), np.float32)
     result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
     if not shifted and not adapt_bn and not adapt_scale:
         write_probs(folder, split, probs, part.labels)

@@ -215,10 +215,12 @@ def test_suite_scores_an_adapted_set_with_the_adapters_probabilities_when_it_has
         )
 
 
-def test_evaluate_adapt_scale_writes_its_own_results(tmp_path, synthetic_small, capsys):
+def test_evaluate_adapt_scale_writes_its_own_results(tmp_path, synthetic_small, capsys, monkeypatch):
     from tests.helpers import TINY_CNN
+    from zoo import runs
     from zoo.artifacts import read_card
     from zoo.cli import main
+    from zoo.magnification import Adapted
     from zoo.train import train
 
     run = train(
@@ -249,3 +251,11 @@ def test_evaluate_adapt_scale_writes_its_own_results(tmp_path, synthetic_small, 
     entry = read_card(run)["metrics"]["test-adaptscale"]
     assert "magnification" in entry and 0 <= entry["accuracy"] <= 1
     assert read_card(run)["metrics"].get("test") == plain  # the plain split result is not replaced
+    # a set read three times (two readings, then scored): the model is loaded once for all of them
+    loads, real_load = [], runs.load_model
+    monkeypatch.setattr(runs, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(
+        MagnificationAdapter, "__call__", lambda self, x: (self.predict(x), self.predict(x), Adapted(x, 1.2, None))[-1]
+    )
+    assert main(["evaluate", str(run), "--data", "synthetic:160", "--split", "val", "--adapt-scale"]) == 0
+    assert len(loads) == 1 and read_card(run)["metrics"]["val-adaptscale"]["magnification"] == 1.2
