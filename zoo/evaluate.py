@@ -116,24 +116,6 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "nll", "ece") if k in m}
 
 
-def predict_folder(
-    folder: str | os.PathLike, images: np.ndarray, card: dict[str, Any] | None = None, batch_size: int = 256
-) -> np.ndarray:
-    """Probabilities of any complete artifact folder on uint8 images.
-
-    Members and students run here; other kinds (ensemble, export) through the loader their
-    package registered in :mod:`zoo.predictors` (the core never imports them).
-    """
-    card = card or read_card(folder)
-    if card["kind"] in ("member", "student"):
-        from zoo.runs import load_model
-
-        return predict_model(load_model(folder, card), images, batch_size)
-    from zoo.predictors import load_predictor
-
-    return np.asarray(load_predictor(folder, card)(images), dtype=np.float32)
-
-
 def score_split(
     folder: str | os.PathLike, model, split: str, part, class_names: list[str], title: str
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -198,6 +180,7 @@ def evaluate(
     Results go to ``FOLDER/eval/<split>[-shifted]/`` and into the card's metrics.
     """
     from zoo.data import load_dataset
+    from zoo.predictors import load_predictor  # members, students, and kinds their packages registered
 
     folder = Path(folder)
     card = read_card(folder)
@@ -218,7 +201,6 @@ def evaluate(
     magnification = probs = predict = None
     if adapt_scale:
         from zoo.magnification import MagnificationAdapter
-        from zoo.predictors import load_predictor
 
         predict = load_predictor(folder, card)  # loaded once: the adapter predicts the set at every reading
         adapter = MagnificationAdapter.from_dataset(dataset, predict)
@@ -228,7 +210,7 @@ def evaluate(
     if adapt_bn:
         probs, name = _predict_adapted(folder, card, images, seed), f"{name}-adaptbn"
     elif probs is None:
-        probs = predict_folder(folder, images, card) if predict is None else np.asarray(predict(images), np.float32)
+        probs = np.asarray((predict or load_predictor(folder, card))(images), dtype=np.float32)
     result = write_report(folder / "eval" / name, part.labels, probs, card["classes"], f"{card['name']} · {name}")
     if not shifted and not adapt_bn and not adapt_scale:
         write_probs(folder, split, probs, part.labels)
