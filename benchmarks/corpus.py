@@ -840,6 +840,9 @@ def fake_member(
                 "preprocessing": "inside model",
             },
             "data": {"source": "synthetic:64", "fingerprint": "abc"},
+            # Real cards record their training seed; without it two fakes written in the same second
+            # would share an identity (the card's "created" is the only other difference).
+            "training": {"config": {"seed": seed}},
             "metrics": {},
         },
     )
