@@ -50,8 +50,8 @@ def check_config(cfg: EnsembleConfig) -> None:
         raise ZooError("--weights only applies to voting")
     tta_mod.parse(cfg.tta)
     if cfg.fit_clean_floor is not None:
-        if cfg.method != "vote" or not cfg.fit_shift or cfg.weights is not None:
-            raise ZooError("a clean floor applies to a fitted vote with shifted fit rows (--fit-shift)")
+        if not cfg.fit_shift or cfg.weights is not None:
+            raise ZooError("a clean floor applies to a fitted vote or stack with shifted fit rows (--fit-shift)")
         if not 0.0 < cfg.fit_clean_floor < 1.0:
             raise ZooError(f"the clean floor must be a fraction in (0, 1), got {cfg.fit_clean_floor}")
     if cfg.fit_shift:
@@ -111,6 +111,7 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
         cfg.seed,
         clean_floor=cfg.fit_clean_floor,
         copies=copies,
+        select=cfg.select_regularisation,
     )
     rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split)
     chosen = _chosen_variant(cfg, variants, names)
@@ -189,7 +190,11 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
             "dropped_members": dropped,
             "parents": [m.sha256 for m in members],
             "data": dict(members[0].card.get("data") or {}),
-            "ensemble": {k: spec[k] for k in ("weights", "temperature", "tta", "learner", "features") if k in spec},
+            "ensemble": {
+                k: spec[k]
+                for k in ("weights", "temperature", "tta", "learner", "learner_params", "features", "shift_weight")
+                if k in spec
+            },
             "config": asdict(cfg),
             "probability_sources": dict(source.sources),
             "metrics": metrics,
@@ -267,8 +272,9 @@ def _spec_json(cfg, final, members, out, tta, fit_labels, source) -> dict[str, A
     if cfg.method == "vote":
         spec["weights"] = list(final["weights"])
     else:
-        for k in ("learner", "learner_params", "features", "coef", "intercept"):
-            spec[k] = final[k]
+        for k in ("learner", "learner_params", "features", "coef", "intercept", "shift_weight", "selection"):
+            if k in final:
+                spec[k] = final[k]
     spec["fit"] = {
         "split": cfg.fit_split,
         "rows": int(len(fit_labels)),

@@ -47,6 +47,7 @@ def make_variants(
     members: bool = True,
     clean_floor: float | None = None,
     copies: int = 1,
+    select: bool = False,
 ) -> list[Variant]:
     """Each member, equal vote, fitted (or given) vote, stacking — each without and with temperature."""
     m = len(member_names)
@@ -86,7 +87,21 @@ def make_variants(
                     f"stack {learner}/{features}{sfx}",
                     "stack",
                     cal,
-                    (lambda p, y, c=cal: fit_stack(p, y, learner, learner_params, features, c, folds, seed)),
+                    (
+                        lambda p, y, c=cal: fit_stack(
+                            p,
+                            y,
+                            learner,
+                            learner_params,
+                            features,
+                            c,
+                            folds,
+                            seed,
+                            select=select,
+                            copies=copies,
+                            clean_floor=clean_floor,
+                        )
+                    ),
                     True,
                 )
             )

@@ -41,6 +41,13 @@ def make_folds(labels: np.ndarray, k: int = 5, seed: int = 0) -> list[Fold]:
     return [(np.sort(tr), np.sort(te)) for tr, te in parts]
 
 
+def replicate_folds(folds: list[Fold], n: int, copies: int) -> list[Fold]:
+    """Folds over ``copies`` blocks of ``n`` rows (row ``j*n + i`` is copy ``j`` of image ``i``): every copy
+    of an image lands in that image's fold, so no fitted combiner is scored on a copy of a row it saw."""
+    offsets = np.arange(copies) * n
+    return [((tr[None, :] + offsets[:, None]).ravel(), (te[None, :] + offsets[:, None]).ravel()) for tr, te in folds]
+
+
 def fold_of_row(folds: list[Fold], n: int) -> np.ndarray:
     """``(N,)`` fold number of each row's scoring fold (the compact form stored in folds.json)."""
     out = np.full(n, -1, dtype=np.int64)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ensemble.cv import replicate_folds
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,4 @@ def extend_fit_rows(fit_probs: np.ndarray, fit_labels: np.ndarray, folds, shifte
     reps = 1 + len(shifted)
     probs = np.concatenate([fit_probs, *shifted], axis=1)
     labels = np.tile(np.asarray(fit_labels), reps)
-    offsets = np.arange(reps) * n
-    ext = [((tr[None, :] + offsets[:, None]).ravel(), (te[None, :] + offsets[:, None]).ravel()) for tr, te in folds]
-    return probs, labels, ext
+    return probs, labels, replicate_folds(folds, n, reps)

@@ -101,21 +101,46 @@ class EnsembleSection:
     calibrate: bool = True  # the pipeline calibrates by default (the stage's own default is off)
     tta: bool = False  # True: dihedral TTA
     # Robust fit of the vote (ensemble.robust): shifted val copies of these zoo.shift families join the weight fit.
-    # Vote only: stacking fitted on shifted rows lost ~4 points clean in benchmarks/results/robustness.md.
     vote_fit_shift: list[str] = field(default_factory=list)
     # With vote_fit_shift: pick the vote's weights by shifted accuracy among those keeping this clean
     # accuracy (benchmarks/results/vote_frontier_pbc_cpu.md), instead of minimising log-loss.
     vote_clean_floor: float | None = None
+    # The same for the stack. Without a floor its rows count alike, which cost 0.6 points clean on pbc-cpu
+    # (pbc_cpu_stack_robust.md); with one, the shifted rows' weight and C are chosen on inner out-of-fold
+    # scores (ensemble.stacking.select_candidate; benchmarks/results/stack_frontier_pbc_cpu.md).
+    stack_fit_shift: list[str] = field(default_factory=list)
+    stack_clean_floor: float | None = None
 
     def to_stage(self, method: str, seed: int) -> EnsembleConfig:
+        fit_shift = self.vote_fit_shift if method == "vote" else self.stack_fit_shift
         return EnsembleConfig(
             method=method,
             calibrate=self.calibrate,
             tta="dihedral" if self.tta else None,
             seed=seed,
-            fit_shift=list(self.vote_fit_shift) if method == "vote" else [],
-            fit_clean_floor=self.vote_clean_floor if method == "vote" else None,
+            fit_shift=list(fit_shift),
+            fit_clean_floor=self.vote_clean_floor if method == "vote" else self.stack_clean_floor,
         )
+
+    def validate(self) -> None:
+        bad = sorted(set(self.methods) - {"vote", "stack"})
+        if bad:
+            raise ZooError(f"config: ensemble.methods {bad} unknown; use 'vote' and/or 'stack'")
+        for method in ("vote", "stack"):
+            families = getattr(self, f"{method}_fit_shift")
+            if families:
+                from zoo.shift import resolve_families
+
+                try:
+                    resolve_families(list(families))
+                except ZooError as exc:
+                    raise ZooError(f"config: ensemble.{method}_fit_shift: {exc}") from None
+            floor = getattr(self, f"{method}_clean_floor")
+            if floor is not None and (not families or not 0.0 < floor < 1.0):
+                raise ZooError(
+                    f"config: ensemble.{method}_clean_floor needs {method}_fit_shift and a fraction in (0, 1), "
+                    f"got {floor}"
+                )
 
 
 @dataclass
@@ -219,18 +244,7 @@ class PipelineConfig:
             get_spec(m.member)
             TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)}).validate()
         self.evaluate.validate(names)
-        bad = sorted(set(self.ensemble.methods) - {"vote", "stack"})
-        if bad:
-            raise ZooError(f"config: ensemble.methods {bad} unknown; use 'vote' and/or 'stack'")
-        if self.ensemble.vote_fit_shift:
-            from zoo.shift import resolve_families
-
-            resolve_families(list(self.ensemble.vote_fit_shift))  # ZooError naming the known families
-        floor = self.ensemble.vote_clean_floor
-        if floor is not None and (not self.ensemble.vote_fit_shift or not 0.0 < floor < 1.0):
-            raise ZooError(
-                f"config: ensemble.vote_clean_floor needs vote_fit_shift and a fraction in (0, 1), got {floor}"
-            )
+        self.ensemble.validate()
         if self.distill.augment is not None:
             from zoo.augment.spec import parse
 

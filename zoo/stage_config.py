@@ -53,9 +53,14 @@ class EnsembleConfig:
     # Robust fit (ensemble.robust): shifted copies of the fit split from these zoo.shift families join the fit rows.
     fit_shift: list[str] = field(default_factory=list)
     fit_shift_severities: list[int] = field(default_factory=lambda: [2, 4])
-    # Vote with fit_shift: choose weights by shifted accuracy among those keeping this clean accuracy
-    # (ensemble.voting.fit_weights_floor) instead of minimising log-loss over all rows.
+    # With fit_shift: a vote's weights by shifted accuracy among those keeping this clean accuracy
+    # (ensemble.voting.fit_weights_floor) instead of minimising log-loss over all rows; a stack's weight of
+    # the shifted rows by the same rule on inner out-of-fold scores (ensemble.stacking.select_candidate).
     fit_clean_floor: float | None = None
+    # Stack: choose the meta-learner's regularisation (logistic C, ridge alpha) by inner cross-validation
+    # unless learner_params fixes it (ensemble.stacking.REGULARISATION_GRID). Off by default: on pbc-cpu's
+    # members the nested choice moved the stack by one image either way (stack_selection_pbc_cpu.md).
+    select_regularisation: bool = False
 
 
 @dataclass

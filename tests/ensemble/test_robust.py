@@ -289,7 +289,7 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     assert read_card(floored)["metrics"]["val"]["n"] == 160
     for bad in (
         EnsembleConfig(fit_clean_floor=0.9),  # no shifted rows to be robust on
-        EnsembleConfig(method="stack", fit_shift=["colour"], fit_clean_floor=0.9),
+        EnsembleConfig(method="stack", fit_clean_floor=0.9),  # a stack too needs the shifted rows
         EnsembleConfig(fit_shift=["colour"], fit_clean_floor=1.5),
     ):
         with pytest.raises(ZooError, match="clean floor"):

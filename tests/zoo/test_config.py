@@ -100,13 +100,24 @@ def test_distill_augment_is_its_own_and_checked_when_the_config_loads():
         config.parse({"distill": {"augment": "flip_rot90,stian:0.3"}})
 
 
-def test_vote_clean_floor_reaches_the_vote_stage_only_and_needs_shifted_rows():
+def test_clean_floors_reach_their_own_stage_only_and_need_shifted_rows():
     cfg = config.parse({"ensemble": {"vote_fit_shift": ["colour"], "vote_clean_floor": 0.98}})
     assert cfg.ensemble.to_stage("vote", seed=0).fit_clean_floor == 0.98
     assert cfg.ensemble.to_stage("stack", seed=0).fit_clean_floor is None
-    for bad in ({"vote_clean_floor": 0.98}, {"vote_fit_shift": ["colour"], "vote_clean_floor": 98}):
-        with pytest.raises(ZooError, match="vote_clean_floor"):
-            config.parse({"ensemble": bad})
+    assert cfg.ensemble.to_stage("stack", seed=0).fit_shift == []
+    cfg = config.parse({"ensemble": {"stack_fit_shift": ["optics", "colour"], "stack_clean_floor": 0.988}})
+    stack = cfg.ensemble.to_stage("stack", seed=0)
+    assert (stack.fit_shift, stack.fit_clean_floor) == (["optics", "colour"], 0.988)
+    assert cfg.ensemble.to_stage("vote", seed=0).fit_clean_floor is None
+    for method in ("vote", "stack"):
+        for bad in (
+            {f"{method}_clean_floor": 0.98},
+            {f"{method}_fit_shift": ["colour"], f"{method}_clean_floor": 98},
+        ):
+            with pytest.raises(ZooError, match=f"{method}_clean_floor"):
+                config.parse({"ensemble": bad})
+        with pytest.raises(ZooError, match=f"{method}_fit_shift.*lab"):
+            config.parse({"ensemble": {f"{method}_fit_shift": ["lab"]}})
 
 
 def test_ensemble_input_size_is_the_largest_member_size():

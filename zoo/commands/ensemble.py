@@ -31,20 +31,23 @@ def register(sub) -> None:
     vote.add_argument(
         "--weights", help="comma-separated member weights (normalised to sum 1); default: fit them on val"
     )
-    vote.add_argument(
-        "--clean-floor",
-        type=float,
-        metavar="FRACTION",
-        help="with --fit-shift: choose the weights with the best shifted accuracy among those keeping this "
-        "clean accuracy (e.g. 0.98) instead of minimising log-loss",
-    )
     vote.set_defaults(func=run_ensemble)
     stack = kinds.add_parser("stack", help="linear meta-learner (scikit-learn) on member (log-)probabilities")
     _common(stack, e)
     stack.add_argument(
         "--learner", default=e("learner"), choices=("logistic", "ridge"), help=f"meta-learner (default {e('learner')})"
     )
-    stack.add_argument("--learner-params", default="{}", help="JSON keyword arguments, e.g. '{\"C\": 0.5}'")
+    stack.add_argument(
+        "--learner-params",
+        default="{}",
+        help="JSON keyword arguments, e.g. '{\"C\": 0.5}'",
+    )
+    stack.add_argument(
+        "--select-regularisation",
+        action="store_true",
+        help="choose the learner's regularisation (logistic C in 0.01/0.1/1, ridge alpha in 0.1/1/10) by inner "
+        "cross-validation, unless --learner-params gives it",
+    )
     stack.add_argument(
         "--features", default=e("features"), choices=("log", "prob"), help="f(p): log(p+eps) (default) or p"
     )
@@ -110,6 +113,14 @@ def _common(p, e) -> None:
         help="robust fit: also fit the combiner on shifted copies of val from these zoo.shift families "
         "(comma list or 'all'; severities 2 and 4); they count as in-family for the ensemble",
     )
+    p.add_argument(
+        "--clean-floor",
+        type=float,
+        metavar="FRACTION",
+        help="with --fit-shift: the most accurate combiner on the shifted copies among those keeping this clean "
+        "accuracy (e.g. 0.985): vote weights on a 1/8 grid; for a stack, the shifted rows' weight, judged on "
+        "inner out-of-fold scores",
+    )
 
 
 def _json(text: str | None, what: str):
@@ -143,6 +154,7 @@ def run_ensemble(args) -> int:
         batch_size=args.batch_size,
         fit_shift=[f for f in args.fit_shift.split(",") if f.strip()] if args.fit_shift else [],
         fit_clean_floor=getattr(args, "clean_floor", None),
+        select_regularisation=getattr(args, "select_regularisation", False),
     )
     out = build_ensemble(args.runs, args.out, data=args.data, config=cfg, force=args.force)
     print((out / "comparison.md").read_text())
