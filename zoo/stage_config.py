@@ -59,7 +59,7 @@ class EnsembleConfig:
     fit_clean_floor: float | None = None
     # Stack: choose the meta-learner's regularisation (logistic C, ridge alpha) by inner cross-validation
     # unless learner_params fixes it (ensemble.stacking.REGULARISATION_GRID). Off by default: on pbc-cpu's
-    # members the nested choice moved the stack by one image either way (stack_selection_pbc_cpu.md).
+    # members the nested choice moved the stack by one image (98.83% vs 98.89%, pbc_cpu_stack_floor.md).
     select_regularisation: bool = False
 
 

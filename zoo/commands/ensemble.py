@@ -118,7 +118,7 @@ def _common(p, e) -> None:
         type=float,
         metavar="FRACTION",
         help="with --fit-shift: the most accurate combiner on the shifted copies among those keeping this clean "
-        "accuracy (e.g. 0.985): vote weights on a 1/8 grid; for a stack, the shifted rows' weight, judged on "
+        "accuracy (e.g. 0.985): vote weights on a 1/8 grid; for a stack, the shifted rows' weight and C, judged on "
         "inner out-of-fold scores",
     )
 
