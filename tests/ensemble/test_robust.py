@@ -287,6 +287,17 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     spec = json.loads((floored / "ensemble.json").read_text())
     assert "clean accuracy >= 0.5" in spec["fit"]["weights"]
     assert read_card(floored)["metrics"]["val"]["n"] == 160
+    stack = build_ensemble(
+        [sharp, steady],
+        tmp_path / "stack_floor",
+        config=EnsembleConfig(method="stack", folds=4, fit_shift=["colour"], fit_clean_floor=0.5, calibrate=True),
+    )
+    spec = json.loads((stack / "ensemble.json").read_text())
+    chosen = spec["selection"]["chosen"]
+    assert spec["shift_weight"] == chosen["shift_weight"] and spec["learner_params"]["C"] == chosen["C"]
+    assert len(spec["selection"]["candidates"]) == 18 and "clean accuracy >= 0.5" in spec["selection"]["rule"]
+    assert read_card(stack)["ensemble"]["shift_weight"] == chosen["shift_weight"]
+    assert read_card(stack)["fit_families"] == ["colour"] and read_card(stack)["metrics"]["val"]["n"] == 160
     for bad in (
         EnsembleConfig(fit_clean_floor=0.9),  # no shifted rows to be robust on
         EnsembleConfig(method="stack", fit_clean_floor=0.9),  # a stack too needs the shifted rows
