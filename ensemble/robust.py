@@ -65,3 +65,16 @@ def extend_fit_rows(fit_probs: np.ndarray, fit_labels: np.ndarray, folds, shifte
     probs = np.concatenate([fit_probs, *shifted], axis=1)
     labels = np.tile(np.asarray(fit_labels), reps)
     return probs, labels, replicate_folds(folds, n, reps)
+
+
+def choose_under_floor(clean: Sequence[float], shifted: Sequence[float], floor: float) -> int:
+    """Index of the candidate most accurate on shifted rows among those whose clean accuracy reaches ``floor``
+    (ties: the more accurate clean); when none does, the most accurate clean one (ties: the more robust).
+
+    The one rule behind every clean-floor fit: the vote's weight grid (:func:`ensemble.voting.fit_weights_floor`)
+    and the stack's candidates (:func:`ensemble.stacking.select_candidate`). The first of equal candidates wins.
+    """
+    c, s = np.asarray(clean, dtype=np.float64), np.asarray(shifted, dtype=np.float64)
+    ok = c >= floor
+    keys = [(1, s[i], c[i]) if ok[i] else (0, c[i], s[i]) for i in range(len(c))]
+    return max(range(len(keys)), key=keys.__getitem__)

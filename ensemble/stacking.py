@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 from ensemble.calibration import fit_temperature
 from ensemble.combine import EPS, FEATURES, as_member_probs, logits, stack_features
 from ensemble.cv import Fold, cross_fit, make_folds, replicate_folds
+from ensemble.robust import choose_under_floor
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -179,13 +180,11 @@ def select_candidate(
         oof.append(z)
     if clean_floor is None:
         key = [(r["fit_rows_accuracy"], -r["clean_nll"]) for r in table]
+        best = max(range(len(table)), key=key.__getitem__)
     else:
-        ok = [r["clean_accuracy"] >= clean_floor for r in table]
-        key = [
-            (1, r["shifted_accuracy"], r["clean_accuracy"]) if good else (0, r["clean_accuracy"], r["shifted_accuracy"])
-            for r, good in zip(table, ok)
-        ]
-    best = max(range(len(table)), key=lambda i: key[i])
+        best = choose_under_floor(
+            [r["clean_accuracy"] for r in table], [r["shifted_accuracy"] for r in table], clean_floor
+        )
     return best, table, oof[best]
 
 

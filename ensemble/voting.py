@@ -20,6 +20,7 @@ from scipy.optimize import minimize
 
 from ensemble.calibration import fit_temperature
 from ensemble.combine import EPS, as_member_probs, logits
+from ensemble.robust import choose_under_floor
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,7 @@ def fit_weights_floor(
     for i in range(0, len(grid), 32):  # chunks bound the (W, rows, classes) intermediate
         right = np.einsum("wm,mnc->wnc", grid[i : i + 32], mp).argmax(-1) == labels
         clean[i : i + 32], shifted[i : i + 32] = right[:, :n].mean(1), right[:, n:].mean(1)
-    ok = clean >= floor
-    score = np.where(ok, shifted + 1e-9 * clean, -1.0) if ok.any() else clean + 1e-9 * shifted
-    return grid[int(np.argmax(score))]
+    return grid[choose_under_floor(clean, shifted, floor)]
 
 
 def vote_spec(weights: Sequence[float], temperature: float = 1.0, eps: float = EPS) -> dict[str, Any]:
