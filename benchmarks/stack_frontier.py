@@ -37,31 +37,33 @@ FLOORS = (0.985, 0.987, 0.988, 0.989, 0.99)
 
 
 def nested_scores(clean: np.ndarray, shifted: np.ndarray, y: np.ndarray, folds: int, seed: int, **fit) -> dict:
-    """Outer out-of-fold clean and mean shifted accuracy of ``fit_stack(**fit)`` on clean + shifted rows."""
-    from ensemble.cv import make_folds, replicate_folds
-    from ensemble.stacking import stack_oof
+    """Outer out-of-fold clean and mean shifted accuracy of ``fit_stack(**fit)``.
+
+    Every setting is scored on the same rows (clean, then each shifted copy, in its image's fold); a clean fit
+    (no ``copies``) trains each fold's learner on that fold's clean rows alone, the first block of its rows.
+    """
+    from ensemble.cv import cross_fit, make_folds, replicate_folds
+    from ensemble.stacking import fit_stack
 
     n, k = len(y), shifted.shape[1]
-    copies = 1 + k if fit.get("copies", 1) > 1 else 1
-    mp = np.concatenate([clean, *np.moveaxis(shifted, 1, 0)], axis=1) if copies > 1 else clean
-    rows = replicate_folds(make_folds(y, folds, seed), n, copies)
-    t = time.perf_counter()
-    oof = stack_oof(mp.astype(np.float64), np.tile(y, copies), rows, seed=seed, **fit)
-    seconds = time.perf_counter() - t
-    right = oof.argmax(1) == np.tile(y, copies)
-    out = {"clean": float(right[:n].mean()), "clean_errors": int((~right[:n]).sum()), "seconds": round(seconds, 1)}
-    if copies > 1:
-        out["shifted"] = float(right[n:].mean())
-    else:  # a clean fit scored on the copies by the same outer folds' learners
-        from ensemble.combine import combine
-        from ensemble.stacking import fit_stack
+    mp = np.concatenate([clean, *np.moveaxis(shifted, 1, 0)], axis=1).astype(np.float64)
+    labels = np.tile(y, 1 + k)
+    rows = replicate_folds(make_folds(y, folds, seed), n, 1 + k)
+    blocks = 1 + k if fit.get("copies", 1) > 1 else 1
 
-        hits = []
-        for tr, te in make_folds(y, folds, seed):
-            spec = fit_stack(clean[:, tr].astype(np.float64), y[tr], seed=seed, **fit)
-            hits += [combine(spec, shifted[:, j, te]).argmax(1) == y[te] for j in range(k)]
-        out["shifted"] = float(np.concatenate(hits).mean())
-    return out
+    def fit_fold(p: np.ndarray, yy: np.ndarray) -> dict:
+        m = len(yy) // (1 + k) * blocks
+        return fit_stack(p[:, :m], yy[:m], seed=seed, **fit)
+
+    t = time.perf_counter()
+    right = cross_fit(fit_fold, mp, labels, rows).argmax(1) == labels
+    seconds = time.perf_counter() - t
+    return {
+        "clean": float(right[:n].mean()),
+        "clean_errors": int((~right[:n]).sum()),
+        "shifted": float(right[n:].mean()),
+        "seconds": round(seconds, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
