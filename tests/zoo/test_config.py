@@ -156,3 +156,19 @@ def test_cli_defaults_are_the_dataclass_defaults():
     )
     v = parser.parse_args(["ensemble", "vote", "r1", "r2", "--out", "o"])
     assert (v.folds, v.batch_size) == (EnsembleConfig.folds, EnsembleConfig.batch_size)
+
+
+def test_train_and_distill_take_the_learning_rate_under_either_spelling():
+    import argparse
+
+    from zoo.commands import ensemble as ens_cmd
+    from zoo.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    train_cmd.register(sub)
+    ens_cmd.register(sub)
+    for flag in ("--lr", "--learning-rate"):
+        assert parser.parse_args(["train", "custom_cnn", "--out", "x", flag, "0.003"]).lr == 0.003
+        d = parser.parse_args(["distill", "e", "--data", "d", "--out", "o", flag, "0.004"])
+        assert d.learning_rate == 0.004

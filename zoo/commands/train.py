@@ -42,7 +42,11 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=d("batch_size"))
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d("optimizer"))
     p.add_argument(
-        "--lr", type=float, default=d("learning_rate"), help=f"peak learning rate (default {d('learning_rate')})"
+        "--lr",
+        "--learning-rate",
+        type=float,
+        default=d("learning_rate"),
+        help=f"peak learning rate (default {d('learning_rate')}); either spelling, as in zoo distill",
     )
     p.add_argument("--weight-decay", type=float, default=d("weight_decay"))
     p.add_argument("--schedule", choices=("cosine", "constant"), default=d("schedule"))
