@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from zoo.commands.train import add_learning_rate
 from zoo.errors import ZooError
 
 
@@ -68,13 +69,7 @@ def register(sub) -> None:
     dp.add_argument("--image-size", type=int, help="student input size (default: the ensemble's)")
     dp.add_argument("--epochs", type=int, default=d("epochs"))
     dp.add_argument("--batch-size", type=int, default=d("batch_size"))
-    dp.add_argument(
-        "--learning-rate",
-        "--lr",
-        type=float,
-        default=d("learning_rate"),
-        help=f"peak learning rate (default {d('learning_rate')}); either spelling, as in zoo train",
-    )
+    add_learning_rate(dp, d("learning_rate"), dest="learning_rate")
     dp.add_argument(
         "--alpha", type=float, default=d("alpha"), help=f"weight of the soft-target term (default {d('alpha')})"
     )

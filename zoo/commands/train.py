@@ -19,6 +19,19 @@ def _params(text: str | None) -> dict:
     return value
 
 
+def add_learning_rate(parser, default: float, dest: str) -> None:
+    """``--lr`` / ``--learning-rate``: one flag under both spellings in every command that trains (train, distill),
+    so a recipe copied from one command to another runs."""
+    parser.add_argument(
+        "--lr",
+        "--learning-rate",
+        dest=dest,
+        type=float,
+        default=default,
+        help=f"peak learning rate (default {default})",
+    )
+
+
 def register(sub) -> None:
     from zoo.stage_config import default
     from zoo.train import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
@@ -41,13 +54,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=d("epochs"))
     p.add_argument("--batch-size", type=int, default=d("batch_size"))
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d("optimizer"))
-    p.add_argument(
-        "--lr",
-        "--learning-rate",
-        type=float,
-        default=d("learning_rate"),
-        help=f"peak learning rate (default {d('learning_rate')}); either spelling, as in zoo distill",
-    )
+    add_learning_rate(p, d("learning_rate"), dest="lr")
     p.add_argument("--weight-decay", type=float, default=d("weight_decay"))
     p.add_argument("--schedule", choices=("cosine", "constant"), default=d("schedule"))
     p.add_argument("--label-smoothing", type=float, default=d("label_smoothing"))
