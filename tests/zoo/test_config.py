@@ -131,18 +131,25 @@ def test_ensemble_input_size_is_the_largest_member_size():
     assert config.parse({"data": {"image_size": 48}}).ensemble_input_size == 48
 
 
-def test_cli_defaults_are_the_dataclass_defaults():
+def _train_and_ensemble_parser():
+    """The parser of `zoo train`, `zoo ensemble …` and `zoo distill`, without the rest of the CLI."""
     import argparse
 
     from zoo.commands import ensemble as ens_cmd
     from zoo.commands import train as train_cmd
-    from zoo.stage_config import DistillConfig, EnsembleConfig
-    from zoo.train import TrainConfig
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     train_cmd.register(sub)
     ens_cmd.register(sub)
+    return parser
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    from zoo.stage_config import DistillConfig, EnsembleConfig
+    from zoo.train import TrainConfig
+
+    parser = _train_and_ensemble_parser()
     t = parser.parse_args(["train", "custom_cnn", "--out", "x"])
     assert (t.epochs, t.batch_size, t.lr, t.patience) == tuple(
         getattr(TrainConfig(), k) for k in ("epochs", "batch_size", "learning_rate", "patience")
@@ -159,15 +166,7 @@ def test_cli_defaults_are_the_dataclass_defaults():
 
 
 def test_train_and_distill_take_the_learning_rate_under_either_spelling():
-    import argparse
-
-    from zoo.commands import ensemble as ens_cmd
-    from zoo.commands import train as train_cmd
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    train_cmd.register(sub)
-    ens_cmd.register(sub)
+    parser = _train_and_ensemble_parser()
     for flag in ("--lr", "--learning-rate"):
         assert parser.parse_args(["train", "custom_cnn", "--out", "x", flag, "0.003"]).lr == 0.003
         d = parser.parse_args(["distill", "e", "--data", "d", "--out", "o", flag, "0.004"])
