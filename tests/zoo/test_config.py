@@ -171,3 +171,25 @@ def test_train_and_distill_take_the_learning_rate_under_either_spelling():
         assert parser.parse_args(["train", "custom_cnn", "--out", "x", flag, "0.003"]).lr == 0.003
         d = parser.parse_args(["distill", "e", "--data", "d", "--out", "o", flag, "0.004"])
         assert d.learning_rate == 0.004
+
+
+def test_params_flags_take_a_json_object_and_refuse_anything_else_in_one_line(tmp_path, capsys):
+    from zoo.cli import main
+    from zoo.commands.arguments import json_object
+    from zoo.errors import ZooError
+
+    assert json_object('{"widths": [8, 16]}', "--params") == {"widths": [8, 16]}
+    assert json_object(None, "--params") is None and json_object("  ", "--params") is None
+    with pytest.raises(ZooError, match="--learner-params must be a JSON object.*got list"):
+        json_object("[16, 32]", "--learner-params")
+    with pytest.raises(ZooError, match="--params: not valid JSON"):
+        json_object("{widths: [8]}", "--params")  # the shell ate the quotes
+    # every command that takes builder parameters refuses the same way, before it reads any data
+    for argv in (
+        ["train", "custom_cnn", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--params", "[16]"],
+        ["distill", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "s"), "--params", "[16]"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "--params must be a JSON object" in err, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()

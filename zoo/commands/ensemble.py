@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from zoo.commands.train import add_learning_rate
+from zoo.commands.arguments import add_learning_rate, json_object
 from zoo.errors import ZooError
 
 
@@ -124,15 +124,6 @@ def _common(p, e) -> None:
     )
 
 
-def _json(text: str | None, what: str):
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"{what}: not valid JSON ({exc})") from None
-
-
 def run_ensemble(args) -> int:
     from ensemble import EnsembleConfig, build_ensemble
 
@@ -148,7 +139,7 @@ def run_ensemble(args) -> int:
         calibrate=args.calibrate,
         tta=args.tta,
         learner=getattr(args, "learner", "logistic"),
-        learner_params=_json(getattr(args, "learner_params", None), "--learner-params") or {},
+        learner_params=json_object(getattr(args, "learner_params", None), "--learner-params") or {},
         features=getattr(args, "features", "log"),
         folds=args.folds,
         seed=args.seed,
@@ -174,7 +165,7 @@ def run_distill(args) -> int:
 
     cfg = DistillConfig(
         student=args.student,
-        params=_json(args.params, "--params"),
+        params=json_object(args.params, "--params"),
         image_size=args.image_size,
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -2,34 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from zoo.errors import ZooError
-
-
-def _params(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"--params must be a JSON object, e.g. '{{\"dropout\": 0.3}}' ({exc})") from None
-    if not isinstance(value, dict):
-        raise ZooError("--params must be a JSON object")
-    return value
-
-
-def add_learning_rate(parser, default: float, dest: str) -> None:
-    """``--lr`` / ``--learning-rate``: one flag under both spellings in every command that trains (train, distill),
-    so a recipe copied from one command to another runs."""
-    parser.add_argument(
-        "--lr",
-        "--learning-rate",
-        dest=dest,
-        type=float,
-        default=default,
-        help=f"peak learning rate (default {default})",
-    )
+from zoo.commands.arguments import add_learning_rate, json_object
 
 
 def register(sub) -> None:
@@ -99,6 +72,7 @@ def run(args) -> int:
     from zoo.train import train
 
     spec = get_spec(args.member)
+    params = json_object(args.params, "--params") or {}
     check_target(args.out, ("member", "student"), resumable=True, force_flag=None)  # before loading any data
     size = args.image_size or spec.default_image_size
     data = load_dataset(args.data, size, seed=args.seed, skip_bad=args.skip_bad_files)
@@ -107,7 +81,7 @@ def run(args) -> int:
         data,
         args.out,
         image_size=size,
-        params=_params(args.params),
+        params=params,
         weights=args.weights,
         resume=args.resume,
         epochs=args.epochs,
