@@ -112,6 +112,7 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
         clean_floor=cfg.fit_clean_floor,
         copies=copies,
         select=cfg.select_regularisation,
+        built=cfg.method,
     )
     rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split)
     chosen = _chosen_variant(cfg, variants, names)

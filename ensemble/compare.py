@@ -48,9 +48,18 @@ def make_variants(
     clean_floor: float | None = None,
     copies: int = 1,
     select: bool = False,
+    built: str | None = None,
 ) -> list[Variant]:
-    """Each member, equal vote, fitted (or given) vote, stacking — each without and with temperature."""
+    """Each member, equal vote, fitted (or given) vote, stacking — each without and with temperature.
+
+    ``built``: the method a build fits (``"vote"`` or ``"stack"``). The clean floor and the regularisation
+    selection shape that method's variant only; the other method's row is fitted plainly on the same rows,
+    a comparison rather than a second build (a floored stack searches 18 candidates with inner folds: in the
+    pbc-cpu vote's build that row alone took two minutes). ``None``: both methods get them.
+    """
     m = len(member_names)
+    vote_floor = clean_floor if built in (None, "vote") else None
+    stack_floor, stack_select = (clean_floor, select) if built in (None, "stack") else (None, False)
     out: list[Variant] = []
     for cal in (False, True):
         sfx = " +T" if cal else ""
@@ -78,7 +87,7 @@ def make_variants(
                     f"{label}{sfx}",
                     "vote",
                     cal,
-                    (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c, clean_floor=clean_floor, copies=copies)),
+                    (lambda p, y, c=cal: fit_vote(p, y, weights, calibrate=c, clean_floor=vote_floor, copies=copies)),
                     cal or weights is None,
                 )
             )
@@ -97,9 +106,9 @@ def make_variants(
                             c,
                             folds,
                             seed,
-                            select=select,
+                            select=stack_select,
                             copies=copies,
-                            clean_floor=clean_floor,
+                            clean_floor=stack_floor,
                         )
                     ),
                     True,

@@ -281,9 +281,22 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     with pytest.raises(ZooError, match="unknown shift famil"):
         build_ensemble([sharp, steady], tmp_path / "bad", config=EnsembleConfig(fit_shift=["lab"]))
 
+    from ensemble import compare
+
+    stack_calls = []
+
+    def spy_stack(*args, **kwargs):
+        stack_calls.append(kwargs)
+        return fit_stack(*args, **kwargs)
+
+    fit_stack = compare.fit_stack
+    monkeypatch.setattr(compare, "fit_stack", spy_stack)
     floored = build_ensemble(
         [sharp, steady], tmp_path / "floor", config=EnsembleConfig(folds=4, fit_shift=["colour"], fit_clean_floor=0.5)
     )
+    # the floor is the vote's: the stack row beside it is a comparison, fitted once per fold on the same rows
+    assert stack_calls and all(c["clean_floor"] is None and not c["select"] for c in stack_calls)
+    assert all(c["copies"] == 3 for c in stack_calls)  # the clean rows and their two shifted copies
     spec = json.loads((floored / "ensemble.json").read_text())
     assert "clean accuracy >= 0.5" in spec["fit"]["weights"]
     assert read_card(floored)["metrics"]["val"]["n"] == 160
