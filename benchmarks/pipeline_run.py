@@ -272,11 +272,11 @@ def targets(
     wall: float | None,
     teachers: dict | None = None,
     run_names: set[str] | None = None,
-    alone: dict[str, str] | None = None,
+    alone: dict[str, list[tuple[str, str]]] | None = None,
 ) -> list[dict]:
     """The issues' targets on the run's own artifacts (``run_names``; ``--extra`` folders are not the run).
 
-    ``alone``: student name -> an extra folder's name holding the same network trained on labels alone.
+    ``alone``: student name -> ``[(extra folder's name, schedule note)]``, the same network trained on labels alone.
     """
     out = []
     val = {r["name"]: r for r in clean.get("val", []) if run_names is None or r["name"] in run_names}
@@ -320,14 +320,16 @@ def targets(
                     "met": gap <= STUDENT_TO_TEACHER,
                 }
             )
-        lone = every.get((alone or {}).get(s["name"], ""))
-        if lone:
+        for lone_name, schedule in (alone or {}).get(s["name"], []):
+            lone = every.get(lone_name)
+            if not lone:
+                continue
             gain = s["accuracy"] - lone["accuracy"]
             out.append(
                 {
                     "target": f"{s['name']} >= the same network trained alone + {100 * STUDENT_OVER_ALONE:.0f} point (val)",
                     "value": f"{100 * s['accuracy']:.2f}% vs {lone['name']} {100 * lone['accuracy']:.2f}% "
-                    f"({100 * gain:+.2f} points)",
+                    f"({100 * gain:+.2f} points{'; ' + schedule if schedule else ''})",
                     "met": gain >= STUDENT_OVER_ALONE,
                 }
             )
@@ -362,22 +364,30 @@ def targets(
     return out
 
 
-def _trained_alone(run_arts: list[tuple[str, str, Path]], extra_arts: list[tuple[str, str, Path]]) -> dict[str, str]:
-    """Student name -> the extra member folder with its network (family, parameters, input size), trained on labels."""
+def _trained_alone(
+    run_arts: list[tuple[str, str, Path]], extra_arts: list[tuple[str, str, Path]]
+) -> dict[str, list[tuple[str, str]]]:
+    """Student name -> ``[(extra member name, schedule)]``: every extra folder with the student's network (family,
+    parameters, input size) trained on labels, the one with the student's own schedule first, then by how far its
+    schedule is from the student's. Each is a target row: a student is judged against every schedule scored."""
     from zoo.artifacts import read_card
 
     def network(folder: Path) -> tuple:
         card = read_card(folder, verify=False)
         return card.get("member"), json.dumps(card.get("params"), sort_keys=True), card["input"]["image_size"]
 
-    alone = [(n, network(f)) for n, k, f in extra_arts if k == "member"]
+    def epochs(folder: Path) -> int | None:
+        return (read_card(folder, verify=False).get("training") or {}).get("config", {}).get("epochs")
+
+    alone = [(n, network(f), epochs(f)) for n, k, f in extra_arts if k == "member"]
     out = {}
     for name, kind, folder in run_arts:
         if kind == "student":
-            mine = network(folder)
-            same = [n for n, net in alone if net == mine]
-            if same:
-                out[name] = same[0]
+            mine, mine_epochs = network(folder), epochs(folder)
+            same = [(n, e) for n, net, e in alone if net == mine]
+            if mine_epochs is not None:
+                same.sort(key=lambda ne: (abs((ne[1] or 0) - mine_epochs), -(ne[1] or 0)))
+            out[name] = [(n, f"alone {e} epochs, student {mine_epochs}" if e is not None else "") for n, e in same]
     return out
 
 
