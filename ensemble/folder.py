@@ -22,10 +22,14 @@ import numpy as np
 from ensemble import tta as tta_mod
 from ensemble.combine import combine
 from ensemble.members import Member
+from zoo.content_cache import ContentCache
 from zoo.ensemble_file import FORMAT_VERSION, SPEC_FILE, read_ensemble
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
+# Member probabilities per image set, by the member's identity (its verified files): the vote and the stack
+# of one run share members and are shown the same shift-suite sets (zoo.content_cache).
+MEMBER_PROBS = ContentCache(max_entries=4096)
 
 __all__ = ["FORMAT_VERSION", "SPEC_FILE", "Ensemble", "load", "member_entry", "predict_proba"]
 
@@ -86,7 +90,15 @@ class Ensemble:
         s = self.image_size
         if images.ndim != 4 or images.shape[1:] != (s, s, 3):
             raise ZooError(f"ensemble takes images of shape (N, {s}, {s}, 3), got {images.shape}")
-        return np.stack([tta_mod.predict(m, images, self.tta, batch_size) for m in self.models()])
+        return np.stack(
+            [
+                MEMBER_PROBS.get_or_compute(
+                    MEMBER_PROBS.key("member_probs", member.identity, s, self.tta, batch_size, images),
+                    lambda model=model: tta_mod.predict(model, images, self.tta, batch_size),
+                )
+                for member, model in zip(self.members, self.models())
+            ]
+        )
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         return self.combine(self.member_probs(images, batch_size)).astype(np.float32)

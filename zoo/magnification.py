@@ -47,6 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from zoo.content_cache import ContentCache
 from zoo.errors import ZooError
 from zoo.shift.corruptions import magnify
 
@@ -58,6 +59,9 @@ MAX_STEPS = 4  # readings per set at most (each one a prediction pass)
 MIN_IMAGES = 16  # a set: fewer images are not measured
 MIN_PER_CLASS = 5  # training images a class needs for its reference ruler
 CHUNK = 64
+# Rulers per image set: in one run the shift suite shows the same sets to every model at a size
+# (zoo.content_cache), and the training images that make the class rulers are the same for each.
+RULERS = ContentCache(max_entries=4096)
 
 
 def _check(images: np.ndarray) -> np.ndarray:
@@ -78,6 +82,12 @@ def _linear_acf(x: np.ndarray) -> np.ndarray:
 def image_rulers(images: np.ndarray, fraction: float = FRACTION) -> np.ndarray:
     """Each image's characteristic length in pixels (NaN where its autocorrelation never falls that far)."""
     images = _check(images)
+    return RULERS.get_or_compute(
+        RULERS.key("image_rulers", RULER, float(fraction), images), lambda: _image_rulers(images, fraction)
+    )
+
+
+def _image_rulers(images: np.ndarray, fraction: float) -> np.ndarray:
     s = images.shape[1]
     lags = np.arange(-s + 1, s)
     radius = np.rint(np.hypot(lags[:, None], lags[None, :])).astype(np.int64).ravel()

@@ -350,6 +350,30 @@ def test_predict_proba_runs_members_and_matches_stored_probs(tmp_path, keras_run
         predict_proba(out, val.images[:, :16, :16])
 
 
+def test_ensembles_sharing_members_run_each_member_once_per_image_set(tmp_path, keras_runs, monkeypatch):
+    """The vote and the stack of one run are shown the same shift-suite sets: each member runs once per set."""
+    from ensemble import folder as folder_mod
+    from ensemble import tta
+
+    runs, ds = keras_runs
+    vote = load(build_ensemble(runs, tmp_path / "v", data=ds, config=EnsembleConfig(method="vote", folds=3)))
+    stack = load(build_ensemble(runs, tmp_path / "s", data=ds, config=EnsembleConfig(method="stack", folds=3)))
+    folder_mod.MEMBER_PROBS.clear()  # whatever earlier tests predicted
+    calls = []
+    real = tta.predict
+    monkeypatch.setattr(tta, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = ds.split("val").images[:12].copy()
+    first = vote.member_probs(x)
+    assert len(calls) == 2  # two members, one pass each
+    again = stack.member_probs(x)
+    assert len(calls) == 2 and np.array_equal(first, again)  # same members, same pixels: looked up
+    first[:] = 0  # what a caller does with its copy does not reach the cache
+    assert np.array_equal(stack.member_probs(x), again) and len(calls) == 2
+    x[0, 0, 0, 0] ^= 1  # one changed value is another set
+    stack.member_probs(x)
+    assert len(calls) == 4 and folder_mod.MEMBER_PROBS.hits == 4  # two lookups of two members
+
+
 def test_tta_dihedral_predictions_are_rotation_invariant(tmp_path, keras_runs):
     from ensemble import tta
 

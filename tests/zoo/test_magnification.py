@@ -39,6 +39,22 @@ def test_ruler_reads_the_magnification_and_grows_with_it(fields, adapter):
     assert readings[3] <= 1.4 + 0.03 and readings[0] >= 0.7 - 0.03
 
 
+def test_rulers_of_a_set_are_read_once_and_the_same_after(fields, monkeypatch):
+    from zoo import magnification
+
+    magnification.RULERS.clear()  # whatever earlier tests measured
+    calls = []
+    real = magnification._image_rulers
+    monkeypatch.setattr(magnification, "_image_rulers", lambda x, f: calls.append(len(x)) or real(x, f))
+    x = fields[:20].copy()
+    first = image_rulers(x)
+    np.testing.assert_array_equal(image_rulers(x.copy()), first)  # the same pixels: looked up
+    assert calls == [20]
+    np.testing.assert_array_equal(image_rulers(x[:19]), first[:19])  # another set: measured
+    image_rulers(x, fraction=0.3)  # another ruler setting: measured
+    assert calls == [20, 19, 20]
+
+
 def test_a_set_of_one_class_reads_as_the_training_mix(adapter):
     """The central cell moves the ruler; comparing each image with its own class's training images removes that."""
     x, y = smear_fields(64, seed=3)
