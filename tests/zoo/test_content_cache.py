@@ -49,3 +49,14 @@ def test_drops_the_least_recently_used():
     assert len(cache) == 0 and cache.hits == cache.misses == 0
     with pytest.raises(ValueError):
         ContentCache(0)
+
+
+def test_keeps_within_its_byte_budget():
+    cache = ContentCache(100, max_bytes=3 * 80)  # room for three arrays of ten float64
+    for k in "abcd":
+        cache.get_or_compute(k, lambda: np.zeros(10))
+    assert len(cache) == 3  # a went first
+    big = cache.get_or_compute("big", lambda: np.zeros(31))  # over the budget on its own: returned, not kept
+    assert big.shape == (31,) and len(cache) == 3
+    cache.get_or_compute("big", lambda: np.zeros(31))
+    assert cache.misses == 6 and cache.hits == 0
