@@ -372,18 +372,16 @@ def _trained_alone(
     schedule is from the student's. Each is a target row: a student is judged against every schedule scored."""
     from zoo.artifacts import read_card
 
-    def network(folder: Path) -> tuple:
+    def network_and_epochs(folder: Path) -> tuple[tuple, int | None]:
         card = read_card(folder, verify=False)
-        return card.get("member"), json.dumps(card.get("params"), sort_keys=True), card["input"]["image_size"]
+        network = card.get("member"), json.dumps(card.get("params"), sort_keys=True), card["input"]["image_size"]
+        return network, (card.get("training") or {}).get("config", {}).get("epochs")
 
-    def epochs(folder: Path) -> int | None:
-        return (read_card(folder, verify=False).get("training") or {}).get("config", {}).get("epochs")
-
-    alone = [(n, network(f), epochs(f)) for n, k, f in extra_arts if k == "member"]
+    alone = [(n, *network_and_epochs(f)) for n, k, f in extra_arts if k == "member"]
     out = {}
     for name, kind, folder in run_arts:
         if kind == "student":
-            mine, mine_epochs = network(folder), epochs(folder)
+            mine, mine_epochs = network_and_epochs(folder)
             same = [(n, e) for n, net, e in alone if net == mine]
             if mine_epochs is not None:
                 same.sort(key=lambda ne: (abs((ne[1] or 0) - mine_epochs), -(ne[1] or 0)))
