@@ -10,6 +10,8 @@ Reads only the run folder (every number comes from the artifacts the pipeline wr
   CI and the exact McNemar test against the best member on the same images
   (:mod:`ensemble.evidence`). Fitted ensembles are scored out-of-fold on val (``probs/val_oof.npy``):
   their in-sample val scores are not comparable;
+- **where the errors are** on val: each model's most confused class pairs (:func:`ensemble.evidence.confused_pairs`)
+  and the classes of the images no member gets right, which bound any combiner;
 - **robustness** from each artifact's shift suite: clean accuracy on the suite's images, the mean over
   in-family and out-of-family families, and every family's mean over severities (in-family marked);
 - **cost**: parameters and, from the run's ``zoo bench`` results, ONNX latency at batch 1, throughput at
@@ -163,6 +165,7 @@ def member_oracle(arts: list[tuple[str, str, Path]], split: str = "val", grid: i
         return None
     names, probs, labels = [n for n, _ in named], [g[0] for _, g in named], named[0][1][1]
     right = np.stack([p.argmax(1) == labels for p in probs])
+    class_names = _class_names(arts)
     weights, stacked = simplex_grid(len(probs), grid), np.stack(probs)
     acc = np.concatenate(
         [  # chunks bound the (weights, images, classes) intermediate, as in the vote's own fit
@@ -177,12 +180,43 @@ def member_oracle(arts: list[tuple[str, str, Path]], split: str = "val", grid: i
         "n": int(right.shape[1]),
         "accuracy": float(right.any(0).mean()),
         "all_wrong": int((~right.any(0)).sum()),
+        "all_wrong_classes": {  # the true classes of the images no member gets right
+            class_names[c]: int(k) for c, k in zip(*np.unique(labels[~right.any(0)], return_counts=True))
+        },
         "best_grid_vote": {"accuracy": float(acc[best]), "weights": weights[best].tolist(), "grid": grid},
         "errors": {n: int((~r).sum()) for n, r in zip(names, right)},
         "both_wrong": {
             f"{names[i]} & {names[j]}": int((~right[i] & ~right[j]).sum())
             for i, j in itertools.combinations(range(len(names)), 2)
         },
+    }
+
+
+def _class_names(arts: list[tuple[str, str, Path]]) -> list[str]:
+    from zoo.artifacts import read_card
+
+    return list(read_card(arts[0][2])["classes"])
+
+
+def error_table(arts: list[tuple[str, str, Path]], split: str = "val") -> dict | None:
+    """Where each model's errors are on ``split``: its confused class pairs, and the class that takes part in
+    the most errors of all the models together (pooled) with each model's count for it."""
+    from ensemble.evidence import confused_pairs
+
+    names = _class_names(arts)
+    got = [(n, split_probs(folder, kind, split)) for n, kind, folder in arts]
+    got = [(n, g) for n, g in got if g is not None]
+    if not got:
+        return None
+    rows = {n: confused_pairs(p, y, names) for n, (p, y) in got}
+    pooled = {c: sum(r["by_class"][c] for r in rows.values()) for c in names}
+    total = sum(r["errors"] for r in rows.values())
+    top = max(names, key=lambda c: pooled[c])  # the first of equals, in class order
+    return {
+        "split": split,
+        "class": top,
+        "class_share": pooled[top] / total if total else 0.0,
+        "rows": {n: {**r, "with_class": r["by_class"][top]} for n, r in rows.items()},
     }
 
 
@@ -450,7 +484,12 @@ def markdown(res: dict) -> str:
         if o:
             L += [
                 f"Ceiling for any combiner of these {o['members']} members: {_pct(o['accuracy'])}% of the {o['n']} "
-                f"images have at least one member right ({o['all_wrong']} have none).",
+                f"images have at least one member right ({o['all_wrong']} have none"
+                + (
+                    ": " + ", ".join(f"{k} {v}" for k, v in o["all_wrong_classes"].items()) + ")."
+                    if o.get("all_wrong_classes")
+                    else ")."
+                ),
                 "",
             ]
             if o.get("best_grid_vote"):
@@ -464,6 +503,23 @@ def markdown(res: dict) -> str:
                     f"{', '.join(o['names'])}). Errors per member: {errors}; wrong on both, per pair: {shared}.",
                     "",
                 ]
+    e = res.get("errors")
+    if e:
+        L += [f"## Where the errors are ({e['split']})", ""]
+        L += [
+            f"Each model's errors by the pair of classes it confuses (true → predicted, both directions), most "
+            f"frequent first. `{e['class']}` takes part in {100 * e['class_share']:.0f}% of all these models' errors "
+            f"together (as the true or the predicted class).",
+            "",
+            f"| model | errors | with `{e['class']}` | most confused pairs: a ↔ b count (a → b / b → a) |",
+            "|---|---|---|---|",
+        ]
+        for name, r in e["rows"].items():
+            pairs = "; ".join(
+                f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in r["pairs"][:3]
+            )
+            L.append(f"| {name} | {r['errors']} | {r['with_class']} | {pairs} |")
+        L.append("")
     if res["shift"]:
         fams = list(res["shift"][0]["families"])
         L += ["## Robustness: shift suite (6 families x 5 severities)", ""]
@@ -588,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": args.wall,
         "clean": clean,
         "oracle": member_oracle(run_arts),  # the run's members: what its combiners could reach
+        "errors": error_table(arts),
         "shift": shift,
         "cost": cost,
         "targets": targets(

@@ -56,6 +56,27 @@ def test_bootstrap_interval_matches_hand_computed_percentiles():
     assert rows["worse"]["ci_low"] <= 0.75 <= rows["worse"]["ci_high"]
 
 
+def test_confused_pairs_counts_both_directions_of_each_pair():
+    from ensemble.evidence import confused_pairs
+
+    names = ["a", "b", "c"]
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 0])
+    pred = np.array([1, 0, 0, 2, 1, 1, 2, 0])  # a->b, b->a, b->c, c->b; 4 errors
+    r = confused_pairs(pred, labels, names)
+    assert r["errors"] == 4
+    assert r["pairs"] == [  # two pairs of 2, in class order
+        {"pair": ["a", "b"], "count": 2, "a_as_b": 1, "b_as_a": 1},
+        {"pair": ["b", "c"], "count": 2, "a_as_b": 1, "b_as_a": 1},
+    ]
+    assert r["by_class"] == {"a": 2, "b": 4, "c": 2}  # b takes part in every error
+    probs = np.eye(3)[np.array([2, 0, 1, 1, 1, 2, 2, 0])]  # probabilities too: one error, a read as c
+    r = confused_pairs(probs, labels, names)
+    assert r["errors"] == 1 and r["pairs"] == [{"pair": ["a", "c"], "count": 1, "a_as_b": 1, "b_as_a": 0}]
+    assert confused_pairs(labels, labels, names) == {"errors": 0, "pairs": [], "by_class": {"a": 0, "b": 0, "c": 0}}
+    with pytest.raises(ZooError):
+        confused_pairs(pred, labels, names[:2])
+
+
 # ----------------------------------------------------------------------------- mixed sizes
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
