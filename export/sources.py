@@ -58,18 +58,10 @@ def open_source(folder: str | os.PathLike) -> Source:
     if kind == "export":
         raise ZooError(f"{folder}: already an export; export the run or ensemble folder it came from")
     size = int(card["input"]["image_size"])
+    # what every source states about itself; the members (and an ensemble's combination) follow
+    own = (folder.resolve(), card, kind, str(card["name"]), list(card["classes"]), size, card_sha256(folder))
     if kind in RUN_KINDS:
-        return Source(
-            folder.resolve(),
-            card,
-            kind,
-            str(card["name"]),
-            list(card["classes"]),
-            size,
-            card_sha256(folder),
-            [folder.resolve()],
-            [card],
-        )
+        return Source(*own, [folder.resolve()], [card])
     if kind != "ensemble":
         raise ZooError(f"{folder}: cannot export a '{kind}' folder")
     ens = read_ensemble(folder)  # the one ensemble.json reader: member files and identities verified
@@ -77,16 +69,4 @@ def open_source(folder: str | os.PathLike) -> Source:
     if ens.image_size != size:
         raise ZooError(f"{folder}: ensemble.json takes {ens.image_size} px, its card {size} px")
     comb = Combination.from_spec(spec, num_members=len(paths), num_classes=len(card["classes"]))
-    return Source(
-        folder.resolve(),
-        card,
-        kind,
-        str(card["name"]),
-        list(card["classes"]),
-        size,
-        card_sha256(folder),
-        paths,
-        cards,
-        comb,
-        spec,
-    )
+    return Source(*own, paths, cards, comb, spec)
