@@ -244,6 +244,22 @@ def test_convnext_takes_input_norm_in_place_of_imagenet_statistics():
     np.testing.assert_allclose(p, p_gain, atol=1e-3)  # gain and offset never reach the first convolution
 
 
+@pytest.mark.parametrize("member", ["mobilenet_v3", "mobilenet_v3_tiny"])
+def test_mobilenet_takes_input_norm_in_place_of_its_fixed_scaling(member):
+    from zoo.registry import create_model
+
+    model = create_model(member, 3, 32, input_norm="od_std", width=0.5, head_width=16)
+    names = [layer.name for layer in model.layers]
+    assert "input_norm" in names and "scale" not in names
+    x = _smear_like(4, 32)
+    p, p_gain = model.predict(x, verbose=0), model.predict(np.clip(x * [1.15, 0.85, 1.0], 0, 255), verbose=0)
+    np.testing.assert_allclose(p, p_gain, atol=1e-3)  # a per-channel gain never reaches the first convolution
+    plain = create_model(member, 3, 32, width=0.5, head_width=16)
+    assert "scale" in [layer.name for layer in plain.layers] and "input_norm" not in [
+        layer.name for layer in plain.layers
+    ]
+
+
 def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robust_member(tmp_path, monkeypatch):
     import json
 

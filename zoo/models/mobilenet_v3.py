@@ -6,7 +6,8 @@ small students. Inverted residual blocks (1×1 expand, depthwise k×k, squeeze-e
 ``x · relu6(x + 3) / 6``, SE is pooling + 1×1 convs + multiply; tf2onnx 1.17 converts both).
 ``keras.applications.MobileNetV3Small`` downsamples 32× (a 2×2 map at 64 px), so this builder
 keeps the block design but downsamples 16× by default. Preprocessing ([-1, 1] scaling) is
-inside the model like every zoo member. ``mobilenet_v3_tiny`` is the ≤ 0.5M student variant.
+inside the model like every zoo member; ``input_norm`` (:mod:`zoo.models.normalization`) replaces it by
+per-image colour constancy, as for ``custom_cnn`` and ConvNeXt. ``mobilenet_v3_tiny`` is the ≤ 0.5M student variant.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import keras
 from keras import layers
 
 from zoo.models.head import classifier_head
+from zoo.models.normalization import apply_input_norm
 from zoo.registry import register_model
 
 BN_MOMENTUM = 0.9
@@ -74,9 +76,9 @@ def _inverted_residual(x, expansion, out, kernel, stride, se, hswish, name):
     return y
 
 
-def _build(num_classes, image_size, width, blocks, stem_width, head_width, dropout, l1l2, name):
+def _build(num_classes, image_size, width, blocks, stem_width, head_width, dropout, l1l2, input_norm, name):
     inputs = keras.Input((image_size, image_size, 3), name="images")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = apply_input_norm(inputs, input_norm, layers.Rescaling(1 / 127.5, offset=-1.0, name="scale"))
     x = layers.Conv2D(
         _make_divisible(stem_width * width), 3, strides=2, padding="same", use_bias=False, name="stem_conv"
     )(x)
@@ -104,8 +106,12 @@ def mobilenet_v3(
     head_width: int = 512,
     dropout: float = 0.25,
     l1l2: float = 1e-4,
+    input_norm: str = "none",
 ):
-    return _build(num_classes, image_size, width, SMALL_BLOCKS, stem_width, head_width, dropout, l1l2, "mobilenet_v3")
+    """``input_norm``: per-image colour normalisation in the graph (:mod:`zoo.models.normalization`)."""
+    return _build(
+        num_classes, image_size, width, SMALL_BLOCKS, stem_width, head_width, dropout, l1l2, input_norm, "mobilenet_v3"
+    )
 
 
 @register_model(
@@ -121,7 +127,17 @@ def mobilenet_v3_tiny(
     head_width: int = 128,
     dropout: float = 0.2,
     l1l2: float = 1e-4,
+    input_norm: str = "none",
 ):
     return _build(
-        num_classes, image_size, width, SMALL_BLOCKS, stem_width, head_width, dropout, l1l2, "mobilenet_v3_tiny"
+        num_classes,
+        image_size,
+        width,
+        SMALL_BLOCKS,
+        stem_width,
+        head_width,
+        dropout,
+        l1l2,
+        input_norm,
+        "mobilenet_v3_tiny",
     )
