@@ -29,12 +29,18 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 
 
-def _correct(pred: Any, labels: Any) -> np.ndarray:
+def _predicted(pred: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted class per image, labels)``; ``pred`` is probabilities ``(N, C)`` or class indices ``(N,)``."""
     pred, labels = np.asarray(pred), np.asarray(labels)
     if pred.ndim == 2:  # probabilities
         pred = pred.argmax(axis=1)
     if pred.shape != labels.shape or labels.ndim != 1 or len(labels) == 0:
         raise ZooError(f"predictions {pred.shape} and labels {labels.shape} do not match")
+    return pred, labels
+
+
+def _correct(pred: Any, labels: Any) -> np.ndarray:
+    pred, labels = _predicted(pred, labels)
     return pred == labels
 
 
@@ -107,9 +113,8 @@ def confused_pairs(pred: Any, labels: Any, class_names: list[str] | tuple[str, .
     ``a_as_b`` = images of ``a`` predicted ``b``; ties by class order) and ``by_class`` (per class name,
     the errors it takes part in, as true or predicted class).
     """
-    correct = _correct(pred, labels)
-    pred, labels = np.asarray(pred), np.asarray(labels)
-    pred = pred.argmax(axis=1) if pred.ndim == 2 else pred
+    pred, labels = _predicted(pred, labels)
+    correct = pred == labels
     names = list(class_names)
     if max(int(pred.max()), int(labels.max())) >= len(names) or min(int(pred.min()), int(labels.min())) < 0:
         raise ZooError(f"class indices outside the {len(names)} class names")
