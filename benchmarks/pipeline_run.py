@@ -199,8 +199,9 @@ def _class_names(arts: list[tuple[str, str, Path]]) -> list[str]:
 
 
 def error_table(arts: list[tuple[str, str, Path]], split: str = "val") -> dict | None:
-    """Where each model's errors are on ``split``: its confused class pairs, and the class that takes part in
-    the most errors of all the models together (pooled) with each model's count for it."""
+    """Where each model's errors are on ``split`` (``ensemble.compare.error_summary``): its confused class pairs,
+    and the class that takes part in the most errors of all the models together with each model's count for it."""
+    from ensemble.compare import error_summary
     from ensemble.evidence import confused_pairs
 
     names = _class_names(arts)
@@ -208,16 +209,7 @@ def error_table(arts: list[tuple[str, str, Path]], split: str = "val") -> dict |
     got = [(n, g) for n, g in got if g is not None]
     if not got:
         return None
-    rows = {n: confused_pairs(p, y, names) for n, (p, y) in got}
-    pooled = {c: sum(r["by_class"][c] for r in rows.values()) for c in names}
-    total = sum(r["errors"] for r in rows.values())
-    top = max(names, key=lambda c: pooled[c])  # the first of equals, in class order
-    return {
-        "split": split,
-        "class": top,
-        "class_share": pooled[top] / total if total else 0.0,
-        "rows": {n: {**r, "with_class": r["by_class"][top]} for n, r in rows.items()},
-    }
+    return {"split": split, **error_summary({n: confused_pairs(p, y, names) for n, (p, y) in got})}
 
 
 def shift_rows(arts: list[tuple[str, str, Path]]) -> list[dict]:
@@ -444,6 +436,8 @@ def _pct(v) -> str:
 
 
 def markdown(res: dict) -> str:
+    from ensemble.compare import error_lines
+
     extra = f" and {len(res['extra'])} folders beside it" if res.get("extra") else ""
     L = [f"# `zoo run` {res['config']}{extra}: what was measured", ""]
     L += [f"Machine: {res['machine']}. Commit {res['commit']}. {res['conditions']}", ""]
@@ -505,21 +499,7 @@ def markdown(res: dict) -> str:
                 ]
     e = res.get("errors")
     if e:
-        L += [f"## Where the errors are ({e['split']})", ""]
-        L += [
-            f"Each model's errors by the pair of classes it confuses (true → predicted, both directions), most "
-            f"frequent first. `{e['class']}` takes part in {100 * e['class_share']:.0f}% of all these models' errors "
-            f"together (as the true or the predicted class).",
-            "",
-            f"| model | errors | with `{e['class']}` | most confused pairs: a ↔ b count (a → b / b → a) |",
-            "|---|---|---|---|",
-        ]
-        for name, r in e["rows"].items():
-            pairs = "; ".join(
-                f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in r["pairs"][:3]
-            )
-            L.append(f"| {name} | {r['errors']} | {r['with_class']} | {pairs} |")
-        L.append("")
+        L += error_lines(e, f"## Where the errors are ({e['split']})")
     if res["shift"]:
         fams = list(res["shift"][0]["families"])
         L += ["## Robustness: shift suite (6 families x 5 severities)", ""]

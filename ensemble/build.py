@@ -114,7 +114,8 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
         select=cfg.select_regularisation,
         built=cfg.method,
     )
-    rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split)
+    classes = list(members[0].card["classes"])
+    rows, outputs = compare.evaluate(variants, *fit_all, other, cfg.fit_split, copies, classes)
     chosen = _chosen_variant(cfg, variants, names)
     before = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": False}), variants, names)
     after = _chosen_variant(EnsembleConfig(**{**asdict(cfg), "calibrate": True}), variants, names)
@@ -176,7 +177,7 @@ def _build(runs: Sequence[str | os.PathLike], claim: ownership.Claim, data: Any,
             "kind": "ensemble",
             "name": out.name,
             "method": cfg.method,
-            "classes": list(members[0].card["classes"]),
+            "classes": classes,
             "input": _input(members, source.input_size),
             "members": [
                 {

@@ -5,6 +5,11 @@ Every row of the comparison is scored honestly:
 - on the fit split (val): members as stored (nothing fitted); anything fitted on val
   (temperature, vote weights, meta-learner) by its out-of-fold predictions (:mod:`ensemble.cv`);
 - on other splits (test): each variant refitted on all val rows, applied to the held-out split.
+
+A robust fit (``zoo ensemble --fit-shift``) fits on the clean val rows plus shifted copies of them. The
+fit split's rows then score the clean images only, and the copies get rows of their own (split
+``<fit split>_shifted``), without confidence interval or McNemar test: ten copies of one image are not ten
+independent images, and pooled with the clean rows they would pass for a val split ten times its size.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ensemble.metrics import scores
 from ensemble.stacking import fit_stack
 from ensemble.voting import fit_vote
 from zoo.artifacts import write_json, write_text
+from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +130,21 @@ def evaluate(
     folds: list[Fold],
     other: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     fit_split: str = "val",
+    copies: int = 1,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Score every variant; returns (table rows, {variant: {"spec", "oof", split: probs}})."""
+    """Score every variant; returns (table rows, {variant: {"spec", "oof", split: probs}}).
+
+    ``copies`` > 1: the fit rows are the clean block then ``copies - 1`` shifted copies of it
+    (:func:`ensemble.robust.extend_fit_rows`); ``oof`` keeps every row, the table scores the blocks apart.
+    ``class_names``: also record where each uncalibrated row's errors are (:func:`add_errors`).
+    """
     rows, outputs = [], {}
     k = len(folds)
+    n = len(fit_labels) // copies
+    if copies < 1 or n * copies != len(fit_labels):
+        raise ZooError(f"{len(fit_labels)} fit rows are not {copies} equal blocks")
+    shifted_split = f"{fit_split}_shifted"
     for v in variants:
         log.info("scoring %s", v.name)
         spec = v.fit(fit_probs, fit_labels)  # refit on all fit rows: the artifact for other splits
@@ -137,16 +154,18 @@ def evaluate(
         else:
             oof = cross_fit(v.fit, fit_probs, fit_labels, folds) if v.fitted else combine(spec, fit_probs)
         out = {"spec": spec, "oof": oof}
-        rows.append(
-            {
-                "split": fit_split,
-                "model": v.name,
-                "group": v.group,
-                "calibrated": v.calibrated,
-                "scored": f"out-of-fold ({k}-fold)" if v.fitted else "as is",
-                **scores(oof, fit_labels),
-            }
-        )
+        scored = f"out-of-fold ({k}-fold)" if v.fitted else "as is"
+        head = {"model": v.name, "group": v.group, "calibrated": v.calibrated}
+        rows.append({"split": fit_split, **head, "scored": scored, **scores(oof[:n], fit_labels[:n])})
+        if copies > 1:
+            rows.append(
+                {
+                    "split": shifted_split,
+                    **head,
+                    "scored": f"{scored}, {copies - 1} shifted copies of each image",
+                    **scores(oof[n:], fit_labels[n:]),
+                }
+            )
         for split, (p, y) in (other or {}).items():
             if v.group == "member" and not v.calibrated:
                 probs = p[int(np.argmax(spec["weights"]))]
@@ -164,7 +183,10 @@ def evaluate(
                 }
             )
         outputs[v.name] = out
-    add_evidence(rows, outputs, {fit_split: fit_labels, **{s: y for s, (_, y) in (other or {}).items()}}, fit_split)
+    independent = {fit_split: fit_labels[:n], **{s: y for s, (_, y) in (other or {}).items()}}
+    add_evidence(rows, outputs, independent, fit_split)
+    if class_names is not None:
+        add_errors(rows, outputs, independent, class_names, fit_split)
     return rows, outputs
 
 
@@ -176,13 +198,14 @@ def add_evidence(
 ) -> None:
     """Per split, add a 95% bootstrap CI and the exact McNemar test vs the best plain member to every row.
 
-    Same images for every row (out-of-fold predictions on the fit split); see :mod:`ensemble.evidence`.
+    Same images for every row (out-of-fold predictions on the fit split, its first ``len(labels[fit_split])``
+    rows: the clean block of a robust fit); see :mod:`ensemble.evidence`.
     """
     from ensemble.evidence import compare_rows
 
     for split, y in labels.items():
         sub = [r for r in rows if r["split"] == split]
-        preds = {r["model"]: outputs[r["model"]]["oof" if split == fit_split else split] for r in sub}
+        preds = {r["model"]: _split_probs(outputs[r["model"]], split, fit_split, len(y)) for r in sub}
         plain = [r for r in sub if r["group"] == "member" and not r["calibrated"]]
         ref = max(plain, key=lambda r: r["accuracy"])["model"] if plain else None
         ev = compare_rows(preds, y, reference=ref)
@@ -201,13 +224,81 @@ def add_evidence(
             )
 
 
+def _split_probs(out: Mapping[str, Any], split: str, fit_split: str, n: int) -> np.ndarray:
+    """A variant's probabilities on ``split``: out-of-fold on the fit split (its clean block of ``n`` rows)."""
+    return out["oof"][:n] if split == fit_split else out[split]
+
+
+def add_errors(
+    rows: list[dict[str, Any]],
+    outputs: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    fit_split: str = "val",
+) -> None:
+    """Per split, add ``confused`` (:func:`ensemble.evidence.confused_pairs`) to every uncalibrated row.
+
+    Calibrated rows are left out: a temperature never changes which class is most probable, so their errors
+    are their uncalibrated twin's.
+    """
+    from ensemble.evidence import confused_pairs
+
+    for split, y in labels.items():
+        for r in rows:
+            if r["split"] == split and not r["calibrated"]:
+                probs = _split_probs(outputs[r["model"]], split, fit_split, len(y))
+                r["confused"] = confused_pairs(probs, y, list(class_names))
+
+
+def error_summary(confused: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Models' confused pairs side by side, with the class that takes part in most of their errors together.
+
+    ``confused``: model name -> :func:`ensemble.evidence.confused_pairs` result. Returns ``class`` (pooled over
+    the models; the first of equals in class order), ``class_share`` (its share of all their errors) and
+    ``rows`` (each result plus ``with_class``, the model's errors that class takes part in).
+    """
+    if not confused:
+        raise ZooError("no models to summarise errors for")
+    names = list(next(iter(confused.values()))["by_class"])
+    pooled = {c: sum(r["by_class"][c] for r in confused.values()) for c in names}
+    total = sum(r["errors"] for r in confused.values())
+    top = max(names, key=lambda c: pooled[c])
+    return {
+        "class": top,
+        "class_share": pooled[top] / total if total else 0.0,
+        "rows": {n: {**r, "with_class": r["by_class"][top]} for n, r in confused.items()},
+    }
+
+
+def error_lines(summary: Mapping[str, Any], heading: str, pairs: int = 3) -> list[str]:
+    """Markdown for :func:`error_summary`: one row per model, its errors and its most confused pairs."""
+    c = summary["class"]
+    lines = [
+        heading,
+        "",
+        "Each model's errors by the pair of classes it confuses (true → predicted, both directions), most "
+        f"frequent first. `{c}` takes part in {100 * summary['class_share']:.0f}% of all these models' errors "
+        "together (as the true or the predicted class).",
+        "",
+        f"| model | errors | with `{c}` | most confused pairs: a ↔ b count (a → b / b → a) |",
+        "|---|---|---|---|",
+    ]
+    for name, r in summary["rows"].items():
+        top = "; ".join(
+            f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in r["pairs"][:pairs]
+        )
+        lines.append(f"| {name} | {r['errors']} | {r['with_class']} | {top} |")
+    return lines + [""]
+
+
 def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembles") -> str:
     lines = [f"# {title}", ""]
     for split in dict.fromkeys(r["split"] for r in rows):
         sub = [r for r in rows if r["split"] == split]
         best = max(r["accuracy"] for r in sub)
+        what = f"{sub[0]['n']} images" if not split.endswith("_shifted") else f"{sub[0]['n']} shifted images"
         lines += [
-            f"## split `{split}` ({sub[0]['n']} images)",
+            f"## split `{split}` ({what})",
             "",
             "| model | calibrated | scored | accuracy | 95% CI | McNemar p vs best member (b/c) | macro F1 | NLL | ECE |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -228,6 +319,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembl
                 f"{100 * r['macro_f1']:.2f}% | {r['nll']:.4f} | {100 * r['ece']:.2f}% |"
             )
         lines.append("")
+        confused = {r["model"]: r["confused"] for r in sub if "confused" in r}
+        if confused:
+            lines += error_lines(error_summary(confused), f"### Where the errors are (`{split}`)")
     lines.append(
         "95% CI: percentile bootstrap over images (2000 resamples, seed 0). McNemar: exact two-sided "
         "binomial test on the images only one of (best plain member, row) gets right; b = only the member, "
@@ -236,7 +330,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembl
     lines.append(
         "Fitted rows on the fit split are scored out-of-fold: each row is predicted by a combiner "
         "(weights, meta-learner, temperature) fitted without it. On other splits each combiner is "
-        "refitted on all fit-split rows."
+        "refitted on all fit-split rows. A `_shifted` split holds the shifted copies of the fit split's images "
+        "that a robust fit also fits on (out-of-fold like the clean rows; in-family for the combiner); copies of "
+        "one image are not independent, so those rows get no CI or McNemar test."
     )
     return "\n".join(lines) + "\n"
 

@@ -294,6 +294,25 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     assert card["fit_families"] == ["colour"] and "colour" in card["augment_families"]
     assert spec["fit"]["shifted_copies"]["families"] == ["colour"] and spec["fit"]["shifted_copies"]["rows"] == 2 * 160
     assert card["metrics"]["val"]["n"] == 160  # the headline scores the clean rows only
+    # The comparison scores the clean images and their shifted copies apart: pooled, the copies would pass for a
+    # val split three times its size, with intervals and McNemar tests over rows that are not independent.
+    from ensemble.evidence import confused_pairs
+
+    rows = json.loads((robust_out / "comparison.json").read_text())
+    val = {r["model"]: r for r in rows if r["split"] == "val"}
+    copies = {r["model"]: r for r in rows if r["split"] == "val_shifted"}
+    assert set(val) == set(copies) and all(r["n"] == 160 for r in val.values())
+    assert all(r["n"] == 2 * 160 and "ci_low" not in r and "mcnemar_p" not in r for r in copies.values())
+    assert all("ci_low" in r and "mcnemar_p" in r for r in val.values())
+    sharp_val = np.load(sharp / "probs" / "val.npy")
+    assert val["sharp"]["accuracy"] == pytest.approx(float((sharp_val.argmax(1) == y["val"]).mean()))
+    assert copies["sharp"]["accuracy"] == pytest.approx(float((shifted_sharp.argmax(1) == y["val"]).mean()))
+    classes = read_card(sharp)["classes"]
+    assert val["sharp"]["confused"] == confused_pairs(sharp_val, y["val"], classes)
+    assert "confused" not in val["sharp +T"]  # a temperature does not move the errors
+    table = (robust_out / "comparison.md").read_text()
+    assert "## split `val` (160 images)" in table and "## split `val_shifted` (320 shifted images)" in table
+    assert "### Where the errors are (`val`)" in table and "### Where the errors are (`val_shifted`)" not in table
     with pytest.raises(ZooError, match="unknown shift famil"):
         build_ensemble([sharp, steady], tmp_path / "bad", config=EnsembleConfig(fit_shift=["lab"]))
 

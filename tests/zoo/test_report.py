@@ -139,6 +139,34 @@ def test_report_shows_other_stages_files_when_present(tiny_pipeline, tmp_path):
     assert "exact duplicates" in found["data"]
 
 
+def test_report_shows_each_ensembles_comparison_once_and_apart_when_they_differ(tiny_pipeline, tmp_path):
+    """Ensembles fitted alike hold one comparison; a robust fit's (its combiners fitted on shifted copies too)
+    differs, and the report must not show one build's table as every ensemble's."""
+    import json
+
+    from zoo.pipeline import context_for_run, write_html_report
+
+    cfg, _ = tiny_pipeline
+    run = tmp_path / "two"
+    shutil.copytree(cfg.output, run)
+    conf = json.loads((run / "config.json").read_text())
+    conf["ensemble"]["methods"] = ["vote", "stack"]
+    (run / "config.json").write_text(json.dumps(conf))
+    shutil.copytree(run / "ensembles" / "vote", run / "ensembles" / "stack")
+
+    def ensembles_section() -> str:
+        return _sections(write_html_report(context_for_run(run)).read_text(encoding="utf-8"))["ensembles"]
+
+    same = ensembles_section()
+    assert same.count("split val (") == 1 and "build fitted and scored them" not in same
+    rows = json.loads((run / "ensembles" / "stack" / "comparison.json").read_text())
+    (run / "ensembles" / "stack" / "comparison.json").write_text(json.dumps([r for r in rows if r["split"] == "val"]))
+    apart = ensembles_section()
+    assert apart.count("split val (") == 2 and apart.count("split test (") == 1
+    assert apart.count("build fitted and scored them") == 2
+    assert "<h3>vote ensemble</h3>" in apart and "<h3>stack ensemble</h3>" in apart
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a `zoo run` output folder" in capsys.readouterr().err

@@ -357,13 +357,18 @@ def ensemble_comparison(layout) -> Section:
             desc += f"; TTA {spec['tta']}"
         s.text(desc + ".")
         rows = read_json(folder / "comparison.json")
-        if not tables and isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-            tables.append((folder, rows))
-    for folder, rows in tables:  # every ensemble folder holds the same comparison: show it once
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            tables.append((name, folder, rows))
+    # Ensembles fitted alike hold the same comparison: show it once. A robust fit's comparison differs (its
+    # combiners are fitted on shifted copies too, scored in a `<split>_shifted` table of their own).
+    distinct = [t for i, t in enumerate(tables) if all(t[2] != u[2] for u in tables[:i])]
+    for name, folder, rows in distinct:
         shown = True
+        if len(distinct) > 1:
+            s.text(f"The members and both combiners as {name}'s build fitted and scored them.", heading=name)
         _comparison_tables(s, rows)
         for split in dict.fromkeys(r.get("split") for r in rows):
-            s.figure(folder / f"comparison_{split}.png", f"accuracy and ECE per variant on {split}", "l")
+            s.figure(folder / f"comparison_{split}.png", f"accuracy and ECE per variant on {split} ({name})", "l")
     if not shown:
         s.missing("No comparison table: no ensemble folder holds comparison.json yet.")
     return s
