@@ -1,4 +1,5 @@
-"""One progress bar for loading, predicting and benchmarking over many items (tqdm on stderr)."""
+"""Progress on long work: one bar for loading, predicting and benchmarking over many items (tqdm on stderr),
+and how verbose Keras is while it trains."""
 
 from __future__ import annotations
 
@@ -17,3 +18,15 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", min_i
     if os.environ.get("ZOO_PROGRESS", "1") == "0" or (total is not None and total < min_items):
         return items
     return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+
+
+def keras_verbosity(stream=None) -> int:
+    """``verbose`` for Keras ``fit``: its step-by-step bar on a terminal, one line per epoch anywhere else.
+
+    Keras 3 redraws its bar in place whenever Python's ``posix`` module is loaded, so on Linux and macOS a
+    redirected log kept every redraw: 2.8 MB of carriage-return frames for one 103-minute ``pbc-cpu`` run.
+    ``ZOO_PROGRESS=0`` asks for the epoch lines on a terminal too.
+    """
+    stream = sys.stdout if stream is None else stream
+    interactive = bool(getattr(stream, "isatty", lambda: False)())
+    return 1 if interactive and os.environ.get("ZOO_PROGRESS", "1") != "0" else 2

@@ -33,6 +33,7 @@ import numpy as np
 from zoo import ownership
 from zoo.artifacts import atomic_path, read_card, write_card, write_json, write_text
 from zoo.errors import ZooError
+from zoo.progress import keras_verbosity
 
 log = logging.getLogger(__name__)
 
@@ -642,7 +643,7 @@ def _fit(job: _Job):
                 initial_epoch=state.epoch,
                 steps_per_epoch=steps,
                 callbacks=_callbacks(job.run, state, cfg, phase.epochs),
-                verbose="auto",
+                verbose=keras_verbosity(),
             )
             _check_diverged(job)
         if state.best_file:

@@ -266,3 +266,27 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     training = json.loads(r.stdout.strip().splitlines()[-1])
     assert training["strategy"] == "MirroredStrategy" and training["replicas"] == 2
     assert training["epochs_run"] == 1
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_keras_shows_its_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(monkeypatch):
+    import io
+
+    from zoo.progress import keras_verbosity
+
+    monkeypatch.delenv("ZOO_PROGRESS", raising=False)
+    assert keras_verbosity(_Terminal()) == 1
+    assert keras_verbosity(io.StringIO()) == 2 and keras_verbosity(object()) == 2  # a file, or no isatty at all
+    monkeypatch.setenv("ZOO_PROGRESS", "0")
+    assert keras_verbosity(_Terminal()) == 2
+
+
+def test_a_redirected_training_log_holds_epoch_lines_not_bar_frames(tmp_path, synthetic_small, capsys):
+    train("custom_cnn", synthetic_small, tmp_path / "run", image_size=24, params=TINY_CNN, epochs=2, batch_size=8)
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "\r" not in out and "\b" not in out  # Keras' in-place redraws
