@@ -167,6 +167,33 @@ def test_report_shows_each_ensembles_comparison_once_and_apart_when_they_differ(
     assert "<h3>vote ensemble</h3>" in apart and "<h3>stack ensemble</h3>" in apart
 
 
+def test_report_pictures_fall_back_to_val_when_the_data_has_no_test_split(tiny_pipeline, tmp_path):
+    """A config may ask for test on data that has none (PBC's tree here: train and val); the pictures then use
+    val, and an ensemble fitted on val is drawn from its out-of-fold predictions."""
+    import numpy as np
+
+    from zoo.pipeline import context_for_run, write_html_report
+    from zoo.report import sections
+
+    cfg, _ = tiny_pipeline
+    run = tmp_path / "no_test"
+    shutil.copytree(cfg.output, run)
+    for f in list(run.rglob("probs/test*.npy")):
+        f.unlink()
+    for d in list(run.rglob("eval/test")):
+        shutil.rmtree(d)
+    layout = context_for_run(run)
+    assert "test" in layout.cfg.evaluate.splits and sections.report_split(layout) == "val"
+    vote = run / "ensembles" / "vote"
+    probs, _ = sections._stored_probs(vote, "val")
+    np.testing.assert_array_equal(probs, np.load(vote / "probs" / "val_oof.npy"))
+    found = _sections(write_html_report(context_for_run(run)).read_text(encoding="utf-8"))
+    assert "on the val split" in found["confusion"] and found["confusion"].count("<img") == 4
+    assert "no test predictions" not in found["confusion"] + found["reliability"]
+    assert found["reliability"].count("<img") == 4
+    assert (run / "report" / "figures" / "confusion_vote_val.png").is_file()  # drawn from the out-of-fold probs
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a `zoo run` output folder" in capsys.readouterr().err

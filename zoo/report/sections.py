@@ -74,12 +74,27 @@ def artifacts(layout) -> list[tuple[str, Path]]:
 
 
 def report_split(layout) -> str:
-    """The split the report's pictures use: the held-out test split when the pipeline scores it."""
-    return "test" if "test" in layout.cfg.evaluate.splits else "val"
+    """The split the report's pictures use: the held-out test split when the run scored one, else val.
+
+    A config may ask for test on data that has none: PBC's folder tree here holds train and val (its test
+    split is held back), and every confusion matrix, reliability diagram and mistake would be missing.
+    """
+    if "test" in layout.cfg.evaluate.splits and any(
+        (folder / probs_files("test")[0]).is_file() for _, folder in artifacts(layout)
+    ):
+        return "test"
+    return "val"
+
+
+def _oof(folder: Path, split: str) -> bool:
+    """Whether ``folder`` keeps out-of-fold probabilities for ``split``: an ensemble fitted on it."""
+    return (folder / probs_files(split, "_oof")[0]).is_file()
 
 
 def _stored_probs(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    p, y = (folder / rel for rel in probs_files(split))
+    """Stored probabilities and labels; on a split an ensemble was fitted on, its out-of-fold ones (the in-sample
+    ones come from a combiner that saw those very images)."""
+    p, y = (folder / rel for rel in probs_files(split, "_oof" if _oof(folder, split) else ""))
     if not (p.is_file() and y.is_file()):
         return None
     try:
@@ -718,12 +733,13 @@ def _generated(layout, folder: Path, name: str, split: str, what: str) -> Path |
         return None
     probs, labels = stored
     path = _figures(layout) / f"{what}_{folder.name}_{split}.png"
+    title = f"{name} · {split}" + (" (out-of-fold)" if _oof(folder, split) else "")
     if what == "confusion":
         from sklearn.metrics import confusion_matrix
 
         m = confusion_matrix(labels, probs.argmax(1), labels=list(range(len(c["classes"]))))
-        return plots.confusion_matrix(path, m, c["classes"], f"{name} · {split}")
-    return plots.reliability_diagram(path, labels, probs, f"{name} · {split}")
+        return plots.confusion_matrix(path, m, c["classes"], title)
+    return plots.reliability_diagram(path, labels, probs, title)
 
 
 def robustness(layout) -> Section:
