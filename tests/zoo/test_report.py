@@ -60,6 +60,7 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
     assert found["training"].count("<img") == 3  # two members and the student
     assert found["confusion"].count("<img") == 4 and found["reliability"].count("<img") == 4  # + vote ensemble
     assert "student" in found["export"] and "passed" in found["export"]
+    assert "ensemble of the members " in found["distillation"] and "[&#39;" not in found["distillation"]  # no list repr
     # the ensemble stage's evidence: bootstrap CIs and McNemar against the best member, as recorded
     rows = json.loads((Path(cfg.output) / "ensembles" / "vote" / "comparison.json").read_text())
     assert f"[{100 * rows[0]['ci_low']:.1f}%, {100 * rows[0]['ci_high']:.1f}%]" in found["ensembles"]

@@ -142,11 +142,18 @@ def overview(layout) -> Section:
                     n,
                     c["kind"],
                     count(p),
-                    *[pct(m.get(sp, {}).get("accuracy")) for sp in splits],
-                    *[pct(m.get(sp, {}).get("macro_f1")) for sp in splits],
+                    *[_scored(m, sp, "accuracy") for sp in splits],
+                    *[_scored(m, sp, "macro_f1") for sp in splits],
                 ]
                 for n, c, m, p in rows
             ],
+            "—: not scored on that split"
+            + (
+                " (the stain/blur/noise copies of val are scored for members; every model's shift suite is under "
+                "Clean vs shifted accuracy)"
+                if any("shifted" in sp for sp in splits)
+                else ""
+            ),
         )
     else:
         s.missing("No complete model yet: the first training stage has not finished.")
@@ -154,6 +161,12 @@ def overview(layout) -> Section:
     if not s.figure(summary, "accuracy per model and split (report/summary.png)", "l") and rows:
         s.missing("report/summary.png is written at the end of `zoo run`.")
     return s
+
+
+def _scored(metrics: dict[str, Any], split: str, key: str) -> str:
+    """A percentage cell, or — where the model was not scored on ``split``."""
+    v = metrics.get(split, {}).get(key)
+    return pct(v) if v is not None else "—"
 
 
 def data(layout) -> Section:
@@ -529,8 +542,10 @@ def distillation(layout) -> Section:
                 pct(sm[split].get("ece")),
             ]
         )
+    names = teacher.get("members")
+    names = ", ".join(map(str, names)) if isinstance(names, list) else "?"
     s.text(
-        f"Teacher: {teacher.get('method', layout.cfg.distill.teacher)} ensemble of {teacher.get('members', '?')} members"
+        f"Teacher: {teacher.get('method', layout.cfg.distill.teacher)} ensemble of the members {names}"
         + (f" ({count(teacher_params)} parameters)" if teacher_params else "")
         + f"; student: {c.get('member', '?')} with {count(parameter_count(c))} parameters; "
         f"temperature {d.get('temperature', '?')}, alpha {d.get('alpha', '?')}."
