@@ -10,7 +10,7 @@ Reads only the run folder (every number comes from the artifacts the pipeline wr
   CI and the exact McNemar test against the best member on the same images
   (:mod:`ensemble.evidence`). Fitted ensembles are scored out-of-fold on val (``probs/val_oof.npy``):
   their in-sample val scores are not comparable;
-- **where the errors are** on val: each model's most confused class pairs (:func:`ensemble.evidence.confused_pairs`)
+- **where the errors are** on val: each model's most confused class pairs (:func:`zoo.confusions.confused_pairs`)
   and the classes of the images no member gets right, which bound any combiner;
 - **robustness** from each artifact's shift suite: clean accuracy on the suite's images, the mean over
   in-family and out-of-family families, and every family's mean over severities (in-family marked);
@@ -199,10 +199,9 @@ def _class_names(arts: list[tuple[str, str, Path]]) -> list[str]:
 
 
 def error_table(arts: list[tuple[str, str, Path]], split: str = "val") -> dict | None:
-    """Where each model's errors are on ``split`` (``ensemble.compare.error_summary``): its confused class pairs,
+    """Where each model's errors are on ``split`` (``zoo.confusions.error_summary``): its confused class pairs,
     and the class that takes part in the most errors of all the models together with each model's count for it."""
-    from ensemble.compare import error_summary
-    from ensemble.evidence import confused_pairs
+    from zoo.confusions import confused_pairs, error_summary
 
     names = _class_names(arts)
     got = [(n, split_probs(folder, kind, split)) for n, kind, folder in arts]

@@ -28,6 +28,7 @@ from ensemble.metrics import scores
 from ensemble.stacking import fit_stack
 from ensemble.voting import fit_vote
 from zoo.artifacts import write_json, write_text
+from zoo.confusions import confused_pairs, error_summary
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -236,13 +237,11 @@ def add_errors(
     class_names: Sequence[str],
     fit_split: str = "val",
 ) -> None:
-    """Per split, add ``confused`` (:func:`ensemble.evidence.confused_pairs`) to every uncalibrated row.
+    """Per split, add ``confused`` (:func:`zoo.confusions.confused_pairs`) to every uncalibrated row.
 
     Calibrated rows are left out: a temperature never changes which class is most probable, so their errors
     are their uncalibrated twin's.
     """
-    from ensemble.evidence import confused_pairs
-
     for split, y in labels.items():
         for r in rows:
             if r["split"] == split and not r["calibrated"]:
@@ -250,28 +249,8 @@ def add_errors(
                 r["confused"] = confused_pairs(probs, y, list(class_names))
 
 
-def error_summary(confused: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Models' confused pairs side by side, with the class that takes part in most of their errors together.
-
-    ``confused``: model name -> :func:`ensemble.evidence.confused_pairs` result. Returns ``class`` (pooled over
-    the models; the first of equals in class order), ``class_share`` (its share of all their errors) and
-    ``rows`` (each result plus ``with_class``, the model's errors that class takes part in).
-    """
-    if not confused:
-        raise ZooError("no models to summarise errors for")
-    names = list(next(iter(confused.values()))["by_class"])
-    pooled = {c: sum(r["by_class"][c] for r in confused.values()) for c in names}
-    total = sum(r["errors"] for r in confused.values())
-    top = max(names, key=lambda c: pooled[c])
-    return {
-        "class": top,
-        "class_share": pooled[top] / total if total else 0.0,
-        "rows": {n: {**r, "with_class": r["by_class"][top]} for n, r in confused.items()},
-    }
-
-
 def error_lines(summary: Mapping[str, Any], heading: str, pairs: int = 3) -> list[str]:
-    """Markdown for :func:`error_summary`: one row per model, its errors and its most confused pairs."""
+    """Markdown for :func:`zoo.confusions.error_summary`: one row per model, its errors and its most confused pairs."""
     c = summary["class"]
     lines = [
         heading,

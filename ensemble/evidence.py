@@ -7,10 +7,6 @@ the *same images* by the exact McNemar test: only the discordant pairs matter â€
 the reference gets right and the row gets wrong, ``c`` the other way â€” and under the null
 ``c ~ Binomial(b + c, 1/2)`` (``scipy.stats.binomtest``, two-sided).
 
-Where the errors sit (:func:`confused_pairs`) says what bounds a combiner: members that err at the
-same class boundary share their hard images, and no vote or stacker can fix an image every member gets
-wrong.
-
 The bootstrap is vectorised (one ``(B, N)`` index draw from a fixed-seed generator), and the
 same resamples serve every row, so rows are comparable. The paired difference to the
 reference gets its own interval from those resamples.
@@ -23,24 +19,15 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from zoo.confusions import predicted_classes
 from zoo.errors import ZooError
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 
 
-def _predicted(pred: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(predicted class per image, labels)``; ``pred`` is probabilities ``(N, C)`` or class indices ``(N,)``."""
-    pred, labels = np.asarray(pred), np.asarray(labels)
-    if pred.ndim == 2:  # probabilities
-        pred = pred.argmax(axis=1)
-    if pred.shape != labels.shape or labels.ndim != 1 or len(labels) == 0:
-        raise ZooError(f"predictions {pred.shape} and labels {labels.shape} do not match")
-    return pred, labels
-
-
 def _correct(pred: Any, labels: Any) -> np.ndarray:
-    pred, labels = _predicted(pred, labels)
+    pred, labels = predicted_classes(pred, labels)
     return pred == labels
 
 
@@ -103,38 +90,3 @@ def compare_rows(
         row.update({f"mcnemar_{k}": v for k, v in mcnemar_exact(correct[ref], ok).items()})
         out[name] = row
     return out
-
-
-def confused_pairs(pred: Any, labels: Any, class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """A model's errors grouped by the unordered pair of classes they confuse, most frequent first.
-
-    ``pred``: probabilities ``(N, C)`` or class indices ``(N,)``. Returns ``errors`` (how many), ``pairs``
-    (each ``{"pair": [a, b], "count", "a_as_b", "b_as_a"}`` with ``a`` before ``b`` in ``class_names``;
-    ``a_as_b`` = images of ``a`` predicted ``b``; ties by class order) and ``by_class`` (per class name,
-    the errors it takes part in, as true or predicted class).
-    """
-    pred, labels = _predicted(pred, labels)
-    correct = pred == labels
-    names = list(class_names)
-    if max(int(pred.max()), int(labels.max())) >= len(names) or min(int(pred.min()), int(labels.min())) < 0:
-        raise ZooError(f"class indices outside the {len(names)} class names")
-    counts = np.zeros((len(names), len(names)), dtype=np.int64)  # [true, predicted]
-    np.add.at(counts, (labels[~correct], pred[~correct]), 1)
-    pairs = [
-        {
-            "pair": [names[a], names[b]],
-            "count": int(counts[a, b] + counts[b, a]),
-            "a_as_b": int(counts[a, b]),
-            "b_as_a": int(counts[b, a]),
-        }
-        for a in range(len(names))
-        for b in range(a + 1, len(names))
-        if counts[a, b] + counts[b, a]
-    ]
-    pairs.sort(key=lambda r: -r["count"])  # stable: equal counts keep the class order
-    involved = counts.sum(axis=0) + counts.sum(axis=1)
-    return {
-        "errors": int((~correct).sum()),
-        "pairs": pairs,
-        "by_class": {n: int(involved[i]) for i, n in enumerate(names)},
-    }

@@ -296,7 +296,7 @@ def test_build_ensemble_with_fit_shift_records_the_families_and_prefers_the_robu
     assert card["metrics"]["val"]["n"] == 160  # the headline scores the clean rows only
     # The comparison scores the clean images and their shifted copies apart: pooled, the copies would pass for a
     # val split three times its size, with intervals and McNemar tests over rows that are not independent.
-    from ensemble.evidence import confused_pairs
+    from zoo.confusions import confused_pairs
 
     rows = json.loads((robust_out / "comparison.json").read_text())
     val = {r["model"]: r for r in rows if r["split"] == "val"}

@@ -59,6 +59,7 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
     assert found["data"].count("<img") >= 1 and "basophil" in found["data"]  # counts + montage
     assert found["training"].count("<img") == 3  # two members and the student
     assert found["confusion"].count("<img") == 4 and found["reliability"].count("<img") == 4  # + vote ensemble
+    assert "Where the errors are on test" in found["confusion"] and "most confused pairs" in found["confusion"]
     assert "student" in found["export"] and "passed" in found["export"]
     assert "ensemble of the members " in found["distillation"] and "[&#39;" not in found["distillation"]  # no list repr
     # the ensemble stage's evidence: bootstrap CIs and McNemar against the best member, as recorded
@@ -193,6 +194,9 @@ def test_report_pictures_fall_back_to_val_when_the_data_has_no_test_split(tiny_p
     assert "no test predictions" not in found["confusion"] + found["reliability"]
     assert found["reliability"].count("<img") == 4
     assert (run / "report" / "figures" / "confusion_vote_val.png").is_file()  # drawn from the out-of-fold probs
+    oof, y = np.load(vote / "probs" / "val_oof.npy"), np.load(vote / "probs" / "val_labels.npy")
+    wrong = int((oof.argmax(1) != y).sum())
+    assert f'<tr><td>vote ensemble</td><td class="num">{wrong}</td>' in found["confusion"]  # errors, out-of-fold
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

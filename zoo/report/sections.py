@@ -710,6 +710,7 @@ def _short(v: str) -> str:
 def confusion(layout) -> Section:
     split = report_split(layout)
     s = Section("confusion", "Confusion matrices", f"Rows: true class, columns: predicted class, on the {split} split.")
+    _error_table(s, layout, split)
     for name, folder in artifacts(layout):
         png = folder / "eval" / split / "confusion_matrix.png"
         if not png.is_file():
@@ -717,6 +718,37 @@ def confusion(layout) -> Section:
         if png is None or not s.figure(png, name, "m"):
             s.missing(f"{name}: no {split} predictions stored yet.")
     return s
+
+
+def _error_table(s: Section, layout, split: str) -> None:
+    """Every model's errors by the pair of classes it confuses, side by side (:mod:`zoo.confusions`)."""
+    from zoo.confusions import confused_pairs, error_summary
+
+    found = {}
+    for name, folder in artifacts(layout):
+        c, stored = card(folder), _stored_probs(folder, split)
+        if c is not None and stored is not None:
+            found[name] = confused_pairs(*stored, c["classes"])
+    if not found:
+        return
+    e = error_summary(found)
+    rows = [
+        [
+            name,
+            str(r["errors"]),
+            str(r["with_class"]),
+            "; ".join(
+                f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in r["pairs"][:3]
+            ),
+        ]
+        for name, r in e["rows"].items()
+    ]
+    s.table(
+        ["model", "errors", f"with {e['class']}", "most confused pairs: a ↔ b count (a → b / b → a)"],
+        rows,
+        f"Where the errors are on {split}: {e['class']} takes part in {100 * e['class_share']:.0f}% of all these "
+        "models' errors together, as the true or the predicted class",
+    )
 
 
 def reliability(layout) -> Section:
