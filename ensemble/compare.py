@@ -28,7 +28,7 @@ from ensemble.metrics import scores
 from ensemble.stacking import fit_stack
 from ensemble.voting import fit_vote
 from zoo.artifacts import write_json, write_text
-from zoo.confusions import confused_pairs, error_summary
+from zoo.confusions import confused_pairs, error_summary, top_pairs
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
@@ -263,10 +263,7 @@ def error_lines(summary: Mapping[str, Any], heading: str, pairs: int = 3) -> lis
         "|---|---|---|---|",
     ]
     for name, r in summary["rows"].items():
-        top = "; ".join(
-            f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in r["pairs"][:pairs]
-        )
-        lines.append(f"| {name} | {r['errors']} | {r['with_class']} | {top} |")
+        lines.append(f"| {name} | {r['errors']} | {r['with_class']} | {top_pairs(r, pairs)} |")
     return lines + [""]
 
 

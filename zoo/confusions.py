@@ -80,3 +80,10 @@ def error_summary(confused: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "class_share": pooled[top] / total if total else 0.0,
         "rows": {n: {**r, "with_class": r["by_class"][top]} for n, r in confused.items()},
     }
+
+
+def top_pairs(result: Mapping[str, Any], n: int = 3) -> str:
+    """``"a ↔ b count (a → b / b → a); …"`` for a :func:`confused_pairs` result's ``n`` most confused pairs."""
+    return "; ".join(
+        f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in result["pairs"][:n]
+    )

@@ -53,3 +53,11 @@ def test_predicted_classes_take_probabilities_or_indices_and_refuse_mismatches()
     for bad in (np.array([1, 2]), np.eye(3)[[1, 2]]):
         with pytest.raises(ZooError, match="do not match"):
             predicted_classes(bad, labels)
+
+
+def test_top_pairs_names_both_directions_of_the_most_confused_pairs():
+    from zoo.confusions import top_pairs
+
+    r = confused_pairs(np.array([1, 1, 0, 2, 1]), np.array([0, 0, 1, 1, 1]), ["a", "b", "c"])
+    assert top_pairs(r) == "a ↔ b 3 (2 / 1); b ↔ c 1 (1 / 0)"
+    assert top_pairs(r, 1) == "a ↔ b 3 (2 / 1)" and top_pairs(confused_pairs([0], [0], ["a"])) == ""

@@ -722,7 +722,7 @@ def confusion(layout) -> Section:
 
 def _error_table(s: Section, layout, split: str) -> None:
     """Every model's errors by the pair of classes it confuses, side by side (:mod:`zoo.confusions`)."""
-    from zoo.confusions import confused_pairs, error_summary
+    from zoo.confusions import confused_pairs, error_summary, top_pairs
 
     found = {}
     for name, folder in artifacts(layout):
@@ -737,9 +737,7 @@ def _error_table(s: Section, layout, split: str) -> None:
             name,
             str(r["errors"]),
             str(r["with_class"]),
-            "; ".join(
-                f"{p['pair'][0]} ↔ {p['pair'][1]} {p['count']} ({p['a_as_b']} / {p['b_as_a']})" for p in r["pairs"][:3]
-            ),
+            top_pairs(r),
         ]
         for name, r in e["rows"].items()
     ]
