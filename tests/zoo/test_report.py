@@ -199,6 +199,19 @@ def test_report_pictures_fall_back_to_val_when_the_data_has_no_test_split(tiny_p
     assert f'<tr><td>vote ensemble</td><td class="num">{wrong}</td>' in found["confusion"]  # errors, out-of-fold
 
 
+def test_training_table_names_an_augmentation_preset_rather_than_its_expanded_spec():
+    from zoo.report.sections import _augment
+
+    spec = "flip_rot90,stain:0.35:0.5,color:0.5:0.4"
+    preset = {
+        "config": {"augment": "shift_mixed"},
+        "augment": {"spec": spec, "policies": ["flip_rot90", "stain", "color"]},
+    }
+    assert _augment(preset) == "shift_mixed (flip_rot90, stain, color)"
+    plain = {"config": {"augment": "flip_rot90"}, "augment": {"spec": "flip_rot90", "policies": ["flip_rot90"]}}
+    assert _augment(plain) == "flip_rot90" and _augment({"augment": {"spec": spec}}) == spec and _augment({}) == ""
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a `zoo run` output folder" in capsys.readouterr().err

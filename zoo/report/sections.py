@@ -251,7 +251,7 @@ def training(layout) -> Section:
                 str(t.get("epochs_run", "")),
                 str(t.get("best_epoch", "")),
                 f"{float(t['seconds']) / 60:.1f} min" if "seconds" in t else "",
-                _augment(t.get("augment")),
+                _augment(t),
             ]
         )
         png = folder / "plots" / "training_curves.png"
@@ -274,9 +274,15 @@ def training(layout) -> Section:
     return s
 
 
-def _augment(a: Any) -> str:
+def _augment(t: dict[str, Any]) -> str:
+    """A run's augmentation as it was asked for: a preset by its name with its ops (``shift_mixed (flip_rot90,
+    stain, …)``), not the expanded spec of every op's magnitudes."""
+    a, asked = t.get("augment"), (t.get("config") or {}).get("augment")
     if isinstance(a, dict):
-        return str(a.get("spec") or a.get("name") or a.get("policy") or ", ".join(f"{k}" for k in list(a)[:4]))
+        spec, ops = a.get("spec"), a.get("policies")
+        if isinstance(asked, str) and asked != spec and isinstance(ops, list) and ops:
+            return f"{asked} ({', '.join(map(str, ops))})"
+        return str(spec or a.get("name") or a.get("policy") or ", ".join(f"{k}" for k in list(a)[:4]))
     return "" if a is None else str(a)
 
 
