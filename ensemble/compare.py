@@ -33,6 +33,9 @@ from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
+# The split name of a robust fit's shifted copies of the fit split: ``<fit split>`` + SHIFTED.
+SHIFTED = "_shifted"
+
 
 @dataclass
 class Variant:
@@ -145,7 +148,7 @@ def evaluate(
     n = len(fit_labels) // copies
     if copies < 1 or n * copies != len(fit_labels):
         raise ZooError(f"{len(fit_labels)} fit rows are not {copies} equal blocks")
-    shifted_split = f"{fit_split}_shifted"
+    shifted_split = f"{fit_split}{SHIFTED}"
     for v in variants:
         log.info("scoring %s", v.name)
         spec = v.fit(fit_probs, fit_labels)  # refit on all fit rows: the artifact for other splits
@@ -272,7 +275,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], title: str = "Members vs ensembl
     for split in dict.fromkeys(r["split"] for r in rows):
         sub = [r for r in rows if r["split"] == split]
         best = max(r["accuracy"] for r in sub)
-        what = f"{sub[0]['n']} images" if not split.endswith("_shifted") else f"{sub[0]['n']} shifted images"
+        what = f"{sub[0]['n']} images" if not split.endswith(SHIFTED) else f"{sub[0]['n']} shifted images"
         lines += [
             f"## split `{split}` ({what})",
             "",

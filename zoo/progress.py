@@ -13,9 +13,14 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
+def _shown() -> bool:
+    """Progress bars are on unless ``ZOO_PROGRESS=0`` (tests, benchmarks, logs meant for reading)."""
+    return os.environ.get("ZOO_PROGRESS", "1") != "0"
+
+
 def progress(items: Iterable[T], total: int | None = None, desc: str = "", min_items: int = 200) -> Iterable[T]:
     """Wrap ``items`` in a bar when there are enough of them and ``ZOO_PROGRESS`` is not 0."""
-    if os.environ.get("ZOO_PROGRESS", "1") == "0" or (total is not None and total < min_items):
+    if not _shown() or (total is not None and total < min_items):
         return items
     return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
 
@@ -29,4 +34,4 @@ def keras_verbosity(stream=None) -> int:
     """
     stream = sys.stdout if stream is None else stream
     interactive = bool(getattr(stream, "isatty", lambda: False)())
-    return 1 if interactive and os.environ.get("ZOO_PROGRESS", "1") != "0" else 2
+    return 1 if interactive and _shown() else 2

@@ -6,7 +6,6 @@ from zoo.errors import ZooError
 
 
 def test_confused_pairs_counts_both_directions_of_each_pair():
-
     names = ["a", "b", "c"]
     labels = np.array([0, 0, 1, 1, 1, 2, 2, 0])
     pred = np.array([1, 0, 0, 2, 1, 1, 2, 0])  # a->b, b->a, b->c, c->b; 4 errors
