@@ -29,8 +29,10 @@ CARD = "card.json"
 SCHEMA_VERSION = 1
 KINDS = ("member", "student", "ensemble", "export")
 REQUIRED_KEYS = ("schema", "kind", "name", "classes", "input", "files")
-# Working state that is not part of the artifact: never hashed, may change after completion.
-UNHASHED_DIRS = ("logs", "checkpoint")
+# Never hashed: working state that is not part of the artifact (may change after completion), and a
+# member's snapshot members (zoo.train, ``snapshots > 1``), each a folder that its own card guards.
+SNAPSHOTS_DIR = "snapshots"
+UNHASHED_DIRS = ("logs", "checkpoint", SNAPSHOTS_DIR)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from zoo import ownership
-from zoo.artifacts import atomic_path, read_card, write_card, write_json, write_text
+from zoo.artifacts import SNAPSHOTS_DIR, atomic_path, read_card, write_card, write_json, write_text
 from zoo.errors import ZooError
 from zoo.progress import keras_verbosity
 
@@ -77,6 +77,10 @@ class TrainConfig:
     # bitwise-identical weights (benchmarks/results/determinism.md measures the cost).
     deterministic: bool = True
     phases: list[Phase] = field(default_factory=list)
+    # Snapshot ensemble (Huang et al. 2017): the cosine schedule restarts so the epochs run as this many
+    # cycles; every cycle but the last also leaves its best weights as a member of its own
+    # (``snapshots/cycle<k>/``), extra ensemble members for no extra training.
+    snapshots: int = 1
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -101,6 +105,12 @@ class TrainConfig:
                 raise ZooError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.balance is not None and self.balance < 1:
             raise ZooError(f"balance must be ≥ 1 images per class, got {self.balance}")
+        if not 1 <= self.snapshots <= self.epochs:
+            raise ZooError(f"snapshots must be in 1..epochs ({self.epochs}), got {self.snapshots}")
+        if self.snapshots > 1 and self.schedule != "cosine":
+            raise ZooError("snapshots restart the cosine schedule; they need schedule 'cosine'")
+        if self.snapshots > 1 and self.phases:
+            raise ZooError("snapshots and phases cannot be combined: snapshots make the phases (one per cycle)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +166,11 @@ def with_targets(ds, targets, cache: bool = False):
 
 # ----------------------------------------------------------------------------- phases
 def resolve_phases(cfg: TrainConfig, recipe: dict[str, Any], pretrained: bool) -> list[Phase]:
-    """Phases from the config, else the member's recipe (when pretrained), else one phase."""
+    """Phases from the config, else the member's recipe (when pretrained), else snapshot cycles, else one phase."""
+    if cfg.snapshots > 1:
+        if pretrained and recipe.get("phases"):
+            raise ZooError("snapshots need a model trained in one phase; this pretrained member fine-tunes in phases")
+        return snapshot_cycles(cfg.epochs, cfg.snapshots)
     if cfg.phases:
         phases = list(cfg.phases)
     elif pretrained and recipe.get("phases"):
@@ -185,6 +199,16 @@ def resolve_phases(cfg: TrainConfig, recipe: dict[str, Any], pretrained: bool) -
         )
         for p in phases
     ]
+
+
+def snapshot_cycles(epochs: int, cycles: int) -> list[Phase]:
+    """``epochs`` as ``cycles`` phases ``cycle1..`` (the first ones one epoch longer when it does not divide).
+
+    Each phase compiles a fresh optimizer whose warm-up + cosine schedule spans that phase alone, and
+    starts from the previous phase's best weights: a warm restart, and one snapshot per cycle.
+    """
+    base, extra = divmod(epochs, cycles)
+    return [Phase(f"cycle{k + 1}", base + (k < extra)) for k in range(cycles)]
 
 
 def apply_trainable(model, fraction: float | None) -> None:
@@ -689,27 +713,15 @@ def _check_diverged(job: _Job) -> None:
 
 
 def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
-    """Save the best model without optimizer state, score it, write plots and the card (last)."""
+    """Save the best model without optimizer state, score it, write plots, snapshots and the card (last)."""
     import shutil
 
-    from zoo import plots
-    from zoo.evaluate import score_split
-
-    clean = job.spec.build(
-        job.dataset.num_classes, job.size, **{**job.params, **({"weights": None} if "weights" in job.params else {})}
-    )
-    clean.set_weights(model.get_weights())
-    with atomic_path(job.run / "model.keras") as tmp:
-        clean.save(tmp)
-    write_history(job.run / "history.csv", job.state.history)
-    plots.training_curves(job.run / "plots" / "training_curves.png", job.state.history)
-    metrics = {}
-    for split in evaluate_splits:
-        part = job.dataset.splits.get(split)
-        if part is not None and len(part):
-            title = f"{job.spec.name} · {split}"
-            metrics[split], _ = score_split(job.run, clean, split, part, job.dataset.class_names, title)
-    card = _card(job, clean, metrics, stopped_early)
+    history = job.state.history
+    clean, metrics = _save_model(job, model, job.run, history, evaluate_splits)
+    snapshots = _write_snapshots(job, model, evaluate_splits)
+    card = _card(job, job.run, clean, metrics, history, stopped_early)
+    if snapshots:
+        card["snapshots"] = snapshots
     shutil.rmtree(job.run / "checkpoint", ignore_errors=True)
     write_card(job.run, card)
     (job.run / ownership.MARKER).unlink(missing_ok=True)
@@ -719,19 +731,70 @@ def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
     return job.run
 
 
-def _card(job: _Job, model, metrics: dict[str, Any], stopped_early: bool) -> dict[str, Any]:
-    """The run's card: what was trained, on what, how, and its scores (plus what ``hooks.card`` adds)."""
+def _save_model(job: _Job, model, folder: Path, history: list[dict[str, Any]], evaluate_splits):
+    """``model``'s weights as ``folder/model.keras`` (no optimizer state), its history and curves, each split scored."""
+    from zoo import plots
+    from zoo.evaluate import score_split
+
+    clean = job.spec.build(
+        job.dataset.num_classes, job.size, **{**job.params, **({"weights": None} if "weights" in job.params else {})}
+    )
+    clean.set_weights(model.get_weights())
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.keras") as tmp:
+        clean.save(tmp)
+    write_history(folder / "history.csv", history)
+    plots.training_curves(folder / "plots" / "training_curves.png", history)
+    metrics = {}
+    for split in evaluate_splits:
+        part = job.dataset.splits.get(split)
+        if part is not None and len(part):
+            title = f"{job.spec.name} · {split}" + (f" · {folder.name}" if folder != job.run else "")
+            metrics[split], _ = score_split(folder, clean, split, part, job.dataset.class_names, title)
+    return clean, metrics
+
+
+def _write_snapshots(job: _Job, model, evaluate_splits) -> list[str]:
+    """Each cycle but the last as a complete member folder ``snapshots/cycle<k>/`` (the last is the run itself).
+
+    A snapshot is that cycle's best checkpoint, scored and carded like any member (its own name,
+    ``snapshot`` saying whose cycle it is), so ``zoo ensemble`` takes it as one. Its folder is
+    outside the run's own file hashes (``UNHASHED_DIRS``): each snapshot card guards its own.
+    """
+    if job.cfg.snapshots < 2:
+        return []
+    written = []
+    names = [p.name for p in job.phases]
+    for k, phase in enumerate(job.phases[:-1]):
+        folder = job.run / SNAPSHOTS_DIR / phase.name
+        model.load_weights(job.state.dir / f"p{k}-best.weights.h5", skip_mismatch=True)
+        rows = [r for r in job.state.history if r["phase"] in names[: k + 1]]
+        clean, metrics = _save_model(job, model, folder, rows, evaluate_splits)
+        card = _card(job, folder, clean, metrics, rows, False)
+        card["name"] = f"{job.run.name}_{phase.name}"
+        card["snapshot"] = {"of": job.run.name, "cycle": k + 1, "cycles": len(job.phases)}
+        card["training"]["phases"] = [vars(p) for p in job.phases[: k + 1]]
+        write_card(folder, card)
+        written.append(f"{SNAPSHOTS_DIR}/{phase.name}")
+        log.info("snapshot %s: %s", folder, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
+    return written
+
+
+def _card(
+    job: _Job, folder: Path, model, metrics: dict[str, Any], history: list[dict[str, Any]], stopped_early: bool
+) -> dict[str, Any]:
+    """The card of ``folder``: what was trained, on what, how, and its scores (plus what ``hooks.card`` adds)."""
     from zoo.augment.spec import covered_families
 
     cfg, state = job.cfg, job.state
     monitor = cfg.monitor
     best = max(
-        state.history,
+        history,
         key=lambda r: r.get(monitor, float("-inf")) if "acc" in monitor else -r.get(monitor, float("inf")),
     )
     card = {
         "kind": job.hooks.kind,
-        "name": job.run.name,
+        "name": folder.name,
         "member": job.spec.name,
         "family": job.spec.family,
         "params": job.params,
@@ -751,10 +814,10 @@ def _card(job: _Job, model, metrics: dict[str, Any], stopped_early: bool) -> dic
         "training": {
             "config": cfg.to_dict(),
             "phases": [vars(p) for p in job.phases],
-            "epochs_run": len(state.history),
+            "epochs_run": len(history),
             "best_epoch": best["epoch"],
             "stopped_early": stopped_early,
-            "seconds": round(sum(r["seconds"] for r in state.history), 1),
+            "seconds": round(sum(r["seconds"] for r in history), 1),
             "strategy": type(job.strategy).__name__,
             "replicas": int(job.strategy.num_replicas_in_sync),
             "augment": state.augment_policy.to_dict() if state.augment_policy is not None else cfg.augment,
@@ -765,7 +828,7 @@ def _card(job: _Job, model, metrics: dict[str, Any], stopped_early: bool) -> dic
         "augment_families": covered_families(cfg.augment),
     }
     if job.hooks.card is not None:
-        card.update(job.hooks.card(job.run, model, job.dataset, metrics))
+        card.update(job.hooks.card(folder, model, job.dataset, metrics))
     return card
 
 

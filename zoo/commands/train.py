@@ -34,6 +34,13 @@ def register(sub) -> None:
     p.add_argument(
         "--patience", type=int, default=d("patience"), help="early-stopping patience in epochs (best epoch is restored)"
     )
+    p.add_argument(
+        "--snapshots",
+        type=int,
+        default=d("snapshots"),
+        help="restart the cosine schedule so the epochs run as this many cycles; each earlier cycle's best weights "
+        "become a member of their own in snapshots/cycle<k>/ (a snapshot ensemble)",
+    )
     p.add_argument("--augment", default=d("augment"), help="augmentation policy (see `zoo data preview --help`)")
     p.add_argument("--balance", type=int, help="oversample every class to this many images per epoch")
     p.add_argument("--no-class-weights", action="store_true", help="do not weight the loss by inverse class frequency")
@@ -90,6 +97,7 @@ def run(args) -> int:
         learning_rate=args.lr,
         weight_decay=args.weight_decay,
         schedule=args.schedule,
+        snapshots=args.snapshots,
         label_smoothing=args.label_smoothing,
         patience=args.patience,
         augment=args.augment,
@@ -107,5 +115,7 @@ def run(args) -> int:
     card = read_card(out)
     for split, m in card["metrics"].items():
         print(f"{split}: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}")
+    for snapshot in card.get("snapshots", []):
+        print(f"snapshot member: {out / snapshot}")
     print(f"run folder: {out}")
     return 0
