@@ -481,3 +481,33 @@ def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels
     cfg.distill.enabled, cfg.distill.teacher = True, "median"
     with pytest.raises(ZooError, match="teacher"):
         stage_distill(ctx, Stage)
+
+
+def test_a_member_and_its_snapshot_make_one_ensemble(tmp_path, synthetic_small):
+    """A snapshot (zoo.train ``snapshots``) is a member folder inside its run: ensembles take it like any member."""
+    from tests.helpers import TINY_CNN
+    from zoo.runs import load_probs
+    from zoo.train import train
+
+    run = train(
+        "custom_cnn",
+        synthetic_small,
+        tmp_path / "runs" / "m",
+        image_size=24,
+        params=TINY_CNN,
+        epochs=2,
+        snapshots=2,
+        batch_size=32,
+        tensorboard=False,
+        patience=10,
+    )
+    snap = run / "snapshots" / "cycle1"
+    out = build_ensemble([run, snap], tmp_path / "ens", config=EnsembleConfig(weights=[0.5, 0.5], folds=2))
+    spec = json.loads((out / "ensemble.json").read_text())
+    assert [m["path"] for m in spec["members"]] == ["../runs/m", "../runs/m/snapshots/cycle1"]
+    assert [m["name"] for m in spec["members"]] == ["m", "m_cycle1"]
+    mp = np.stack([load_probs(run, "val")[0], load_probs(snap, "val")[0]])
+    np.testing.assert_allclose(np.load(out / "member_probs" / "val.npy"), mp, atol=1e-6)
+    images = synthetic_small.split("val").images
+    np.testing.assert_allclose(predict_proba(out, images), load(out).combine(mp), atol=1e-5)
+    assert read_card(out)["parents"] == [card_sha256(run), card_sha256(snap)]

@@ -9,7 +9,7 @@ from tests.helpers import TINY_CNN
 from zoo.artifacts import read_card
 from zoo.errors import ZooError
 from zoo.runs import load_model, load_probs
-from zoo.train import TrainConfig, TrainingState, resolve_phases, train
+from zoo.train import TrainConfig, TrainingState, resolve_phases, snapshot_cycles, train
 
 
 def test_run_folder_follows_the_artifact_contract(trained_run, synthetic_small):
@@ -290,3 +290,106 @@ def test_a_redirected_training_log_holds_epoch_lines_not_bar_frames(tmp_path, sy
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out
     assert "\r" not in out and "\b" not in out  # Keras' in-place redraws
+
+
+def test_snapshot_cycles_split_the_epochs_into_restarted_phases():
+    assert [(p.name, p.epochs) for p in snapshot_cycles(20, 3)] == [("cycle1", 7), ("cycle2", 7), ("cycle3", 6)]
+    assert [p.epochs for p in snapshot_cycles(4, 4)] == [1, 1, 1, 1]
+    phases = resolve_phases(TrainConfig(epochs=5, snapshots=2), {}, pretrained=False)
+    assert [(p.name, p.epochs, p.lr_scale, p.trainable_fraction) for p in phases] == [
+        ("cycle1", 3, 1.0, None),
+        ("cycle2", 2, 1.0, None),
+    ]
+    assert [p.name for p in resolve_phases(TrainConfig(epochs=5), {}, pretrained=False)] == ["train"]
+    recipe = {"phases": [{"name": "head", "epochs": 2, "trainable_fraction": 0.0}, {"name": "finetune"}]}
+    with pytest.raises(ZooError, match="snapshots need a model trained in one phase"):
+        resolve_phases(TrainConfig(epochs=5, snapshots=2), recipe, pretrained=True)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"snapshots": 0}, r"snapshots must be in 1..epochs \(4\), got 0"),
+        ({"snapshots": 5}, r"snapshots must be in 1..epochs \(4\), got 5"),
+        ({"snapshots": 2, "schedule": "constant"}, "need schedule 'cosine'"),
+        ({"snapshots": 2, "phases": [{"name": "a", "epochs": 2}]}, "cannot be combined"),
+    ],
+)
+def test_bad_snapshot_options_are_clear(options, message, synthetic_small, tmp_path):
+    with pytest.raises(ZooError, match=message):
+        train("custom_cnn", synthetic_small, tmp_path / "r", image_size=24, params=TINY_CNN, epochs=4, **options)
+    assert not (tmp_path / "r").exists()
+
+
+def _train_snapshots(out, data, **kw):
+    return train(
+        "custom_cnn",
+        data,
+        out,
+        image_size=24,
+        params=TINY_CNN,
+        epochs=4,
+        snapshots=2,
+        batch_size=32,
+        tensorboard=False,
+        patience=10,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory, synthetic_small):
+    return _train_snapshots(tmp_path_factory.mktemp("snap") / "run", synthetic_small)
+
+
+def test_snapshots_restart_the_schedule_and_leave_carded_members(snapshot_run, synthetic_small):
+    run = snapshot_run
+    card = read_card(run)  # verifies the run's own files: the snapshots inside are not among them
+    assert card["snapshots"] == ["snapshots/cycle1"]
+    assert not any(f.startswith("snapshots/") for f in card["files"])
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [(r["phase"], int(r["phase_epoch"])) for r in rows] == [
+        ("cycle1", 1),
+        ("cycle1", 2),
+        ("cycle2", 1),
+        ("cycle2", 2),
+    ]
+    lrs = [float(r["learning_rate"]) for r in rows]
+    assert lrs[1] < lrs[0] and lrs[2] > 10 * lrs[1] and lrs[3] < lrs[2]  # decays, restarts, decays again
+
+    snap = run / "snapshots" / "cycle1"
+    scard = read_card(snap)  # a complete member folder of its own, its files hashed by its own card
+    assert scard["kind"] == "member" and scard["name"] == f"{run.name}_cycle1"
+    assert scard["snapshot"] == {"of": run.name, "cycle": 1, "cycles": 2}
+    assert scard["data"]["fingerprint"] == card["data"]["fingerprint"] and scard["input"] == card["input"]
+    assert scard["training"]["epochs_run"] == 2 and [p["name"] for p in scard["training"]["phases"]] == ["cycle1"]
+    srows = list(csv.DictReader(open(snap / "history.csv")))
+    assert srows == rows[:2]
+    # The snapshot is cycle 1's best epoch: its stored val accuracy is that epoch's, and its model gives its probs.
+    best = max(rows[:2], key=lambda r: float(r["val_accuracy"]))
+    assert scard["training"]["best_epoch"] == int(best["epoch"])
+    assert scard["metrics"]["val"]["accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
+    probs, _ = load_probs(snap, "val")
+    images = synthetic_small.split("val").images.astype("float32")
+    np.testing.assert_allclose(load_model(snap).predict(images, verbose=0), probs, atol=1e-5)
+    assert not np.allclose(probs, load_probs(run, "val")[0], atol=1e-4), "the snapshot is the final model again"
+
+
+def test_snapshots_survive_an_interruption_in_a_later_cycle(tmp_path, synthetic_small, snapshot_run, monkeypatch):
+    out = tmp_path / "run"
+    real_save = TrainingState.save
+
+    def crash_in_cycle2(self):
+        real_save(self)
+        if self.phase == 1 and self.epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(TrainingState, "save", crash_in_cycle2)
+    with pytest.raises(KeyboardInterrupt):
+        _train_snapshots(out, synthetic_small)
+    assert not (out / "snapshots").exists() and not (out / "card.json").exists()
+    monkeypatch.setattr(TrainingState, "save", real_save)
+    run = _train_snapshots(out, synthetic_small, resume=True)
+    # Deterministic training: the resumed run's snapshot and final model are the uninterrupted run's.
+    for sub in ("snapshots/cycle1", "."):
+        np.testing.assert_array_equal(load_probs(run / sub, "val")[0], load_probs(snapshot_run / sub, "val")[0])
