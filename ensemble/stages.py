@@ -22,13 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
-    """One stage per method in ``cfg.ensemble.methods`` over all configured members (needs ≥ 2)."""
+    """One stage per method in ``cfg.ensemble.methods`` over all configured members (needs ≥ 2).
+
+    A member trained with ``snapshots`` > 1 brings its earlier cycles' snapshot members too.
+    """
     e = ctx.cfg.ensemble
-    runs = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
+    runs = ctx.ensemble_member_dirs()
     if not e.enabled:
         return []
     if len(runs) < 2:
-        log.info("ensemble stages skipped: the config has %d member(s)", len(runs))
+        log.info("ensemble stages skipped: the config has %d member(s) (snapshots included)", len(runs))
         return []
     stages = []
     for method in e.methods:
@@ -51,7 +54,7 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
     d = ctx.cfg.distill
     if not d.enabled:
         return []
-    if not ctx.cfg.ensemble.enabled or d.teacher not in ctx.cfg.ensemble.methods or len(ctx.cfg.members) < 2:
+    if not ctx.cfg.ensemble.enabled or d.teacher not in ctx.cfg.ensemble.methods or len(ctx.ensemble_member_dirs()) < 2:
         from zoo.errors import ZooError
 
         raise ZooError(

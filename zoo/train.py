@@ -211,6 +211,11 @@ def snapshot_cycles(epochs: int, cycles: int) -> list[Phase]:
     return [Phase(f"cycle{k + 1}", base + (k < extra)) for k in range(cycles)]
 
 
+def snapshot_dirs(run: str | os.PathLike, snapshots: int) -> list[Path]:
+    """The member folders a run trained with ``snapshots`` cycles leaves inside it (its last cycle is the run itself)."""
+    return [Path(run) / SNAPSHOTS_DIR / p.name for p in snapshot_cycles(snapshots, snapshots)[:-1]]
+
+
 def apply_trainable(model, fraction: float | None) -> None:
     """Whole model trainable (None), or the head plus the last ``fraction`` of the ``backbone``."""
     if fraction is None:
@@ -765,8 +770,7 @@ def _write_snapshots(job: _Job, model, evaluate_splits) -> list[str]:
         return []
     written = []
     names = [p.name for p in job.phases]
-    for k, phase in enumerate(job.phases[:-1]):
-        folder = job.run / SNAPSHOTS_DIR / phase.name
+    for k, (phase, folder) in enumerate(zip(job.phases, snapshot_dirs(job.run, job.cfg.snapshots), strict=False)):
         model.load_weights(job.state.dir / f"p{k}-best.weights.h5", skip_mismatch=True)
         rows = [r for r in job.state.history if r["phase"] in names[: k + 1]]
         clean, metrics = _save_model(job, model, folder, rows, evaluate_splits)
@@ -775,7 +779,7 @@ def _write_snapshots(job: _Job, model, evaluate_splits) -> list[str]:
         card["snapshot"] = {"of": job.run.name, "cycle": k + 1, "cycles": len(job.phases)}
         card["training"]["phases"] = [vars(p) for p in job.phases[: k + 1]]
         write_card(folder, card)
-        written.append(f"{SNAPSHOTS_DIR}/{phase.name}")
+        written.append(folder.relative_to(job.run).as_posix())
         log.info("snapshot %s: %s", folder, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
     return written
 

@@ -118,3 +118,23 @@ def test_pipeline_restarts_an_incomplete_stage(tmp_path):
     (half / "logs").mkdir()
     pipeline.run(cfg)
     assert read_card(half)["kind"] == "member"
+
+
+def test_one_member_with_snapshots_makes_a_snapshot_ensemble(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        train={"epochs": 2, "batch_size": 32, "tensorboard": False, "snapshots": 2, "patience": 5},
+        members=[{"member": "custom_cnn", "params": TINY}],
+        data={"source": "synthetic:240", "image_size": 20},
+        ensemble={"enabled": True, "methods": ["vote"], "calibrate": False},
+    )
+    ctx, stages = pipeline.build(cfg)
+    member = Path(cfg.output) / "members" / "custom_cnn"
+    assert ctx.ensemble_member_dirs() == [member, member / "snapshots" / "cycle1"]
+    assert [s.name for s in stages][:2] == ["train custom_cnn (custom_cnn)", "ensemble vote"]
+    pipeline.run(cfg)
+    assert read_card(member)["snapshots"] == ["snapshots/cycle1"]
+    spec = json.loads((Path(cfg.output) / "ensembles" / "vote" / "ensemble.json").read_text())
+    # Both were fitted: whichever the vote weighs at zero is reported as left out, not forgotten.
+    names = [m["name"] for m in spec["members"]] + [d["name"] for d in spec.get("dropped_members", [])]
+    assert sorted(names) == ["custom_cnn", "custom_cnn_cycle1"]
