@@ -254,9 +254,21 @@ class PipelineConfig:
                 raise ZooError(f"config: distill.augment: {exc}") from None
 
     @property
+    def member_image_sizes(self) -> list[int]:
+        """The distinct input sizes the members train at, smallest first."""
+        return sorted({m.image_size or self.data.image_size for m in self.members})
+
+    @property
     def ensemble_input_size(self) -> int:
         """The size the ensembles (and by default the student) take: the largest member's; the others resize in-graph."""
-        return max(m.image_size or self.data.image_size for m in self.members)
+        return self.member_image_sizes[-1]
+
+    def sizes_text(self) -> str:
+        """``64 px`` or ``64 and 96 px (ensembles at 96)``: how a report names the run's input sizes."""
+        sizes = self.member_image_sizes
+        if len(sizes) == 1:
+            return f"{sizes[0]} px"
+        return f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} px (ensembles at {self.ensemble_input_size})"
 
     def member_train(self, m: MemberConfig) -> TrainConfig:
         return TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)})

@@ -128,7 +128,9 @@ def test_ensemble_input_size_is_the_largest_member_size():
         }
     )
     assert cfg.ensemble_input_size == 96
-    assert config.parse({"data": {"image_size": 48}}).ensemble_input_size == 48
+    assert cfg.member_image_sizes == [64, 96] and cfg.sizes_text() == "64 and 96 px (ensembles at 96)"
+    single = config.parse({"data": {"image_size": 48}})
+    assert single.ensemble_input_size == 48 and single.sizes_text() == "48 px"
 
 
 def _train_and_ensemble_parser():

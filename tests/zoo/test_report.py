@@ -57,6 +57,7 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
     ):
         assert "<table" in found[sid] or "<img" in found[sid], sid
     assert found["data"].count("<img") >= 1 and "basophil" in found["data"]  # counts + montage
+    assert "members at 20 and 24 px (ensembles at 24)" in found["data"]  # not the data section's 20 px alone
     assert found["training"].count("<img") == 3  # two members and the student
     assert found["confusion"].count("<img") == 4 and found["reliability"].count("<img") == 4  # + vote ensemble
     assert "Where the errors are on test" in found["confusion"] and "most confused pairs" in found["confusion"]

@@ -58,7 +58,7 @@ def build_report(layout, explainer_for: Callable[[Path], Any] | None = None) -> 
     facts = [
         ("run", str(layout.root)),
         ("config", cfg.name),
-        ("data", f"{cfg.data.source} @ {cfg.data.image_size} px"),
+        ("data", f"{cfg.data.source} @ {cfg.sizes_text()}"),
         ("members", str(len(cfg.members))),
         ("generated", time.strftime("%Y-%m-%d %H:%M")),
     ]

@@ -184,7 +184,7 @@ def data(layout) -> Section:
         summary = dataset.summary()
         counts, classes = summary.get("counts"), list(dataset.class_names)
     source = layout.cfg.data.source
-    s.text(f"Source: {source} at {layout.cfg.data.image_size} px.")
+    s.text(f"Source: {source}; members at {layout.cfg.sizes_text()}.")
     if counts and classes:
         splits = list(counts)
         rows = [
