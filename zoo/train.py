@@ -373,7 +373,7 @@ class TrainingState:
         with atomic_path(self.dir / weights) as tmp:
             model.save_weights(tmp)  # model and optimizer variables
         if improved or self.best_file is None:
-            best_name = f"p{self.phase}-best.weights.h5"
+            best_name = self.best_name(self.phase)
             with atomic_path(self.dir / best_name) as tmp:
                 model.save_weights(tmp)
             self.best_file = best_name
@@ -388,6 +388,11 @@ class TrainingState:
         self.save()
         if previous and previous != weights:
             (self.dir / previous).unlink(missing_ok=True)
+
+    @staticmethod
+    def best_name(phase: int) -> str:
+        """The checkpoint file of phase ``phase``'s best epoch (kept until the run completes)."""
+        return f"p{phase}-best.weights.h5"
 
     def save(self) -> None:
         keys = ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file", "rng")
@@ -771,10 +776,11 @@ def _write_snapshots(job: _Job, model, evaluate_splits) -> list[str]:
     written = []
     names = [p.name for p in job.phases]
     for k, (phase, folder) in enumerate(zip(job.phases, snapshot_dirs(job.run, job.cfg.snapshots), strict=False)):
-        model.load_weights(job.state.dir / f"p{k}-best.weights.h5", skip_mismatch=True)
+        model.load_weights(job.state.dir / TrainingState.best_name(k), skip_mismatch=True)
         rows = [r for r in job.state.history if r["phase"] in names[: k + 1]]
         clean, metrics = _save_model(job, model, folder, rows, evaluate_splits)
-        card = _card(job, folder, clean, metrics, rows, False)
+        stopped_early = sum(r["phase"] == phase.name for r in rows) < phase.epochs
+        card = _card(job, folder, clean, metrics, rows, stopped_early)
         card["name"] = f"{job.run.name}_{phase.name}"
         card["snapshot"] = {"of": job.run.name, "cycle": k + 1, "cycles": len(job.phases)}
         card["training"]["phases"] = [vars(p) for p in job.phases[: k + 1]]

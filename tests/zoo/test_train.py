@@ -363,6 +363,7 @@ def test_snapshots_restart_the_schedule_and_leave_carded_members(snapshot_run, s
     assert scard["snapshot"] == {"of": run.name, "cycle": 1, "cycles": 2}
     assert scard["data"]["fingerprint"] == card["data"]["fingerprint"] and scard["input"] == card["input"]
     assert scard["training"]["epochs_run"] == 2 and [p["name"] for p in scard["training"]["phases"]] == ["cycle1"]
+    assert scard["training"]["stopped_early"] is False
     srows = list(csv.DictReader(open(snap / "history.csv")))
     assert srows == rows[:2]
     # The snapshot is cycle 1's best epoch: its stored val accuracy is that epoch's, and its model gives its probs.
