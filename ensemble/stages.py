@@ -27,7 +27,7 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
     A member trained with ``snapshots`` > 1 brings its earlier cycles' snapshot members too.
     """
     e = ctx.cfg.ensemble
-    runs = ctx.ensemble_member_dirs()
+    runs = ctx.ensemble_member_dirs(ctx.cfg)
     if not e.enabled:
         return []
     if len(runs) < 2:
@@ -54,7 +54,11 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
     d = ctx.cfg.distill
     if not d.enabled:
         return []
-    if not ctx.cfg.ensemble.enabled or d.teacher not in ctx.cfg.ensemble.methods or len(ctx.ensemble_member_dirs()) < 2:
+    if (
+        not ctx.cfg.ensemble.enabled
+        or d.teacher not in ctx.cfg.ensemble.methods
+        or len(ctx.ensemble_member_dirs(ctx.cfg)) < 2
+    ):
         from zoo.errors import ZooError
 
         raise ZooError(

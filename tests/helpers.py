@@ -95,6 +95,25 @@ def make_run(
 EXPORT_SIZE = 32  # the tiny members that export tests convert take 32 px images
 
 
+def train_snapshots(out: Path, dataset, epochs: int = 4, **kw) -> Path:
+    """A tiny ``custom_cnn`` (24 px) trained as two snapshot cycles (``zoo.train`` ``snapshots=2``)."""
+    from zoo.train import train
+
+    return train(
+        "custom_cnn",
+        dataset,
+        out,
+        image_size=24,
+        params=TINY_CNN,
+        epochs=epochs,
+        snapshots=2,
+        batch_size=32,
+        tensorboard=False,
+        patience=10,
+        **kw,
+    )
+
+
 def keras_member_run(folder: Path, dataset, seed: int) -> Path:
     """A member run folder around an untrained tiny custom_cnn with a confident head (nothing trained)."""
     import keras

@@ -5,6 +5,7 @@ find folders through a :class:`RunLayout` (the pipeline's ``Context`` is one), s
 folder is a change here and nowhere else::
 
     <root>/members/<name>/       member runs            <root>/student/     the distilled student
+    <root>/members/<name>/snapshots/cycle<k>/   a member's snapshot members (zoo.train ``snapshots``)
     <root>/ensembles/<method>/   vote, stack            <root>/exports/<export name>/
     <root>/bench/  <root>/report/  <root>/curation/
 """
@@ -26,6 +27,17 @@ class RunLayout:
 
     def member_dir(self, name: str) -> Path:
         return self.root / "members" / name
+
+    def ensemble_member_dirs(self, cfg) -> list[Path]:
+        """What the ensembles of ``cfg`` (a ``PipelineConfig``) combine: every member's folder, each followed by
+        its snapshot members (``snapshots`` > 1, inside it: :func:`zoo.train.snapshot_dirs`)."""
+        from zoo.train import snapshot_dirs
+
+        dirs: list[Path] = []
+        for m in cfg.members:
+            folder = self.member_dir(m.run_name)
+            dirs += [folder, *snapshot_dirs(folder, cfg.member_train(m).snapshots)]
+        return dirs
 
     def ensemble_dir(self, method: str) -> Path:
         return self.root / "ensembles" / method

@@ -73,16 +73,6 @@ class Context(RunLayout):
             )
         return self._dataset
 
-    def ensemble_member_dirs(self) -> list[Path]:
-        """What the ensembles combine: every member's folder, each followed by its snapshot members (``snapshots`` > 1)."""
-        from zoo.train import snapshot_dirs
-
-        dirs: list[Path] = []
-        for m in self.cfg.members:
-            folder = self.member_dir(m.run_name)
-            dirs += [folder, *snapshot_dirs(folder, self.cfg.member_train(m).snapshots)]
-        return dirs
-
     def dataset_at(self, size: int | None):
         """The dataset at ``size`` px (same files and split; one load per size)."""
         if size is None or size == self.cfg.data.image_size:

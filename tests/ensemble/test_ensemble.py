@@ -485,22 +485,10 @@ def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels
 
 def test_a_member_and_its_snapshot_make_one_ensemble(tmp_path, synthetic_small):
     """A snapshot (zoo.train ``snapshots``) is a member folder inside its run: ensembles take it like any member."""
-    from tests.helpers import TINY_CNN
+    from tests.helpers import train_snapshots
     from zoo.runs import load_probs
-    from zoo.train import train
 
-    run = train(
-        "custom_cnn",
-        synthetic_small,
-        tmp_path / "runs" / "m",
-        image_size=24,
-        params=TINY_CNN,
-        epochs=2,
-        snapshots=2,
-        batch_size=32,
-        tensorboard=False,
-        patience=10,
-    )
+    run = train_snapshots(tmp_path / "runs" / "m", synthetic_small, epochs=2)
     snap = run / "snapshots" / "cycle1"
     out = build_ensemble([run, snap], tmp_path / "ens", config=EnsembleConfig(weights=[0.5, 0.5], folds=2))
     spec = json.loads((out / "ensemble.json").read_text())

@@ -130,7 +130,7 @@ def test_one_member_with_snapshots_makes_a_snapshot_ensemble(tmp_path):
     )
     ctx, stages = pipeline.build(cfg)
     member = Path(cfg.output) / "members" / "custom_cnn"
-    assert ctx.ensemble_member_dirs() == [member, member / "snapshots" / "cycle1"]
+    assert ctx.ensemble_member_dirs(ctx.cfg) == [member, member / "snapshots" / "cycle1"]
     assert [s.name for s in stages][:2] == ["train custom_cnn (custom_cnn)", "ensemble vote"]
     pipeline.run(cfg)
     assert read_card(member)["snapshots"] == ["snapshots/cycle1"]

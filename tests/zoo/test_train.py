@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_CNN
+from tests.helpers import TINY_CNN, train_snapshots
 from zoo.artifacts import read_card
 from zoo.errors import ZooError
 from zoo.runs import load_model, load_probs
@@ -321,25 +321,9 @@ def test_bad_snapshot_options_are_clear(options, message, synthetic_small, tmp_p
     assert not (tmp_path / "r").exists()
 
 
-def _train_snapshots(out, data, **kw):
-    return train(
-        "custom_cnn",
-        data,
-        out,
-        image_size=24,
-        params=TINY_CNN,
-        epochs=4,
-        snapshots=2,
-        batch_size=32,
-        tensorboard=False,
-        patience=10,
-        **kw,
-    )
-
-
 @pytest.fixture(scope="module")
 def snapshot_run(tmp_path_factory, synthetic_small):
-    return _train_snapshots(tmp_path_factory.mktemp("snap") / "run", synthetic_small)
+    return train_snapshots(tmp_path_factory.mktemp("snap") / "run", synthetic_small)
 
 
 def test_snapshots_restart_the_schedule_and_leave_carded_members(snapshot_run, synthetic_small):
@@ -387,10 +371,10 @@ def test_snapshots_survive_an_interruption_in_a_later_cycle(tmp_path, synthetic_
 
     monkeypatch.setattr(TrainingState, "save", crash_in_cycle2)
     with pytest.raises(KeyboardInterrupt):
-        _train_snapshots(out, synthetic_small)
+        train_snapshots(out, synthetic_small)
     assert not (out / "snapshots").exists() and not (out / "card.json").exists()
     monkeypatch.setattr(TrainingState, "save", real_save)
-    run = _train_snapshots(out, synthetic_small, resume=True)
+    run = train_snapshots(out, synthetic_small, resume=True)
     # Deterministic training: the resumed run's snapshot and final model are the uninterrupted run's.
     for sub in ("snapshots/cycle1", "."):
         np.testing.assert_array_equal(load_probs(run / sub, "val")[0], load_probs(snapshot_run / sub, "val")[0])
