@@ -681,7 +681,7 @@ def _fit(job: _Job):
             )
             _check_diverged(job)
         if state.best_file:
-            model.load_weights(state.dir / state.best_file, skip_mismatch=True)
+            load_best_weights(model, state.dir / state.best_file)
         stopped_early = stopped_early or state.epoch < phase.epochs
     return model, stopped_early
 
@@ -704,7 +704,21 @@ def _start_phase(job: _Job, model, index: int, phase: Phase, steps: int) -> None
         restore_rng(model, state.augment_policy, state.rng)
         log.info("resuming %s: phase '%s' after epoch %d", job.run, phase.name, state.epoch)
     elif index > 0 and state.best_file:
-        model.load_weights(state.dir / state.best_file, skip_mismatch=True)
+        load_best_weights(model, state.dir / state.best_file)
+
+
+def load_best_weights(model, path: Path) -> None:
+    """The model weights of a best-epoch checkpoint, whatever optimizer ``model`` is compiled with now.
+
+    The checkpoint also holds the optimizer of the phase that wrote it; a later phase (a fine-tuning
+    phase, a snapshot cycle) starts with a fresh optimizer, so Keras skips those variables
+    (``skip_mismatch``) and warns about it on every phase. Skipping them is the intent: no warning.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
+        model.load_weights(path, skip_mismatch=True)
 
 
 def _check_diverged(job: _Job) -> None:
@@ -776,7 +790,7 @@ def _write_snapshots(job: _Job, model, evaluate_splits) -> list[str]:
     written = []
     names = [p.name for p in job.phases]
     for k, (phase, folder) in enumerate(zip(job.phases, snapshot_dirs(job.run, job.cfg.snapshots), strict=False)):
-        model.load_weights(job.state.dir / TrainingState.best_name(k), skip_mismatch=True)
+        load_best_weights(model, job.state.dir / TrainingState.best_name(k))
         rows = [r for r in job.state.history if r["phase"] in names[: k + 1]]
         clean, metrics = _save_model(job, model, folder, rows, evaluate_splits)
         stopped_early = sum(r["phase"] == phase.name for r in rows) < phase.epochs

@@ -378,3 +378,14 @@ def test_snapshots_survive_an_interruption_in_a_later_cycle(tmp_path, synthetic_
     # Deterministic training: the resumed run's snapshot and final model are the uninterrupted run's.
     for sub in ("snapshots/cycle1", "."):
         np.testing.assert_array_equal(load_probs(run / sub, "val")[0], load_probs(snapshot_run / sub, "val")[0])
+
+
+def test_a_later_phase_loads_the_best_weights_without_an_optimizer_warning(tmp_path, synthetic_small):
+    """Each cycle starts with a fresh optimizer: the previous best's optimizer variables are skipped on purpose."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = train_snapshots(tmp_path / "run", synthetic_small, epochs=2)
+    assert [m for w in caught if "Skipping variable loading" in (m := str(w.message))] == []
+    assert read_card(run)["snapshots"] == ["snapshots/cycle1"]
