@@ -268,7 +268,7 @@ class PipelineConfig:
         sizes = self.member_image_sizes
         if len(sizes) == 1:
             return f"{sizes[0]} px"
-        return f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} px (ensembles at {self.ensemble_input_size})"
+        return f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} px (ensembles at {sizes[-1]})"
 
     def member_train(self, m: MemberConfig) -> TrainConfig:
         return TrainConfig.from_dict({**self.train.to_dict(), **_checked_train(m.train, m.run_name)})

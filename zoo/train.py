@@ -740,10 +740,9 @@ def _finish(job: _Job, model, stopped_early: bool, evaluate_splits) -> Path:
     """Save the best model without optimizer state, score it, write plots, snapshots and the card (last)."""
     import shutil
 
-    history = job.state.history
-    clean, metrics = _save_model(job, model, job.run, history, evaluate_splits)
+    clean, metrics = _save_model(job, model, job.run, job.state.history, evaluate_splits)
     snapshots = _write_snapshots(job, model, evaluate_splits)
-    card = _card(job, job.run, clean, metrics, history, stopped_early)
+    card = _card(job, job.run, job.run.name, clean, metrics, job.phases, stopped_early)
     if snapshots:
         card["snapshots"] = snapshots
     shutil.rmtree(job.run / "checkpoint", ignore_errors=True)
@@ -785,32 +784,35 @@ def _write_snapshots(job: _Job, model, evaluate_splits) -> list[str]:
     ``snapshot`` saying whose cycle it is), so ``zoo ensemble`` takes it as one. Its folder is
     outside the run's own file hashes (``UNHASHED_DIRS``): each snapshot card guards its own.
     """
-    if job.cfg.snapshots < 2:
-        return []
     written = []
-    names = [p.name for p in job.phases]
-    for k, (phase, folder) in enumerate(zip(job.phases, snapshot_dirs(job.run, job.cfg.snapshots), strict=False)):
+    for k, folder in enumerate(snapshot_dirs(job.run, job.cfg.snapshots)):
+        phase, phases = job.phases[k], job.phases[: k + 1]
         load_best_weights(model, job.state.dir / TrainingState.best_name(k))
-        rows = [r for r in job.state.history if r["phase"] in names[: k + 1]]
-        clean, metrics = _save_model(job, model, folder, rows, evaluate_splits)
-        stopped_early = sum(r["phase"] == phase.name for r in rows) < phase.epochs
-        card = _card(job, folder, clean, metrics, rows, stopped_early)
-        card["name"] = f"{job.run.name}_{phase.name}"
+        clean, metrics = _save_model(job, model, folder, _history_of(job.state, phases), evaluate_splits)
+        stopped_early = sum(r["phase"] == phase.name for r in job.state.history) < phase.epochs
+        card = _card(job, folder, f"{job.run.name}_{phase.name}", clean, metrics, phases, stopped_early)
         card["snapshot"] = {"of": job.run.name, "cycle": k + 1, "cycles": len(job.phases)}
-        card["training"]["phases"] = [vars(p) for p in job.phases[: k + 1]]
         write_card(folder, card)
         written.append(folder.relative_to(job.run).as_posix())
         log.info("snapshot %s: %s", folder, ", ".join(f"{s} accuracy {m['accuracy']:.4f}" for s, m in metrics.items()))
     return written
 
 
+def _history_of(state: TrainingState, phases: list[Phase]) -> list[dict[str, Any]]:
+    """The epochs of ``phases`` (all of a run's, or a snapshot's cycles up to its own)."""
+    names = {p.name for p in phases}
+    return [r for r in state.history if r["phase"] in names]
+
+
 def _card(
-    job: _Job, folder: Path, model, metrics: dict[str, Any], history: list[dict[str, Any]], stopped_early: bool
+    job: _Job, folder: Path, name: str, model, metrics: dict[str, Any], phases: list[Phase], stopped_early: bool
 ) -> dict[str, Any]:
-    """The card of ``folder``: what was trained, on what, how, and its scores (plus what ``hooks.card`` adds)."""
+    """The card of ``folder``, trained through ``phases``: what was trained, on what, how, and its scores (plus
+    what ``hooks.card`` adds)."""
     from zoo.augment.spec import covered_families
 
     cfg, state = job.cfg, job.state
+    history = _history_of(state, phases)
     monitor = cfg.monitor
     best = max(
         history,
@@ -818,7 +820,7 @@ def _card(
     )
     card = {
         "kind": job.hooks.kind,
-        "name": folder.name,
+        "name": name,
         "member": job.spec.name,
         "family": job.spec.family,
         "params": job.params,
@@ -837,7 +839,7 @@ def _card(
         "data": {**job.dataset.summary(), "seed": cfg.seed},
         "training": {
             "config": cfg.to_dict(),
-            "phases": [vars(p) for p in job.phases],
+            "phases": [vars(p) for p in phases],
             "epochs_run": len(history),
             "best_epoch": best["epoch"],
             "stopped_early": stopped_early,
