@@ -17,7 +17,7 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.stage_config import DEFAULT_OPSET, DistillConfig, EnsembleConfig
-from zoo.train import Phase, TrainConfig
+from zoo.train_config import Phase, TrainConfig
 
 BUILTIN = Path(__file__).resolve().parent / "configs"
 

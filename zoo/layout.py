@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from zoo.train_config import snapshot_dirs
+
 # Export folder name per source kind: exports/member-<run>, exports/ensemble-<method>, exports/student.
 _EXPORT_PREFIX = {"member": "member-", "ensemble": "ensemble-", "student": ""}
 
@@ -30,9 +32,7 @@ class RunLayout:
 
     def ensemble_member_dirs(self, cfg) -> list[Path]:
         """What the ensembles of ``cfg`` (a ``PipelineConfig``) combine: every member's folder, each followed by
-        its snapshot members (``snapshots`` > 1, inside it: :func:`zoo.train.snapshot_dirs`)."""
-        from zoo.train import snapshot_dirs
-
+        its snapshot members (``snapshots`` > 1, inside it: :func:`zoo.train_config.snapshot_dirs`)."""
         dirs: list[Path] = []
         for m in cfg.members:
             folder = self.member_dir(m.run_name)

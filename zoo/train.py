@@ -4,13 +4,13 @@ Recipe defaults are the course project's (AdamW lr 1e-3 / wd 1e-5, dropout 0.35 
 head, early stopping with patience 4 restoring the best epoch, batch 256) plus what made the
 baseline stable here: a warm-up + cosine learning-rate schedule and label smoothing.
 
-Interruption: after every epoch the weights *and optimizer state* go to
-``checkpoint/epoch-N.weights.h5`` and then ``checkpoint/state.json`` (phase, epoch, history,
-early-stopping state, random-generator states) is replaced atomically; ``resume=True`` continues
-from the last state, so at most the epoch in flight is lost and no epoch is repeated in the
-history. Epoch ``e`` shuffles its data by ``(seed, e)`` alone, so a resumed run sees the same
-batches as an uninterrupted one; the dropout and augmentation generators continue from their
-checkpointed states instead of replaying the first epochs' draws.
+One loop for members and students: :func:`train` checks the options (:mod:`zoo.train_config`) and
+the folder, loads the data, seeds, fits each phase, then finishes (the clean model, its scores,
+snapshot members, the card last). After every epoch :mod:`zoo.checkpoint` saves what ``resume=True``
+continues from, so at most the epoch in flight is lost and no epoch is repeated in the history.
+Epoch ``e`` shuffles its data by ``(seed, e)`` alone, so a resumed run sees the same batches as an
+uninterrupted one. Callers change what the loop fits to (a teacher's targets, a loss) through
+:class:`TrainHooks`, without ``zoo`` knowing why.
 
 Transfer members declare phases in their registry ``recipe`` (e.g. head only, then the
 last 30% of the backbone at a tenth of the learning rate); plain members have one phase.
@@ -23,104 +23,20 @@ import io
 import json
 import logging
 import os
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo import ownership
-from zoo.artifacts import SNAPSHOTS_DIR, atomic_path, read_card, write_card, write_json, write_text
+from zoo.artifacts import atomic_path, read_card, write_card, write_text
+from zoo.checkpoint import TrainingState, load_best_weights, restore_rng
 from zoo.errors import ZooError
 from zoo.progress import keras_verbosity
+from zoo.train_config import Phase, TrainConfig, resolve_phases, snapshot_dirs
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "nadam", "adamw", "lion")
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-@dataclass
-class Phase:
-    """A stretch of training with its own trainable set and learning-rate scale."""
-
-    name: str = "train"
-    epochs: int | None = None  # None: whatever remains of TrainConfig.epochs
-    lr_scale: float = 1.0
-    trainable_fraction: float | None = None  # None: whole model; else fraction of the "backbone"
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 256
-    optimizer: str = "adamw"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-5
-    schedule: str = "cosine"  # cosine (with warm-up) | constant
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    patience: int = 4
-    monitor: str = "val_accuracy"
-    class_weights: bool = True
-    augment: str = "flip_rot90"
-    balance: int | None = None
-    seed: int = 0
-    strategy: str = "auto"
-    precision: str = "float32"
-    gradient_accumulation: int = 1
-    trainable_fraction: float | None = None  # overrides the fine-tuning phase's fraction
-    tensorboard: bool = True
-    # TensorFlow op determinism + every seed + sequential random augmentation: the same run twice gives
-    # bitwise-identical weights (benchmarks/results/determinism.md measures the cost).
-    deterministic: bool = True
-    phases: list[Phase] = field(default_factory=list)
-    # Snapshot ensemble (Huang et al. 2017): the cosine schedule restarts so the epochs run as this many
-    # cycles; every cycle but the last also leaves its best weights as a member of its own
-    # (``snapshots/cycle<k>/``), extra ensemble members for no extra training.
-    snapshots: int = 1
-
-    def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ZooError(f"optimizer '{self.optimizer}' is not one of {OPTIMIZERS}")
-        if self.strategy not in STRATEGIES:
-            raise ZooError(f"strategy '{self.strategy}' is not one of {STRATEGIES}")
-        if self.precision not in PRECISIONS:
-            raise ZooError(f"precision '{self.precision}' is not one of {PRECISIONS}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ZooError(f"schedule '{self.schedule}' is not 'cosine' or 'constant'")
-        for name in ("epochs", "batch_size", "gradient_accumulation"):
-            if getattr(self, name) < 1:
-                raise ZooError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ZooError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.trainable_fraction is not None and not 0 <= self.trainable_fraction <= 1:
-            raise ZooError(f"trainable_fraction must be in 0..1, got {self.trainable_fraction}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ZooError(f"label_smoothing must be in 0..1 (exclusive), got {self.label_smoothing}")
-        for name in ("weight_decay", "warmup_epochs", "patience"):
-            if getattr(self, name) < 0:
-                raise ZooError(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        if self.balance is not None and self.balance < 1:
-            raise ZooError(f"balance must be ≥ 1 images per class, got {self.balance}")
-        if not 1 <= self.snapshots <= self.epochs:
-            raise ZooError(f"snapshots must be in 1..epochs ({self.epochs}), got {self.snapshots}")
-        if self.snapshots > 1 and self.schedule != "cosine":
-            raise ZooError("snapshots restart the cosine schedule; they need schedule 'cosine'")
-        if self.snapshots > 1 and self.phases:
-            raise ZooError("snapshots and phases cannot be combined: snapshots make the phases (one per cycle)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        d["phases"] = [Phase(**p) if isinstance(p, dict) else p for p in d.get("phases", [])]
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -162,58 +78,6 @@ def with_targets(ds, targets, cache: bool = False):
 
     ds = ds.map(apply)  # sequential: a teacher model is not called from parallel threads
     return (ds.cache() if cache else ds).prefetch(2)
-
-
-# ----------------------------------------------------------------------------- phases
-def resolve_phases(cfg: TrainConfig, recipe: dict[str, Any], pretrained: bool) -> list[Phase]:
-    """Phases from the config, else the member's recipe (when pretrained), else snapshot cycles, else one phase."""
-    if cfg.snapshots > 1:
-        if pretrained and recipe.get("phases"):
-            raise ZooError("snapshots need a model trained in one phase; this pretrained member fine-tunes in phases")
-        return snapshot_cycles(cfg.epochs, cfg.snapshots)
-    if cfg.phases:
-        phases = list(cfg.phases)
-    elif pretrained and recipe.get("phases"):
-        phases = [Phase(**p) for p in recipe["phases"]]
-    else:
-        phases = [Phase()]
-    if cfg.trainable_fraction is not None:
-        phases = [
-            Phase(
-                p.name,
-                p.epochs,
-                p.lr_scale,
-                cfg.trainable_fraction if (p.trainable_fraction or 0) > 0 else p.trainable_fraction,
-            )
-            for p in phases
-        ]
-    fixed = sum(p.epochs or 0 for p in phases)
-    open_ = [p for p in phases if p.epochs is None]
-    remaining = max(1, cfg.epochs - fixed)
-    return [
-        Phase(
-            p.name,
-            p.epochs if p.epochs is not None else max(1, remaining // len(open_)),
-            p.lr_scale,
-            p.trainable_fraction,
-        )
-        for p in phases
-    ]
-
-
-def snapshot_cycles(epochs: int, cycles: int) -> list[Phase]:
-    """``epochs`` as ``cycles`` phases ``cycle1..`` (the first ones one epoch longer when it does not divide).
-
-    Each phase compiles a fresh optimizer whose warm-up + cosine schedule spans that phase alone, and
-    starts from the previous phase's best weights: a warm restart, and one snapshot per cycle.
-    """
-    base, extra = divmod(epochs, cycles)
-    return [Phase(f"cycle{k + 1}", base + (k < extra)) for k in range(cycles)]
-
-
-def snapshot_dirs(run: str | os.PathLike, snapshots: int) -> list[Path]:
-    """The member folders a run trained with ``snapshots`` cycles leaves inside it (its last cycle is the run itself)."""
-    return [Path(run) / SNAPSHOTS_DIR / p.name for p in snapshot_cycles(snapshots, snapshots)[:-1]]
 
 
 def apply_trainable(model, fraction: float | None) -> None:
@@ -319,86 +183,6 @@ def _callbacks(run: Path, state: TrainingState, cfg: TrainConfig, phase_epochs: 
     return cbs
 
 
-class TrainingState:
-    """What ``checkpoint/`` holds between epochs, and how it is written safely."""
-
-    def __init__(self, run: Path, config: dict[str, Any]):
-        self.dir = run / "checkpoint"
-        self.path = self.dir / "state.json"
-        self.config = config
-        self.phase = 0
-        self.epoch = 0  # epochs completed in this phase
-        self.history: list[dict[str, Any]] = []
-        self.es_wait, self.es_best, self.es_best_epoch = 0, None, 0
-        self.best_file: str | None = None
-        self.weights_file: str | None = None
-        self.rng: dict[str, Any] = {}  # random-generator states at the end of the last epoch
-        self.augment_policy = None  # the augmentation policy, whose generators are checkpointed too
-        self.phase_name = "train"
-        self.diverged: str | None = None  # set when the loss became NaN/inf: where it happened
-        self._t0 = time.time()
-
-    @classmethod
-    def load(cls, run: Path, config: dict[str, Any]) -> TrainingState:
-        st = cls(run, config)
-        data = json.loads(st.path.read_text())
-        if data["config"] != json.loads(json.dumps(config)):
-            raise ZooError(f"{run}: cannot resume, the training configuration changed since the checkpoint")
-        for k in ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file"):
-            setattr(st, k, data[k])
-        st.rng = data.get("rng") or {}
-        return st
-
-    def new_phase(self, index: int, name: str) -> None:
-        if index != self.phase:
-            self.phase, self.epoch = index, 0
-            self.es_wait, self.es_best, self.es_best_epoch = 0, None, 0
-            self.weights_file = None
-        self.phase_name = name
-
-    def epoch_done(self, model, epoch: int, logs: dict, improved: bool, wait: int, best, best_epoch: int) -> None:
-        lr = model.optimizer.learning_rate
-        row = {
-            "epoch": len(self.history) + 1,
-            "phase": self.phase_name,
-            "phase_epoch": epoch + 1,
-            "learning_rate": float(np.asarray(lr)),
-        }
-        row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
-        row["seconds"] = round(time.time() - self._t0, 2)
-        self._t0 = time.time()
-        self.history.append(row)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        weights = f"p{self.phase}-epoch{epoch + 1}.weights.h5"
-        with atomic_path(self.dir / weights) as tmp:
-            model.save_weights(tmp)  # model and optimizer variables
-        if improved or self.best_file is None:
-            best_name = self.best_name(self.phase)
-            with atomic_path(self.dir / best_name) as tmp:
-                model.save_weights(tmp)
-            self.best_file = best_name
-        previous = self.weights_file
-        self.epoch, self.weights_file = epoch + 1, weights
-        self.es_wait, self.es_best, self.es_best_epoch = (
-            int(wait),
-            (None if best is None else float(best)),
-            int(best_epoch),
-        )
-        self.rng = capture_rng(model, self.augment_policy)
-        self.save()
-        if previous and previous != weights:
-            (self.dir / previous).unlink(missing_ok=True)
-
-    @staticmethod
-    def best_name(phase: int) -> str:
-        """The checkpoint file of phase ``phase``'s best epoch (kept until the run completes)."""
-        return f"p{phase}-best.weights.h5"
-
-    def save(self) -> None:
-        keys = ("phase", "epoch", "history", "es_wait", "es_best", "es_best_epoch", "best_file", "weights_file", "rng")
-        write_json(self.path, {"config": self.config, **{k: getattr(self, k) for k in keys}})
-
-
 def _finite_logs(logs) -> bool:
     return all(
         np.isfinite(float(np.asarray(v))) for k, v in (logs or {}).items() if k != "learning_rate" and np.ndim(v) == 0
@@ -412,40 +196,6 @@ def _bad_logs(logs) -> str:
         if np.ndim(v) == 0 and not np.isfinite(float(np.asarray(v)))
     }
     return ", ".join(f"{k} {v}" for k, v in bad.items()) or "non-finite metrics"
-
-
-def _seed_variables(model) -> list:
-    """The model's random-generator states (dropout and other random layers), in model order.
-
-    Keras keeps them as variables but ``save_weights`` does not store them.
-    """
-    return [v for v in model.variables if "seed_generator_state" in v.path]
-
-
-def capture_rng(model, policy=None) -> dict[str, Any]:
-    """JSON-ready states of the generators a resumed epoch must continue (not replay)."""
-    import keras
-
-    out: dict[str, Any] = {"model": [keras.ops.convert_to_numpy(v).tolist() for v in _seed_variables(model)]}
-    if policy is not None:
-        out["augment"] = policy.random_state()
-    return out
-
-
-def restore_rng(model, policy, saved: dict[str, Any]) -> None:
-    states = saved.get("model") or []
-    variables = _seed_variables(model)
-    if len(states) == len(variables):
-        for v, value in zip(variables, states):
-            v.assign(np.asarray(value, dtype=v.dtype))
-    elif states:
-        log.warning(
-            "resume: the model has %d random-generator states, the checkpoint %d; not restored",
-            len(variables),
-            len(states),
-        )
-    if policy is not None and saved.get("augment") is not None:
-        policy.set_random_state(saved["augment"])
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -705,20 +455,6 @@ def _start_phase(job: _Job, model, index: int, phase: Phase, steps: int) -> None
         log.info("resuming %s: phase '%s' after epoch %d", job.run, phase.name, state.epoch)
     elif index > 0 and state.best_file:
         load_best_weights(model, state.dir / state.best_file)
-
-
-def load_best_weights(model, path: Path) -> None:
-    """The model weights of a best-epoch checkpoint, whatever optimizer ``model`` is compiled with now.
-
-    The checkpoint also holds the optimizer of the phase that wrote it; a later phase (a fine-tuning
-    phase, a snapshot cycle) starts with a fresh optimizer, so Keras skips those variables
-    (``skip_mismatch``) and warns about it on every phase. Skipping them is the intent: no warning.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
-        model.load_weights(path, skip_mismatch=True)
 
 
 def _check_diverged(job: _Job) -> None:

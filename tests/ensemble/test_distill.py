@@ -191,7 +191,7 @@ def test_teacher_sees_exactly_the_students_augmented_pixels(tiny_ensemble):
 
 def test_student_resumes_after_interruption_without_gap(tmp_path, tiny_ensemble, monkeypatch):
     from ensemble.distill import DistillConfig, distill
-    from zoo.train import TrainingState
+    from zoo.checkpoint import TrainingState
 
     ens, ds = tiny_ensemble
     out = tmp_path / "student"

@@ -149,7 +149,7 @@ def _train_and_ensemble_parser():
 
 def test_cli_defaults_are_the_dataclass_defaults():
     from zoo.stage_config import DistillConfig, EnsembleConfig
-    from zoo.train import TrainConfig
+    from zoo.train_config import TrainConfig
 
     parser = _train_and_ensemble_parser()
     t = parser.parse_args(["train", "custom_cnn", "--out", "x"])

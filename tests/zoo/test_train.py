@@ -7,9 +7,11 @@ import pytest
 
 from tests.helpers import TINY_CNN, train_snapshots
 from zoo.artifacts import read_card
+from zoo.checkpoint import TrainingState
 from zoo.errors import ZooError
 from zoo.runs import load_model, load_probs
-from zoo.train import TrainConfig, TrainingState, resolve_phases, snapshot_cycles, train
+from zoo.train import train
+from zoo.train_config import TrainConfig, resolve_phases, snapshot_cycles
 
 
 def test_run_folder_follows_the_artifact_contract(trained_run, synthetic_small):

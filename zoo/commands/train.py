@@ -7,7 +7,7 @@ from zoo.commands.arguments import add_learning_rate, json_object
 
 def register(sub) -> None:
     from zoo.stage_config import default
-    from zoo.train import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
+    from zoo.train_config import OPTIMIZERS, PRECISIONS, STRATEGIES, TrainConfig
 
     def d(name: str):
         return default(TrainConfig, name)

@@ -150,6 +150,7 @@ def test_kill_9_during_training_then_resume_has_no_gap_or_repeat(tmp_path):
 
 def test_resume_restores_rng_states_and_data_order(tmp_path, synthetic_small, tiny_params, monkeypatch):
     """In-process: the resumed epoch continues the checkpointed generator states; data order is (seed, epoch)."""
+    from zoo import checkpoint
     from zoo import train as train_mod
     from zoo.data.batches import epoch_order, make_dataset
 
@@ -167,25 +168,25 @@ def test_resume_restores_rng_states_and_data_order(tmp_path, synthetic_small, ti
     )
 
     out = tmp_path / "run"
-    real_save = train_mod.TrainingState.save
+    real_save = checkpoint.TrainingState.save
 
     def crash_after_first(self):
         real_save(self)
         if self.epoch == 1:
             raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(train_mod.TrainingState, "save", crash_after_first)
+    monkeypatch.setattr(checkpoint.TrainingState, "save", crash_after_first)
     kw = dict(image_size=24, params=tiny_params, epochs=2, batch_size=32, tensorboard=False, patience=10)
     with pytest.raises(KeyboardInterrupt):
         train_mod.train("custom_cnn", synthetic_small, out, **kw)
     saved = json.loads((out / "checkpoint" / "state.json").read_text())["rng"]
-    monkeypatch.setattr(train_mod.TrainingState, "save", real_save)
+    monkeypatch.setattr(checkpoint.TrainingState, "save", real_save)
     seen = {}
     real_restore = train_mod.restore_rng
 
     def checked_restore(model, augment_rng, states):
         real_restore(model, augment_rng, states)
-        seen.update(train_mod.capture_rng(model, augment_rng))
+        seen.update(checkpoint.capture_rng(model, augment_rng))
 
     monkeypatch.setattr(train_mod, "restore_rng", checked_restore)
     train_mod.train("custom_cnn", synthetic_small, out, resume=True, **kw)
