@@ -28,13 +28,11 @@ def stage_ensemble(ctx: Any, Stage: Any) -> list[Any]:
     """
     e = ctx.cfg.ensemble
     runs = ctx.ensemble_member_dirs(ctx.cfg)
-    if not e.enabled:
-        return []
-    if len(runs) < 2:
+    methods = ctx.ensemble_methods(ctx.cfg)
+    if e.enabled and not methods:
         log.info("ensemble stages skipped: the config has %d member(s) (snapshots included)", len(runs))
-        return []
     stages = []
-    for method in e.methods:
+    for method in methods:
         out = ctx.ensemble_dir(method)
 
         def run(method: str = method, out: Path = out) -> None:
@@ -54,11 +52,7 @@ def stage_distill(ctx: Any, Stage: Any) -> list[Any]:
     d = ctx.cfg.distill
     if not d.enabled:
         return []
-    if (
-        not ctx.cfg.ensemble.enabled
-        or d.teacher not in ctx.cfg.ensemble.methods
-        or len(ctx.ensemble_member_dirs(ctx.cfg)) < 2
-    ):
+    if d.teacher not in ctx.ensemble_methods(ctx.cfg):
         from zoo.errors import ZooError
 
         raise ZooError(

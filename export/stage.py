@@ -22,8 +22,8 @@ def export_sources(ctx) -> list[tuple[Path, Path]]:
     out: list[tuple[Path, Path]] = []
     if "members" in include:
         out += [(ctx.export_dir("member", m.run_name), ctx.member_dir(m.run_name)) for m in cfg.members]
-    if "ensembles" in include and cfg.ensemble.enabled:
-        out += [(ctx.export_dir("ensemble", method), ctx.ensemble_dir(method)) for method in cfg.ensemble.methods]
+    if "ensembles" in include:
+        out += [(ctx.export_dir("ensemble", method), ctx.ensemble_dir(method)) for method in ctx.ensemble_methods(cfg)]
     if "student" in include and cfg.distill.enabled:
         out.append((ctx.export_dir("student", "student"), ctx.student_dir()))
     return out

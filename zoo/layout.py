@@ -39,6 +39,13 @@ class RunLayout:
             dirs += [folder, *snapshot_dirs(folder, cfg.member_train(m).snapshots)]
         return dirs
 
+    def ensemble_methods(self, cfg) -> list[str]:
+        """The ensembles ``cfg`` builds: its methods when enabled and there are ≥ 2 members to combine
+        (snapshots included), else none. Every stage and report that reads an ensemble folder asks here."""
+        if not cfg.ensemble.enabled or len(self.ensemble_member_dirs(cfg)) < 2:
+            return []
+        return list(cfg.ensemble.methods)
+
     def ensemble_dir(self, method: str) -> Path:
         return self.root / "ensembles" / method
 

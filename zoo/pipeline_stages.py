@@ -65,10 +65,7 @@ def shift_suite_members(ctx, Stage) -> list:
 
 
 def shift_suite_ensembles(ctx, Stage) -> list:
-    cfg = ctx.cfg
-    if not cfg.ensemble.enabled or len(ctx.ensemble_member_dirs(cfg)) < 2:
-        return []
-    return _shift_stages(ctx, Stage, [ctx.ensemble_dir(m) for m in cfg.ensemble.methods])
+    return _shift_stages(ctx, Stage, [ctx.ensemble_dir(m) for m in ctx.ensemble_methods(ctx.cfg)])
 
 
 def shift_suite_student(ctx, Stage) -> list:

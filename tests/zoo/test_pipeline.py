@@ -138,3 +138,24 @@ def test_one_member_with_snapshots_makes_a_snapshot_ensemble(tmp_path):
     # Both were fitted: whichever the vote weighs at zero is reported as left out, not forgotten.
     names = [m["name"] for m in spec["members"]] + [d["name"] for d in spec.get("dropped_members", [])]
     assert sorted(names) == ["custom_cnn", "custom_cnn_cycle1"]
+    html = (Path(cfg.output) / "report" / "index.html").read_text()
+    assert "vote ensemble" in html, "the HTML report shows the ensemble one member made"
+
+
+def test_one_member_without_snapshots_plans_no_ensemble_work(tmp_path):
+    """Ensembles need two members: with one, no stage that would read an ensemble folder is planned."""
+    cfg = tiny_config(
+        tmp_path,
+        members=[{"member": "custom_cnn", "params": TINY}],
+        evaluate={"shifted": None, "shift_suite": True, "shift_max_images": 16},
+        ensemble={"enabled": True, "methods": ["vote", "stack"], "calibrate": False},
+        export={"enabled": True, "include": ["members", "ensembles"]},
+    )
+    ctx, stages = pipeline.build(cfg)
+    assert ctx.ensemble_methods(ctx.cfg) == []
+    names = [s.name for s in stages]
+    assert "export member-custom_cnn to ONNX" in names and "shift suite on members/custom_cnn" in names
+    assert not [n for n in names if "ensemble" in n], names
+    two = tiny_config(tmp_path, ensemble={"enabled": True, "methods": ["vote", "stack"]})
+    ctx, stages = pipeline.build(two)
+    assert ctx.ensemble_methods(ctx.cfg) == ["vote", "stack"]

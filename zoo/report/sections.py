@@ -57,12 +57,7 @@ def members(layout) -> list[tuple[str, Path]]:
 
 
 def ensembles(layout) -> list[tuple[str, Path]]:
-    e = layout.cfg.ensemble
-    return (
-        [(f"{m} ensemble", Path(layout.ensemble_dir(m))) for m in e.methods]
-        if e.enabled and len(layout.cfg.members) > 1
-        else []
-    )
+    return [(f"{m} ensemble", Path(layout.ensemble_dir(m))) for m in layout.ensemble_methods(layout.cfg)]
 
 
 def artifacts(layout) -> list[tuple[str, Path]]:
