@@ -33,7 +33,7 @@ import numpy as np
 
 from ensemble.combine import EPS
 from ensemble.folder import Ensemble, load
-from ensemble.members import _split_kwargs, load_member_data
+from ensemble.members import load_member_data
 from ensemble.metrics import scores
 from zoo.artifacts import card_identity, card_sha256, load_npy, probs_files
 from zoo.augment.spec import covered_families
@@ -177,14 +177,14 @@ def distill(
 
 def _student_data(ens: Ensemble, data: Any, cfg: DistillConfig):
     """``(teacher's dataset, student's dataset)``: the same rows, at the ensemble's and the student's size."""
-    from zoo.data import Dataset, load_dataset
+    from zoo.data import Dataset, load_dataset, split_kwargs
 
     teacher_ds = load_member_data(ens.members, data, size=ens.image_size)
     size = int(cfg.image_size or ens.image_size)
     if size == teacher_ds.image_size:
         return teacher_ds, teacher_ds
     source = teacher_ds.source if isinstance(data, Dataset) else str(data)
-    student_ds = load_dataset(source, size, **_split_kwargs(ens.members[0].card))
+    student_ds = load_dataset(source, size, **split_kwargs(ens.members[0].card.get("data")))
     if student_ds.fingerprint != teacher_ds.fingerprint or any(
         not np.array_equal(student_ds.splits[s].labels, teacher_ds.splits[s].labels) for s in teacher_ds.splits
     ):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,25 +86,20 @@ def open_members(paths: Sequence[str | os.PathLike]) -> list[Member]:
     return members
 
 
-def _split_kwargs(card: dict[str, Any]) -> dict[str, Any]:
-    """Re-create a member's data split: seed/fractions from its card's data.split_origin."""
-    origin = str((card.get("data") or {}).get("split_origin", ""))
-    m = re.fullmatch(r"stratified\(seed=(\d+), val=([\d.]+), test=([\d.]+)\)", origin)
-    if not m:
-        return {}
-    return {"seed": int(m.group(1)), "val_fraction": float(m.group(2)), "test_fraction": float(m.group(3))}
-
-
 def load_member_data(members: Sequence[Member], data: Any, size: int | None = None):
     """The members' dataset at the ensemble's input size (the largest member size); ``data``: a source string, a Dataset, or a callable returning one."""
-    from zoo.data import Dataset, load_dataset
+    from zoo.data import Dataset, load_dataset, split_kwargs
 
     size = int(size or ensemble_input_size([m.card for m in members]))
     if callable(data):  # lazily loaded (e.g. the pipeline's shared dataset)
         data = data()
     if data is None:
         raise ZooError("member probabilities must be computed from images, but no --data was given")
-    ds = data if isinstance(data, Dataset) else load_dataset(str(data), size, **_split_kwargs(members[0].card))
+    ds = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(str(data), size, **split_kwargs(members[0].card.get("data")))
+    )
     if ds.image_size != size:
         raise ZooError(f"data is at {ds.image_size} px but the members take {size} px")
     if list(ds.class_names) != list(members[0].card["classes"]):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,17 +136,10 @@ def keras_reference(source: Source, models: list, images: np.ndarray, batch_size
 
 
 # ----------------------------------------------------------------------------- data
-def _split_kwargs(data: dict[str, Any]) -> dict[str, Any]:
-    m = re.fullmatch(r"stratified\(seed=(\d+), val=([\d.]+), test=([\d.]+)\)", str(data.get("split_origin", "")))
-    if m:
-        return {"seed": int(m.group(1)), "val_fraction": float(m.group(2)), "test_fraction": float(m.group(3))}
-    return {"seed": int(data.get("seed", 0))}
-
-
 def _load_data(data: Any, source: Source):
     """A loaded Dataset from ``data`` (Dataset, source string, ``size -> Dataset`` callable such as the
     pipeline's ``dataset_at``, or None = the source card's data)."""
-    from zoo.data import Dataset, load_dataset
+    from zoo.data import Dataset, load_dataset, split_kwargs
 
     if callable(data) and not isinstance(data, Dataset):
         data = data(source.image_size)
@@ -163,7 +155,7 @@ def _load_data(data: Any, source: Source):
                 f"{source.folder}: the card records no data source; pass --data (a folder, .npz or synthetic:N)"
             )
         try:
-            ds = load_dataset(str(spec), source.image_size, **_split_kwargs(recorded))
+            ds = load_dataset(str(spec), source.image_size, **split_kwargs(recorded))
         except ZooError as exc:
             raise ZooError(f"cannot load parity/calibration data '{spec}' ({exc}); pass --data") from None
     if list(ds.class_names) != source.classes:

@@ -38,6 +38,21 @@ def test_class_folders_without_splits_get_a_seeded_stratified_split(tmp_path):
     assert load_dataset(str(tmp_path), 16, seed=4).splits["val"].files != d.splits["val"].files
 
 
+def test_a_card_records_the_split_that_reloading_makes_again(tmp_path):
+    """Stages that reload a member's data (ensembles, distillation, export) read the split from its card."""
+    from zoo.data import split_kwargs
+
+    make_tree(tmp_path, n=10)
+    d = load_dataset(str(tmp_path), 16, seed=5, val_fraction=0.3, test_fraction=0.2)
+    kw = split_kwargs(d.summary())
+    assert kw == {"seed": 5, "val_fraction": 0.3, "test_fraction": 0.2}
+    again = load_dataset(str(tmp_path), 24, **kw)  # another size, the same images in each split
+    assert again.fingerprint == d.fingerprint
+    assert all(again.splits[s].files == d.splits[s].files for s in ("train", "val", "test"))
+    assert load_dataset(str(tmp_path), 16).splits["val"].files != d.splits["val"].files, "defaults split otherwise"
+    assert split_kwargs({"split_origin": "given"}) == {} and split_kwargs({}) == {} and split_kwargs(None) == {}
+
+
 def test_class_folders_with_split_subfolders(tmp_path):
     make_tree(tmp_path, splits=["train", "val"], n=4)
     d = load_dataset(str(tmp_path), 12)

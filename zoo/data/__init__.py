@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from zoo.data.dataset import SPLITS, Dataset, Split
+from zoo.data.dataset import SPLITS, Dataset, Split, split_kwargs
 from zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dataset", "Split", "SPLITS", "load_dataset", "describe_sources"]
+__all__ = ["Dataset", "Split", "SPLITS", "load_dataset", "describe_sources", "split_kwargs"]
 
 
 def describe_sources() -> str:

@@ -8,6 +8,7 @@ Loaders decode everything once into uint8 arrays at the requested size: PBC-size
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,24 @@ import numpy as np
 from zoo.errors import ZooError
 
 SPLITS = ("train", "val", "test")
+
+_STRATIFIED = re.compile(r"stratified\(seed=(\d+), val=([\d.]+), test=([\d.]+)\)")
+
+
+def stratified_origin(seed: int, val_fraction: float, test_fraction: float) -> str:
+    """How a :class:`Dataset` whose loader made a seeded stratified split records it (``split_origin``, also part of
+    its fingerprint); :func:`split_kwargs` reads it back."""
+    return f"stratified(seed={seed}, val={val_fraction}, test={test_fraction})"
+
+
+def split_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``load_dataset`` keywords that make again the split a card's ``data`` section records (its
+    ``split_origin``): a stage reloading a member's data sees the member's own val and test images. None for
+    splits the data itself gave."""
+    m = _STRATIFIED.fullmatch(str((data or {}).get("split_origin", "")))
+    if not m:
+        return {}
+    return {"seed": int(m.group(1)), "val_fraction": float(m.group(2)), "test_fraction": float(m.group(3))}
 
 
 @dataclass
@@ -56,7 +75,7 @@ class Dataset:
     splits: dict[str, Split]
     fingerprint: str
     image_size: int
-    split_origin: str = "given"  # "given" (from the data) or "stratified(seed=…, val=…, test=…)"
+    split_origin: str = "given"  # "given" (from the data) or stratified_origin(…)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

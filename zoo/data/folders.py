@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.dataset import SPLITS, Dataset, Fingerprint, Split
+from zoo.data.dataset import SPLITS, Dataset, Fingerprint, Split, stratified_origin
 from zoo.data.images import IMAGE_EXTENSIONS, BadImage, decode
 from zoo.data.splitting import stratified_split
 from zoo.errors import ZooError
@@ -136,7 +136,7 @@ def load_folder(
     if "all" in arrays:
         whole = to_split(arrays["all"])
         splits = stratified_split(whole, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-        origin = f"stratified(seed={seed}, val={val_fraction}, test={test_fraction})"
+        origin = stratified_origin(seed, val_fraction, test_fraction)
         fp.add("split", origin)
     else:
         splits = {s: to_split(arrays.get(s, [])) for s in tree}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.dataset import SPLITS, Dataset, Fingerprint, Split
+from zoo.data.dataset import SPLITS, Dataset, Fingerprint, Split, stratified_origin
 from zoo.data.images import resize_array
 from zoo.data.splitting import stratified_split
 from zoo.errors import ZooError
@@ -144,7 +144,7 @@ def load_npz(path, image_size: int, *, seed: int = 0, val_fraction: float = 0.1,
             labels, string_names = to_labels(_get(archive, path, "labels"), len(images), str(path), names)
             class_names = string_names or names or default_names(int(labels.max()) + 1 if labels.size else 1)
             whole = Split(resize_array(images, image_size), labels)
-            origin = f"stratified(seed={seed}, val={val_fraction}, test={test_fraction})"
+            origin = stratified_origin(seed, val_fraction, test_fraction)
             fp.add(origin)
             splits = stratified_split(whole, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
             return Dataset(str(path), class_names, splits, fp.hexdigest(), image_size, origin)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from zoo.data.dataset import Dataset, Fingerprint, Split
+from zoo.data.dataset import Dataset, Fingerprint, Split, stratified_origin
 from zoo.data.npz import BLOOD_CLASSES
 from zoo.data.splitting import stratified_split
 
@@ -167,6 +167,6 @@ def load_synthetic(
     )
     fp = Fingerprint()
     fp.add("synthetic", GENERATOR_VERSION, seed, n, labels.tobytes())
-    origin = f"stratified(seed={seed}, val={val_fraction}, test={test_fraction})"
+    origin = stratified_origin(seed, val_fraction, test_fraction)
     splits = stratified_split(Split(images, labels), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     return Dataset(f"synthetic:{n}", list(BLOOD_CLASSES), splits, fp.hexdigest(), image_size, origin)
