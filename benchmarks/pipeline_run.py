@@ -78,8 +78,7 @@ def artifacts(run: Path) -> list[tuple[str, str, Path]]:
 
     ctx = context_for_run(run)
     folders = [ctx.member_dir(m.run_name) for m in ctx.cfg.members]
-    if ctx.cfg.ensemble.enabled:
-        folders += [ctx.ensemble_dir(m) for m in ctx.cfg.ensemble.methods]
+    folders += [ctx.ensemble_dir(m) for m in ctx.ensemble_methods(ctx.cfg)]
     if ctx.cfg.distill.enabled:
         folders.append(ctx.student_dir())
     return named_artifacts(folders, skip_incomplete=True)
