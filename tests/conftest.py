@@ -51,11 +51,34 @@ def trained_run(tmp_path_factory, synthetic_small):
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory):
-    """One tiny `zoo run` with every stage (2 members at 20 and 24 px, shifted eval, vote ensemble, student, export).
+def snapshot_training(tmp_path_factory, synthetic_small):
+    """A tiny ``custom_cnn`` trained as two snapshot cycles of two epochs, and the warnings its training raised.
 
-    Returns ``(config, report/summary.md)``; shared by the pipeline, report and browser tests so the
-    pipeline runs once per session.
+    Shared by the snapshot tests (training, interruption, ensembles) so it is trained once per session.
+    """
+    import warnings
+
+    from tests.helpers import train_snapshots
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = train_snapshots(tmp_path_factory.mktemp("snap") / "run", synthetic_small)
+    return run, [str(w.message) for w in caught]
+
+
+@pytest.fixture(scope="session")
+def snapshot_run(snapshot_training):
+    return snapshot_training[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """One tiny `zoo run` with every stage: 2 members at 20 and 24 px (the second trained with stain
+    augmentation), shifted eval, the shift suite (two families, plain and magnification-adapted) on every
+    model, vote ensemble, student, export, benchmark.
+
+    Returns ``(config, report/summary.md)``; shared by the pipeline, report, shift-suite, bench and
+    browser tests so the pipeline runs once per session.
     """
     from zoo import config, pipeline
 
@@ -69,12 +92,31 @@ def tiny_pipeline(tmp_path_factory):
             "members": [
                 {"member": "custom_cnn", "params": tiny},
                 # another input size: every stage must give each artifact the data at its own size
-                {"member": "custom_cnn", "name": "second", "image_size": 24, "params": tiny, "train": {"seed": 1}},
+                {
+                    "member": "custom_cnn",
+                    "name": "second",
+                    "image_size": 24,
+                    "params": tiny,
+                    "train": {"seed": 1, "augment": "stain"},  # in-family for the suite's colour shifts
+                },
             ],
-            "evaluate": {"shifted": 0.5},
+            "evaluate": {
+                "shifted": 0.5,
+                "shift_families": ["colour", "geometry"],
+                "shift_max_images": 16,
+                "shift_adapt_scale": True,
+            },
             "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
             "distill": {"enabled": True, "teacher": "vote", "params": tiny, "epochs": 1},
             "export": {"enabled": True, "quantize": [], "include": ["student"], "parity_images": 32},
+            "bench": {
+                "enabled": True,
+                "batch_sizes": [2],
+                "iterations": 1,
+                "warmup": 0,
+                "engines": ["ort"],
+                "providers": ["cpu"],
+            },
         }
     )
     return cfg, pipeline.run(cfg)

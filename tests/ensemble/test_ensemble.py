@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -483,17 +485,18 @@ def test_pipeline_stage_builds_each_method_and_is_then_complete(tmp_path, labels
         stage_distill(ctx, Stage)
 
 
-def test_a_member_and_its_snapshot_make_one_ensemble(tmp_path, synthetic_small):
+def test_a_member_and_its_snapshot_make_one_ensemble(tmp_path, synthetic_small, snapshot_run):
     """A snapshot (zoo.train ``snapshots``) is a member folder inside its run: ensembles take it like any member."""
-    from tests.helpers import train_snapshots
     from zoo.runs import load_probs
 
-    run = train_snapshots(tmp_path / "runs" / "m", synthetic_small, epochs=2)
+    run = snapshot_run
     snap = run / "snapshots" / "cycle1"
     out = build_ensemble([run, snap], tmp_path / "ens", config=EnsembleConfig(weights=[0.5, 0.5], folds=2))
     spec = json.loads((out / "ensemble.json").read_text())
-    assert [m["path"] for m in spec["members"]] == ["../runs/m", "../runs/m/snapshots/cycle1"]
-    assert [m["name"] for m in spec["members"]] == ["m", "m_cycle1"]
+    to_run = Path(os.path.relpath(run, out.resolve())).as_posix()
+    assert to_run.startswith("../") and run.name == "run"
+    assert [m["path"] for m in spec["members"]] == [to_run, f"{to_run}/snapshots/cycle1"]
+    assert [m["name"] for m in spec["members"]] == ["run", "run_cycle1"]
     mp = np.stack([load_probs(run, "val")[0], load_probs(snap, "val")[0]])
     np.testing.assert_allclose(np.load(out / "member_probs" / "val.npy"), mp, atol=1e-6)
     images = synthetic_small.split("val").images

@@ -123,36 +123,18 @@ def test_count_macs_of_a_conv_and_gemm_graph():
     assert count_parameters(model) == 16 * 27 + 1024 * 10
 
 
-def test_zoo_run_bench_stage_writes_the_four_files_then_skips(tmp_path, caplog):
+def test_zoo_run_bench_stage_writes_the_four_files_then_skips(tiny_pipeline, caplog):
+    """The shared tiny `zoo run` benchmarks what it exported (the student, fp32 only): int8 skipped, not failed."""
+    from pathlib import Path
+
     from zoo import config, pipeline
 
-    tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
-    cfg = config.parse(
-        {
-            "name": "tiny",
-            "output": str(tmp_path / "out"),
-            "data": {"source": "synthetic:96", "image_size": 20},
-            "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
-            "members": [{"member": "custom_cnn", "params": tiny}],
-            "evaluate": {"shifted": None},
-            "ensemble": {"enabled": False},
-            "export": {"enabled": True, "quantize": [], "include": ["members"], "parity_images": 16},
-            "bench": {
-                "enabled": True,
-                "batch_sizes": [2],
-                "iterations": 1,
-                "warmup": 0,
-                "engines": ["ort"],
-                "providers": ["cpu"],
-            },
-        }
-    )
-    pipeline.run(cfg)
-    bench_dir = tmp_path / "out" / "bench"
+    cfg, _ = tiny_pipeline
+    bench_dir = Path(cfg.output) / "bench"
     assert sorted(p.name for p in bench_dir.iterdir()) == ["bench.csv", "bench.json", "bench.md", "pareto.png"]
     rows = json.loads((bench_dir / "bench.json").read_text())["rows"]
     ok = [r for r in rows if r["status"] == "ok"]
-    assert [(r["model"], r["variant"]) for r in ok] == [("custom_cnn", "fp32")] and ok[0]["accuracy"] is not None
+    assert [(r["model"], r["variant"]) for r in ok] == [("student", "fp32")] and ok[0]["accuracy"] is not None
     assert [r["variant"] for r in rows if r["status"] == "skipped"] == ["int8"]  # not exported: skipped, not failed
     with caplog.at_level("INFO"):
         pipeline.run(cfg)

@@ -40,7 +40,7 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
     assert (out / "report" / "index.html").is_file()
     times = json.loads((out / "stages.json").read_text())["stages"]
     assert [t["name"] for t in times][:2] == ["train custom_cnn (custom_cnn)", "train second (custom_cnn)"]
-    assert len(times) == 11 and times[-1]["name"] == "HTML report"  # 10 stages and the report
+    assert len(times) == 12 and times[-1]["name"] == "HTML report"  # 11 stages and the report
     assert all(t["seconds"] >= 0 for t in times)
     before = (out / "members" / "second" / "card.json").read_bytes()
     # a time under a name this pipeline no longer has (an older version's stage name) is dropped, not summed
@@ -49,10 +49,10 @@ def test_pipeline_runs_then_skips_complete_stages(tiny_pipeline, caplog):
     caplog.clear()
     with caplog.at_level("INFO"):
         pipeline.run(cfg)
-    # 2 members, shifted evaluation, shift suite x4 (2 members, vote, student), vote, student, export:
-    # all complete, none rerun
+    # 2 members, shifted evaluation, shift suite x4 (2 members, vote, student), vote, student, export,
+    # benchmark: all complete, none rerun
     stages = [r.message for r in caplog.records if r.message.startswith("[")]
-    assert len(stages) == 10 and all("complete, skipped" in m for m in stages), stages
+    assert len(stages) == 11 and all("complete, skipped" in m for m in stages), stages
     assert (out / "members" / "second" / "card.json").read_bytes() == before
     again = json.loads((out / "stages.json").read_text())["stages"]
     assert [t["name"] for t in again] == [t["name"] for t in times]  # skipped stages keep their times
@@ -77,17 +77,22 @@ def test_a_changed_config_names_exactly_the_finished_stages_it_leaves_stale(tiny
         edit(changed)
         return {name: keys for name, keys in pipeline.stale_stages(recorded, changed, pipeline.build(changed)[1])}
 
-    assert stale(lambda c: setattr(c.export, "parity_images", 16)) == {"export student to ONNX": ["export"]}
+    assert stale(lambda c: setattr(c.export, "parity_images", 16)) == {
+        "export student to ONNX": ["export"],
+        "benchmark exports (latency, throughput, accuracy)": ["export"],  # it measures what the export wrote
+    }
     distill = stale(lambda c: setattr(c.distill, "epochs", 2))
     assert set(distill) == {
         "distill vote ensemble into custom_cnn",
         "shift suite on student",  # named from the output folder down: renaming it keeps the names
         "export student to ONNX",
+        "benchmark exports (latency, throughput, accuracy)",
     }
     second = stale(lambda c: c.members[1].train.update(seed=5))  # one member's recipe: it and all after it
     assert "train second (custom_cnn)" in second and "train custom_cnn (custom_cnn)" not in second
     assert second["train second (custom_cnn)"] == ["members.second"]
     assert "ensemble vote" in second and "export student to ONNX" in second
+    assert "benchmark exports (latency, throughput, accuracy)" in second
     assert set(stale(lambda c: setattr(c, "name", "renamed"))) == set()  # the name shapes no artifact
 
     grown = copy.deepcopy(cfg)  # a member added to a finished run: refused before anything is written

@@ -54,6 +54,7 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
         "reliability",
         "robustness",
         "mistakes",
+        "benchmark",
     ):
         assert "<table" in found[sid] or "<img" in found[sid], sid
     assert found["data"].count("<img") >= 1 and "basophil" in found["data"]  # counts + montage
@@ -70,15 +71,17 @@ def test_report_has_every_section_and_is_self_contained(tiny_pipeline):
     assert "val shifted" in found["robustness"]
     assert "shifted, out-of-family" in found["robustness"] and "mCE" in found["robustness"]  # the shift suite ran
     assert "Grad-CAM" in found["mistakes"] or "made no mistakes" in found["mistakes"]
+    assert "student" in found["benchmark"] and "1 row(s) skipped: no int8 file" in found["benchmark"]
     # what this run lacks is said, not hidden
-    assert "No benchmark in this run" in found["benchmark"]
     assert "Curation findings: none recorded" in found["data"]
 
 
 def test_report_of_a_partial_run_says_what_is_missing(tiny_pipeline, tmp_path, capsys):
     cfg, _ = tiny_pipeline
     run = tmp_path / "partial"
-    shutil.copytree(cfg.output, run, ignore=shutil.ignore_patterns("student", "exports", "ensembles", "report"))
+    shutil.copytree(
+        cfg.output, run, ignore=shutil.ignore_patterns("student", "exports", "ensembles", "bench", "report")
+    )
     (run / "members" / "second" / "card.json").unlink()  # an interrupted training
     assert main(["report", str(run)]) == 0
     assert str(run / "report" / "index.html") in capsys.readouterr().out
@@ -88,6 +91,7 @@ def test_report_of_a_partial_run_says_what_is_missing(tiny_pipeline, tmp_path, c
     assert "vote ensemble: not run yet" in found["ensembles"]
     assert "student: not run yet" in found["distillation"]
     assert "No exports in this run" in found["export"]
+    assert "No benchmark in this run" in found["benchmark"]
     assert "could not be built" not in "".join(found.values())
 
 
@@ -99,7 +103,7 @@ def test_report_shows_other_stages_files_when_present(tiny_pipeline, tmp_path):
 
     cfg, _ = tiny_pipeline
     run = tmp_path / "full"
-    shutil.copytree(cfg.output, run)
+    shutil.copytree(cfg.output, run, ignore=shutil.ignore_patterns("bench"))  # the pipeline's own: replaced here
     png = next((run / "members" / "custom_cnn" / "plots").glob("*.png"))
     (run / "bench").mkdir()
     shutil.copy(png, run / "bench" / "pareto.png")

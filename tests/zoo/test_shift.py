@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zoo import shift
+from zoo.artifacts import read_card
 from zoo.errors import ZooError
 from zoo.shift.suite import evaluate_suite, stratified_subset, summarise
 
@@ -262,34 +263,16 @@ def test_registry_runs_ensembles_only_once_registered(tmp_path):
         predictors.load_predictor(tmp_path, {"kind": "nonesuch"})
 
 
-def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_path):
+def test_pipeline_runs_the_suite_on_every_model_and_summarises_it(tiny_pipeline):
+    """The shared tiny `zoo run`: suite on colour and geometry, plain and magnification-adapted, for both
+    members (the second trained with stain augmentation), the vote ensemble and the student."""
     from zoo import config, pipeline
 
-    tiny = {"widths": [8, 16], "depths": [1, 1], "stem_width": 8}
-    cfg = config.parse(
-        {
-            "name": "tiny",
-            "output": str(tmp_path / "out"),
-            "data": {"source": "synthetic:96", "image_size": 20, "val_fraction": 0.25},
-            "train": {"epochs": 1, "batch_size": 32, "tensorboard": False},
-            "members": [
-                {"member": "custom_cnn", "params": tiny},
-                {"member": "custom_cnn", "name": "stained", "params": tiny, "train": {"seed": 1, "augment": "stain"}},
-            ],
-            "evaluate": {
-                "shifted": None,
-                "shift_families": ["colour", "geometry"],
-                "shift_max_images": 16,
-                "shift_adapt_scale": True,
-            },
-            "ensemble": {"enabled": True, "methods": ["vote"], "calibrate": False},
-        }
-    )
-    report = pipeline.run(cfg)
-    out = tmp_path / "out"
+    cfg, report = tiny_pipeline
+    out = Path(cfg.output)
     rows = {r["name"]: r for r in json.loads((out / "report" / "summary.json").read_text())}
-    assert set(rows) == {"custom_cnn", "stained", "vote"}
-    assert rows["stained"]["shift_suite"]["in_family"] == ["colour"]
+    assert set(rows) == {"custom_cnn", "second", "vote", "student"}
+    assert rows["second"]["shift_suite"]["in_family"] == ["colour"]
     assert rows["custom_cnn"]["shift_suite"]["out_of_family"] == ["colour", "geometry"]
     assert rows["vote"]["shift_suite"]["in_family"] == ["colour"]  # union of its members
     assert rows["custom_cnn"]["shift_suite"]["reference"] == "custom_cnn"  # CE normalised to the first member
@@ -299,18 +282,21 @@ def test_pipeline_runs_the_suite_on_members_and_ensembles_and_summarises_it(tmp_
     assert (out / "ensembles" / "vote" / "eval" / "shift_suite.json").is_file()
     # shift_adapt_scale: the suite again with magnification read per set, a file and a column of its own
     for name, row in rows.items():
-        adapted = json.loads((Path(row["folder"]) / "eval" / "shift_suite_adapt_scale.json").read_text())
-        assert adapted["adapt"]["size"] == 20 and set(adapted["families"]) == {"colour", "geometry"}
+        folder = Path(row["folder"])
+        adapted = json.loads((folder / "eval" / "shift_suite_adapt_scale.json").read_text())
+        assert adapted["adapt"]["size"] == read_card(folder)["input"]["image_size"], name
+        assert set(adapted["families"]) == {"colour", "geometry"}
         assert row["shift_suite"]["adapt_scale"]["clean_accuracy"] == adapted["clean"]["accuracy"], name
+    assert {read_card(Path(r["folder"]))["input"]["image_size"] for r in rows.values()} == {20, 24}
     assert "out-of-family, adapted |" in text
     html = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert "magnification read and undone" in html and html.count(" → ") >= 3 * len(rows)  # 3 columns per model
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("shift_suite*.json")}
+    assert len(stamps) == 2 * len(rows)
     pipeline.run(cfg)  # a second run finds every suite stage done, adapted results included
     assert {p: p.stat().st_mtime_ns for p in out.rglob("shift_suite*.json")} == stamps
-    bad = dict(cfg.evaluate.__dict__)
     with pytest.raises(ZooError, match="shift_families"):
-        config.parse({"evaluate": {**{k: v for k, v in bad.items() if k == "splits"}, "shift_families": ["fog"]}})
+        config.parse({"evaluate": {"shift_families": ["fog"]}})
 
 
 def test_families_are_read_back_through_ensembles_students_and_exports(tmp_path):
