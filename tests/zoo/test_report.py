@@ -180,7 +180,7 @@ def test_report_pictures_fall_back_to_val_when_the_data_has_no_test_split(tiny_p
     import numpy as np
 
     from zoo.pipeline import context_for_run, write_html_report
-    from zoo.report import sections
+    from zoo.report.sections import reading
 
     cfg, _ = tiny_pipeline
     run = tmp_path / "no_test"
@@ -190,9 +190,9 @@ def test_report_pictures_fall_back_to_val_when_the_data_has_no_test_split(tiny_p
     for d in list(run.rglob("eval/test")):
         shutil.rmtree(d)
     layout = context_for_run(run)
-    assert "test" in layout.cfg.evaluate.splits and sections.report_split(layout) == "val"
+    assert "test" in layout.cfg.evaluate.splits and reading.report_split(layout) == "val"
     vote = run / "ensembles" / "vote"
-    probs, _ = sections._stored_probs(vote, "val")
+    probs, _ = reading.stored_probs(vote, "val")
     np.testing.assert_array_equal(probs, np.load(vote / "probs" / "val_oof.npy"))
     found = _sections(write_html_report(context_for_run(run)).read_text(encoding="utf-8"))
     assert "on the val split" in found["confusion"] and found["confusion"].count("<img") == 4
@@ -205,7 +205,7 @@ def test_report_pictures_fall_back_to_val_when_the_data_has_no_test_split(tiny_p
 
 
 def test_training_table_names_an_augmentation_preset_rather_than_its_expanded_spec():
-    from zoo.report.sections import _augment
+    from zoo.report.sections.curves import _augment
 
     spec = "flip_rot90,stain:0.35:0.5,color:0.5:0.4"
     preset = {
