@@ -10,12 +10,14 @@ from zoo.artifacts import parameter_count
 from zoo.report.render import Section, count, num, pct
 from zoo.report.sections.reading import (
     card,
+    complete,
     ensemble_parameters,
     ensembles,
     members,
     not_run,
     read_json,
     report_split,
+    trained,
 )
 
 
@@ -27,12 +29,7 @@ def member_metrics(layout) -> Section:
         "accuracy, balanced accuracy, macro F1, ROC AUC (one-vs-rest), NLL and expected calibration error.",
     )
     rows = []
-    runs = members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
-    for name, folder in runs:
-        c = card(folder)
-        if c is None:
-            s.missing(not_run(name, folder))
-            continue
+    for name, _, c in complete(s, trained(layout)):
         for split, m in c.get("metrics", {}).items():
             if isinstance(m, dict) and "accuracy" in m:
                 rows.append(
@@ -93,11 +90,7 @@ def ensemble_comparison(layout) -> Section:
         return s
     shown = False
     tables = []
-    for name, folder in ens:
-        c = card(folder)
-        if c is None:
-            s.missing(not_run(name, folder))
-            continue
+    for name, folder, c in complete(s, ens):
         spec = read_json(folder / "ensemble.json") or {}
         names = [m.get("name", "?") for m in spec.get("members", [])]
         desc = f"{name}: method {spec.get('method', c.get('method', '?'))}"

@@ -8,11 +8,10 @@ from typing import Any
 from zoo.artifacts import parameter_count
 from zoo.report.render import Section, count
 from zoo.report.sections.reading import (
-    card,
+    complete,
     figures_folder,
-    members,
-    not_run,
     read_csv,
+    trained,
 )
 
 
@@ -22,13 +21,8 @@ def training(layout) -> Section:
         "Training curves",
         "Loss, accuracy and learning rate per epoch (train vs val); dotted lines mark a new training phase.",
     )
-    runs = members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
     rows = []
-    for name, folder in runs:
-        c = card(folder)
-        if c is None:
-            s.missing(not_run(name, folder))
-            continue
+    for name, folder, c in complete(s, trained(layout)):
         t = c.get("training", {})
         rows.append(
             [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def members(layout) -> list[tuple[str, Path]]:
     return [(m.run_name, Path(layout.member_dir(m.run_name))) for m in layout.cfg.members]
+
+
+def trained(layout) -> list[tuple[str, Path]]:
+    """What ``zoo.train`` wrote: the members and, when distillation is on, the student."""
+    return members(layout) + ([("student", Path(layout.student_dir()))] if layout.cfg.distill.enabled else [])
 
 
 def ensembles(layout) -> list[tuple[str, Path]]:
@@ -87,6 +93,16 @@ def not_run(what: str, folder: Path) -> str:
     if folder.exists():
         return f"{what}: {folder} is incomplete (its stage did not finish; rerun `zoo run` to resume)."
     return f"{what}: not run yet ({folder} does not exist)."
+
+
+def complete(section, named_folders: list[tuple[str, Path]]) -> Iterator[tuple[str, Path, dict[str, Any]]]:
+    """``(name, folder, card)`` of each complete folder; each incomplete one becomes a sentence in ``section``."""
+    for name, folder in named_folders:
+        c = card(folder)
+        if c is None:
+            section.missing(not_run(name, folder))
+            continue
+        yield name, folder, c
 
 
 def ensemble_parameters(layout, folder: Path) -> int | None:
