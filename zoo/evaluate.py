@@ -47,6 +47,20 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
     return float(np.sum(np.abs(b["accuracy"][seen] - b["confidence"][seen]) * b["count"][seen]) / b["count"].sum())
 
 
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``labels`` (scikit-learn's balanced accuracy).
+
+    A lab's own set often holds only some of the classes, and a model may still predict the others:
+    scikit-learn then warns that "y_pred contains classes not in y_true" on every call, though its
+    value is the one wanted. That warning is silenced here and nowhere else.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(skm.balanced_accuracy_score(labels, pred))
+
+
 def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """Headline and per-class metrics of probabilities ``(N, C)`` against integer ``labels``."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -79,7 +93,7 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     return {
         "n": int(len(labels)),
         "accuracy": float(skm.accuracy_score(labels, pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)),
+        "balanced_accuracy": balanced_accuracy(labels, pred),
         "macro_f1": float(skm.f1_score(labels, pred, labels=k, average="macro", zero_division=0)),
         "roc_auc_ovr": auc,
         "nll": float(skm.log_loss(labels, probs, labels=k)),

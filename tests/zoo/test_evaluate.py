@@ -1,13 +1,29 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
 
 from zoo.artifacts import read_card
 from zoo.errors import ZooError
-from zoo.evaluate import compute_metrics, evaluate, expected_calibration_error, reliability_bins
+from zoo.evaluate import balanced_accuracy, compute_metrics, evaluate, expected_calibration_error, reliability_bins
 
 NAMES = ["a", "b", "c"]
+
+
+def test_a_set_with_some_classes_scores_their_mean_recall_without_a_warning():
+    """A lab's set holding two of three classes, the model naming the third: mean recall over the two, quietly."""
+    labels = np.array([0, 0, 0, 1, 1])
+    pred = np.array([0, 0, 2, 1, 0])
+    probs = np.eye(3)[pred] * 0.9 + 0.1 / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        assert balanced_accuracy(labels, pred) == pytest.approx((2 / 3 + 1 / 2) / 2)
+        assert compute_metrics(labels, probs, NAMES)["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    with pytest.warns(UserWarning, match="not in y_true"):  # what scikit-learn alone says on the same arrays
+        from sklearn.metrics import balanced_accuracy_score
+
+        balanced_accuracy_score(labels, pred)
 
 
 def test_metrics_on_known_predictions():

@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from zoo.errors import ZooError
-from zoo.evaluate import expected_calibration_error
+from zoo.evaluate import balanced_accuracy, expected_calibration_error
 from zoo.shift import FAMILIES, SEVERITIES, _seed, corrupt, resolve_families
 
 log = logging.getLogger(__name__)
@@ -66,9 +65,7 @@ def cell_metrics(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dic
     present = np.unique(labels)
     return {
         "accuracy": float((pred == labels).mean()),
-        "balanced_error": float(1.0 - skm.balanced_accuracy_score(labels, pred))
-        if len(present) > 1
-        else float((pred != labels).mean()),
+        "balanced_error": 1.0 - balanced_accuracy(labels, pred) if len(present) > 1 else float((pred != labels).mean()),
         "ece": expected_calibration_error(labels, probs),
     }
 
