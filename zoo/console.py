@@ -17,13 +17,10 @@ import os
 import re
 import sys
 import threading
-import warnings
 
 # absl / TensorFlow C++ log line: severity letter, MMDD, time, thread id, file:line]
 _NATIVE_LINE = re.compile(rb"^[IWE]\d{4} [\d:.]+ +\d+ [^\s:]+:\d+\] ")
 _NATIVE_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
-# Python warnings that say nothing a user can act on (the zoo shuffles its own tf.data pipelines).
-_NOISY_WARNINGS = (r"`shuffle=True` was passed",)
 
 
 def is_native_log_line(line: bytes) -> bool:
@@ -87,7 +84,7 @@ _active: _Filter | None = None
 
 
 def quiet_native_logs(verbose: bool = False) -> None:
-    """Silence TensorFlow's native chatter and Keras' meaningless warnings, unless ``verbose``.
+    """Silence TensorFlow's native chatter, unless ``verbose``.
 
     Must run before TensorFlow is imported (the environment variables are read at import).
     """
@@ -97,8 +94,6 @@ def quiet_native_logs(verbose: bool = False) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
-    for pattern in _NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
     if _active is None and os.environ.get("ZOO_STDERR_FILTER", "1") != "0":
         try:
             _active = _Filter()

@@ -426,6 +426,7 @@ def _fit(job: _Job):
                 epochs=phase.epochs,
                 initial_epoch=state.epoch,
                 steps_per_epoch=steps,
+                shuffle=False,  # each epoch is already ordered by zoo.data.batches.epoch_order (seed, epoch)
                 callbacks=_callbacks(job.run, state, cfg, phase.epochs),
                 verbose=keras_verbosity(),
             )

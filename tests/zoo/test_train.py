@@ -397,5 +397,7 @@ def test_a_later_phase_loads_the_best_weights_without_an_optimizer_warning(snaps
     """Each cycle starts with a fresh optimizer: the previous best's optimizer variables are skipped on purpose."""
     run, warned = snapshot_training  # cycle 2 began from cycle 1's best weights
     assert read_card(run)["training"]["phases"][1]["name"] == "cycle2"
-    assert warned, "no warnings recorded at all: the fixture's capture is not working"
+    assert "the capture works" in warned
     assert [m for m in warned if "Skipping variable loading" in m] == []
+    # the zoo orders every epoch itself and tells Keras not to shuffle (Keras warns it would ignore it anyway)
+    assert [m for m in warned if "shuffle=True" in m] == []
