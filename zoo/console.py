@@ -13,6 +13,7 @@ TensorFlow itself can suppress are never produced.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -80,11 +81,24 @@ class _Filter:
         os.close(self.saved)
 
 
+class _NoRetracingNote(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls to <function …> triggered tf.function retracing" note.
+
+    The zoo scores many Keras models in one process (each member, its saved copy, every ensemble member
+    on every shift-suite set), each traced once by design; TensorFlow counts those first traces across
+    models and calls it retracing. Nothing a user can act on, so the quiet terminal leaves it out.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_RETRACING_NOTE = _NoRetracingNote()
 _active: _Filter | None = None
 
 
 def quiet_native_logs(verbose: bool = False) -> None:
-    """Silence TensorFlow's native chatter, unless ``verbose``.
+    """Silence TensorFlow's native chatter and its retracing note, unless ``verbose``.
 
     Must run before TensorFlow is imported (the environment variables are read at import).
     """
@@ -94,6 +108,7 @@ def quiet_native_logs(verbose: bool = False) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").addFilter(_RETRACING_NOTE)  # adding it twice keeps one
     if _active is None and os.environ.get("ZOO_STDERR_FILTER", "1") != "0":
         try:
             _active = _Filter()
@@ -102,8 +117,9 @@ def quiet_native_logs(verbose: bool = False) -> None:
 
 
 def restore() -> None:
-    """Undo :func:`quiet_native_logs`' fd filter (the CLI calls this before it exits)."""
+    """Undo :func:`quiet_native_logs` (the CLI calls this before it exits)."""
     global _active
+    logging.getLogger("tensorflow").removeFilter(_RETRACING_NOTE)
     if _active is not None:
         _active.close()
         _active = None

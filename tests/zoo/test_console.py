@@ -66,3 +66,26 @@ def test_cli_stderr_has_no_tensorflow_native_lines_unless_verbose(tmp_path):
     assert loud.returncode == 0
     assert b"DEBUG" in loud.stderr  # --verbose: everything, the zoo's debug lines included
     assert any(is_native_log_line(line) for line in loud.stderr.splitlines())  # so the quiet run had some to drop
+
+
+def test_quiet_terminal_drops_tensorflows_retracing_note_and_nothing_else(monkeypatch, caplog):
+    import logging
+
+    from zoo import console
+
+    monkeypatch.setenv("ZOO_STDERR_FILTER", "0")  # the fd filter is the subprocess test's business
+    monkeypatch.delenv("ABSL_MIN_LOG_LEVEL", raising=False)  # set by quiet_native_logs: restored after the test
+    tf_log = logging.getLogger("tensorflow")
+    note = "5 out of the last 15 calls to <function one_step_on_data_distributed> triggered tf.function retracing."
+    console.quiet_native_logs()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tensorflow"):
+            tf_log.warning(note)
+            tf_log.warning("a real TensorFlow warning")
+    finally:
+        console.restore()
+    assert [r.getMessage() for r in caplog.records] == ["a real TensorFlow warning"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):  # restored: library users see TensorFlow as is
+        tf_log.warning(note)
+    assert [r.getMessage() for r in caplog.records] == [note]
