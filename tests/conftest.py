@@ -63,7 +63,7 @@ def snapshot_training(tmp_path_factory, synthetic_small):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = train_snapshots(tmp_path_factory.mktemp("snap") / "run", synthetic_small)
-        warnings.warn("the capture works")  # so a test can tell "no such warning" from "nothing recorded"
+        warnings.warn("the capture works", stacklevel=1)  # so a test can tell "no such warning" from "nothing recorded"
     return run, [str(w.message) for w in caught]
 
 
