@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,6 @@ def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     scikit-learn then warns that "y_pred contains classes not in y_true" on every call, though its
     value is the one wanted. That warning is silenced here and nowhere else.
     """
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         return float(skm.balanced_accuracy_score(labels, pred))

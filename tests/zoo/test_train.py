@@ -265,7 +265,8 @@ from zoo.train import train
 tiny = {"depths": [1, 1, 1, 1], "widths": [8, 16, 24, 32], "drop_path_rate": 0.1}
 run = train("convnext_zepto", "synthetic:64", sys.argv[1], image_size=32, params=tiny,
             epochs=1, batch_size=16, strategy="mirrored", tensorboard=False, evaluate_splits=("val",))
-print(json.dumps({**read_card(run)["training"], "val_nll": read_card(run)["metrics"]["val"]["nll"]}))
+card = read_card(run)
+print(json.dumps({**card["training"], "val_nll": card["metrics"]["val"]["nll"]}))
 """
 
 
