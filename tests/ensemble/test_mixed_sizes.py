@@ -194,4 +194,25 @@ def test_robust_fit_on_shifted_copies_with_mixed_sizes(mixed):
     out = build_ensemble(runs, root / "ens_robust", data=data[32], config=cfg)
     card = read_card(out)
     assert card["kind"] == "ensemble" and card["input"]["image_size"] == 32
-    assert "colour" in json.dumps(card)  # the fitted-on shift family is recorded
+    x = data[32].split("val").images
+    spec = json.loads((out / "ensemble.json").read_text())
+    assert spec["fit"]["shifted_copies"] == {"families": ["colour"], "severities": [2], "seed": 0, "rows": len(x)}
+    assert card["fit_families"] == ["colour"] and "colour" in card["augment_families"]
+
+    # The shifted fit rows, by hand: the 32-px image corrupted, then the 24-px member resizes it in its graph.
+    import keras
+
+    from ensemble.members import MemberProbs, open_members
+    from ensemble.robust import shifted_member_probs
+    from zoo import shift
+    from zoo.models.resize import pil_bilinear_matrix
+
+    (rows,) = shifted_member_probs(MemberProbs(open_members(runs), data=data[32]), "val", ["colour"], [2], seed=0)
+    corrupted = shift.corrupt(x, "colour", 2, 0).astype(np.float32)
+    a = pil_bilinear_matrix(32, 24)
+    small = keras.saving.load_model(runs[0] / "model.keras")
+    big = keras.saving.load_model(runs[1] / "model.keras")
+    resized = np.einsum("oh,nhwc,pw->nopc", a, corrupted, a).astype(np.float32)
+    np.testing.assert_allclose(rows[0], small.predict(resized, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(rows[1], big.predict(corrupted, verbose=0), atol=1e-5)
+    assert not np.allclose(rows[1], big.predict(x.astype(np.float32), verbose=0), atol=1e-3)  # really corrupted

@@ -169,10 +169,32 @@ def test_evaluate_suite_splits_in_and_out_of_family_and_normalises_ce(smears):
     assert s["mean_out_of_family_accuracy"] == pytest.approx(res["families"]["geometry"]["mean_accuracy"])
     assert not s["ce_normalised"] and "unnormalised" in s["ce_definition"]
     ref = summarise(res, None, reference=res, reference_name="itself")
-    assert ref["ce"] == pytest.approx({"colour": 1.0, "geometry": 1.0}) or any(
-        r["mean_error"] == 0 for r in res["families"].values()
-    )
+    assert ref["ce_normalised"] and "itself" in ref["ce_definition"]
     assert ref["out_of_family"] == ["colour", "geometry"]  # unknown coverage: nothing counted in-family
+
+
+def _suite_result(accuracies: dict[str, list[float]]) -> dict:
+    """An evaluate_suite-shaped result: {family: [accuracy at severity 1, at severity 3]}."""
+    return {
+        "families": {
+            f: {"mean_accuracy": float(np.mean(a)), "severities": {"1": {"accuracy": a[0]}, "3": {"accuracy": a[1]}}}
+            for f, a in accuracies.items()
+        }
+    }
+
+
+def test_ce_is_the_error_over_the_references_summed_over_severities_and_mce_their_mean():
+    """ImageNet-C: CE_f = sum_s E_fs / sum_s E_ref_fs; mCE the mean over families, in and out of family apart."""
+    model = _suite_result({"colour": [0.9, 0.7], "geometry": [0.8, 0.6]})
+    reference = _suite_result({"colour": [0.8, 0.4], "geometry": [0.9, 0.7]})
+    s = summarise(model, ["colour"], reference=reference, reference_name="ref")
+    assert s["ce"] == pytest.approx({"colour": (0.1 + 0.3) / (0.2 + 0.6), "geometry": (0.2 + 0.4) / (0.1 + 0.3)})
+    assert s["mce"] == pytest.approx((0.5 + 1.5) / 2)
+    assert s["mce_in_family"] == pytest.approx(0.5) and s["mce_out_of_family"] == pytest.approx(1.5)
+    plain = summarise(model, ["colour"])  # no reference: the mean error over severities
+    assert plain["ce"] == pytest.approx({"colour": 0.2, "geometry": 0.3}) and plain["mce"] == pytest.approx(0.25)
+    with pytest.raises(ZooError, match="lack family 'geometry'"):
+        summarise(model, None, reference=_suite_result({"colour": [0.8, 0.4]}))
 
 
 def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_path, synthetic_small, capsys):
@@ -226,7 +248,15 @@ def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_
     summary = read_card(run)["metrics"]["shift_suite"]  # the card was re-hashed with the new files
     assert summary["out_of_family"] == ["optics"] and summary["results"] == "eval/shift_suite.json"
 
-    # normalised to a reference: the model itself gives CE = 1 in every family with errors
+    # normalised to a reference file: one wrong on every image (error 1 at each severity) makes CE_f the
+    # model's mean error over the severities
+    first = json.loads((run / "eval" / "shift_suite.json").read_text())
+    always_wrong = json.loads(json.dumps(first))
+    for fam in always_wrong["families"].values():
+        for cell in fam["severities"].values():
+            cell["accuracy"] = 0.0
+    reference = tmp_path / "always_wrong.json"
+    reference.write_text(json.dumps(always_wrong))
     assert (
         main(
             [
@@ -241,15 +271,16 @@ def test_card_records_augment_families_and_shift_suite_cli_writes_the_table(tmp_
                 "--split",
                 "test",
                 "--reference",
-                str(run / "eval" / "shift_suite.json"),
+                str(reference),
             ]
         )
         == 0
     )
     res2 = json.loads((run / "eval" / "shift_suite.json").read_text())
-    assert res2["ce_normalised"]
+    assert res2["ce_normalised"] and set(res2["ce"]) == {"colour", "optics"}
     for fam, ce in res2["ce"].items():
-        assert ce == pytest.approx(1.0) or res2["families"][fam]["mean_error"] == 0
+        cells = first["families"][fam]["severities"].values()
+        assert ce == pytest.approx(np.mean([1 - c["accuracy"] for c in cells]))
     assert main(["evaluate", str(run), "--shift-suite", "fog"]) == 2
 
 
