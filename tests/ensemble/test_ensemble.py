@@ -275,21 +275,21 @@ def test_evaluating_a_member_after_its_ensemble_was_built_is_no_change(tmp_path,
         load(out)
 
 
-@pytest.mark.parametrize("change", ["classes", "preprocessing", "fingerprint"])
-def test_inconsistent_members_are_refused(tmp_path, labels, change):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"classes": ["a", "b", "d", "c"]}, "has classes"),
+        ({"input_spec": {**INPUT, "preprocessing": "imagenet mean/std outside"}}, "take different inputs"),
+        ({"fingerprint": "other"}, "trained on different data"),
+    ],
+    ids=["classes", "preprocessing", "fingerprint"],
+)
+def test_inconsistent_members_are_refused(tmp_path, labels, change, message):
+    """Each disagreement by its own check (members of different sizes are allowed: tests/ensemble/test_mixed_sizes)."""
     y = labels["val"]
     a = make_run(tmp_path / "a", {"val": (member_probs(y, 2.0), y)})
-    kw = (
-        {"classes": ["a", "b", "d", "c"]}
-        if change == "classes"
-        else {"input_spec": {**INPUT, "image_size": 64}}
-        if change == "image_size"
-        else {"input_spec": {**INPUT, "preprocessing": "imagenet mean/std outside"}}
-        if change == "preprocessing"
-        else {"fingerprint": "other"}
-    )
-    b = make_run(tmp_path / "b", {"val": (member_probs(y, 1.0), y)}, **kw)
-    with pytest.raises(ZooError):
+    b = make_run(tmp_path / "b", {"val": (member_probs(y, 1.0), y)}, **change)
+    with pytest.raises(ZooError, match=message):
         build_ensemble([a, b], tmp_path / "ens")
     assert not (tmp_path / "ens").exists()
 

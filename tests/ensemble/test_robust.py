@@ -143,14 +143,27 @@ def test_adapt_batchnorm_refuses_models_without_batchnorm():
         adapt_batchnorm(model, np.zeros((4, 8, 8, 3), np.float32))
 
 
-def test_evaluate_adapt_bn_writes_its_own_report(trained_run, synthetic_small):
+def test_evaluate_adapt_bn_writes_its_own_report(trained_run, synthetic_small, monkeypatch):
+    from zoo import adapt
     from zoo.artifacts import read_card
     from zoo.evaluate import evaluate
 
+    seen = []
+    real = adapt.adapt_batchnorm
+
+    def spy(model, images, **kwargs):
+        seen.append(images)
+        return real(model, images, **kwargs)
+
+    monkeypatch.setattr(adapt, "adapt_batchnorm", spy)
     before = np.load(trained_run / "probs" / "val.npy")
     m = evaluate(trained_run, dataset=synthetic_small, split="val", adapt_bn=True)
+    val = synthetic_small.split("val").images
+    assert len(seen) == 1 and np.array_equal(seen[0], val)  # adapted on the scored images themselves
     assert (trained_run / "eval" / "val-adaptbn" / "metrics.json").exists()
-    assert "val-adaptbn" in read_card(trained_run)["metrics"] and 0 <= m["accuracy"] <= 1
+    metrics = read_card(trained_run)["metrics"]
+    assert metrics["val-adaptbn"]["accuracy"] == pytest.approx(m["accuracy"])
+    assert m["nll"] != pytest.approx(metrics["val"]["nll"], abs=1e-6)  # new BN statistics, new probabilities
     np.testing.assert_array_equal(np.load(trained_run / "probs" / "val.npy"), before)  # stored probs untouched
 
 

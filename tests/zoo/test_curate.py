@@ -168,10 +168,12 @@ def test_clean_writes_a_copy_and_never_touches_the_originals(tree, tmp_path, mod
     kept = sorted(p.relative_to(out / "data").as_posix() for p in (out / "data").rglob("*") if p.is_file())
     images = [k for k in before if not k.endswith(".txt")]
     assert kept == sorted(set(images) - set(dropped))
+    # source and copy share one file system here (tmp_path), so every kept image can be a hard link
+    assert (summary["linked"], summary["copied"]) == ((len(kept), 0) if mode == "link" else (0, len(kept)))
     for rel in kept:
         assert (out / "data" / rel).read_bytes() == (root / rel).read_bytes()
         same_inode = os.stat(out / "data" / rel).st_ino == os.stat(root / rel).st_ino
-        assert same_inode == (mode == "link" and summary["linked"] > 0)
+        assert same_inode == (mode == "link")
 
     # the cleaned copy is clean
     from zoo.curate import inspect
@@ -220,8 +222,13 @@ def test_inspect_works_on_array_datasets_and_flat_folders(tmp_path):
 def test_threshold_validation():
     from zoo.curate import CurateConfig
 
-    for bad in (dict(max_hamming=40), dict(near_score=0), dict(outlier_threshold=0.5)):
-        with pytest.raises(ZooError):
+    CurateConfig().validate()  # the defaults pass
+    for bad, message in (
+        (dict(max_hamming=40), "max_hamming"),
+        (dict(near_score=0), "near_score"),
+        (dict(outlier_threshold=0.5), "outlier_threshold"),
+    ):
+        with pytest.raises(ZooError, match=message):
             CurateConfig(**bad).validate()
 
 

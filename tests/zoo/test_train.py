@@ -149,8 +149,27 @@ def test_bad_training_options_are_clear(synthetic_small, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "lion": "Lion"}
+
+
+def test_each_optimizer_name_makes_its_keras_optimizer():
+    for name, cls in OPTIMIZER_CLASSES.items():
+        opt = train_module.make_optimizer(TrainConfig(optimizer=name, weight_decay=1e-4), 1.0, 10)
+        assert type(opt).__name__ == cls, name
+        if name in ("adamw", "lion"):
+            assert opt.weight_decay == pytest.approx(1e-4)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "nadam", "lion"])
-def test_every_optimizer_trains(optimizer, tmp_path, synthetic_small):
+def test_every_optimizer_trains(optimizer, tmp_path, synthetic_small, monkeypatch):
+    made = []
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    real = train_module.make_optimizer
+    monkeypatch.setattr(train_module, "make_optimizer", spy)
     run = train(
         "custom_cnn",
         synthetic_small,
@@ -163,6 +182,8 @@ def test_every_optimizer_trains(optimizer, tmp_path, synthetic_small):
         tensorboard=False,
         evaluate_splits=("val",),
     )
+    assert [type(o).__name__ for o in made] == [OPTIMIZER_CLASSES[optimizer]]
+    assert int(made[0].iterations.numpy()) > 0  # it took the training steps
     assert read_card(run)["training"]["config"]["optimizer"] == optimizer
 
 
