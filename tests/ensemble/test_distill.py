@@ -47,9 +47,10 @@ def test_distillation_loss_matches_the_formula():
 def test_config_validation():
     from ensemble.distill import DistillConfig
 
-    with pytest.raises(ZooError):
+    DistillConfig().validate()  # the defaults pass
+    with pytest.raises(ZooError, match="alpha must be in 0..1"):
         DistillConfig(alpha=1.5).validate()
-    with pytest.raises(ZooError):
+    with pytest.raises(ZooError, match="temperature must be > 0"):
         DistillConfig(temperature=0).validate()
     assert DistillConfig().student_params()["widths"] == [16, 32, 64, 128]
     assert DistillConfig(student="other").student_params() == {}

@@ -22,7 +22,8 @@ from zoo.errors import ZooError
 
 
 def test_combination_matches_ensemble_package():
-    combine_mod = pytest.importorskip("ensemble.combine")
+    from ensemble.combine import combine
+
     rng = np.random.default_rng(0)
     mp = rng.dirichlet(np.ones(5) * 0.3, size=(3, 40))  # (M, N, C), some tiny probabilities
     specs = [
@@ -46,7 +47,7 @@ def test_combination_matches_ensemble_package():
     ]
     for spec in specs:
         ours = combine_numpy(list(mp), Combination.from_spec(spec, 3, 5))
-        np.testing.assert_allclose(ours, combine_mod.combine(spec, mp), atol=1e-6)
+        np.testing.assert_allclose(ours, combine(spec, mp), atol=1e-6)
 
 
 def test_combination_graph_matches_numpy():
@@ -104,10 +105,8 @@ def test_tta_graph_matches_numpy_and_ensemble_tta(opset):
     ]
     expected = np.concatenate([tta_numpy(t, x) for t in TTA_TRANSFORMS])
     np.testing.assert_array_equal(out, expected)
-    try:
-        from ensemble.tta import apply
-    except ImportError:
-        return
+    from ensemble.tta import apply
+
     for t in TTA_TRANSFORMS:
         np.testing.assert_array_equal(tta_numpy(t, x), apply(t, x))
 
@@ -143,10 +142,8 @@ def _ensemble_check(folder: Path, out: Path, runs, dataset, spec: dict):
     mp = [sum(keras_probs(m, tta_numpy(v, x)).astype(np.float64) for v in views) / len(views) for m in members]
     onnx_p = onnx_probs(out / "model.onnx", x)
     np.testing.assert_allclose(onnx_p, combine_numpy(mp, comb), atol=1e-4)
-    try:
-        from ensemble.folder import predict_proba
-    except ImportError:
-        return onnx_p
+    from ensemble.folder import predict_proba
+
     np.testing.assert_allclose(onnx_p, predict_proba(folder, x), atol=1e-4)  # the ensemble package's own Keras path
     return onnx_p
 
@@ -216,7 +213,7 @@ def test_mismatched_ensemble_member_is_refused(runs, tmp_path):
 
 def test_export_ensemble_built_by_ensemble_package(runs, dataset, tmp_path):
     """Round trip with the real writer: ``ensemble.build`` folder -> one ONNX graph, parity vs its own predict_proba."""
-    build = pytest.importorskip("ensemble.build")
+    import ensemble.build as build
     from ensemble.folder import predict_proba
     from export.convert import export_model
 

@@ -160,9 +160,12 @@ def test_folder_with_broken_files_csv_and_json(model_path, image_folder, tmp_pat
         "a_red.png": "red",
         "b_green.jpg": "green",
         "c_blue_rgba.png": "blue",
-        "d_gray16.png": ok.get("d_gray16.png"),
+        "d_gray16.png": ok.get("d_gray16.png"),  # a tie, checked below
         "e_red.bmp": "red",
     }
+    # the 16-bit grey decodes to equal RGB channels, so the colour model gives every class 1/3
+    grey = by_name["d_gray16.png"]["probabilities"]
+    assert grey == pytest.approx(dict.fromkeys(CLASSES, 1 / 3), abs=1e-5)
     bad = {n: r["error"] for n, r in by_name.items() if r["status"] == "error"}
     assert set(bad) == {"x_truncated.png", "y_not_an_image.jpg", "z_empty.png"}
     assert all(bad.values()) and "empty" in bad["z_empty.png"]

@@ -233,21 +233,14 @@ def test_imagenet_offline_error_and_unknown_variant(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- export
 def test_onnx_export_parity():
-    tf = pytest.importorskip("tensorflow")
-    tf2onnx = pytest.importorskip("tf2onnx")
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from export.convert import keras_to_onnx  # tf2onnx.from_keras with an input signature
+
     m = tiny_member(image_size=24, resize_to=32, layer_scale_init=0.5)  # resize + non-trivial blocks
     # zepto's stride-2 stem: the one ConvNeXt layer setting tests/export/test_members.py leaves to this test
     assert m.get_layer("backbone").get_layer("stem_conv").strides == (2, 2)
-    try:  # the zoo's own converter when present (tf2onnx.from_keras with an input signature, opset 17)
-        from export.convert import keras_to_onnx
-    except ImportError:
-        keras_to_onnx = None
-    if keras_to_onnx is not None:
-        proto = keras_to_onnx(m, 24, opset=17)
-    else:
-        spec = [tf.TensorSpec((None, 24, 24, 3), tf.float32, name="images")]
-        proto, _ = tf2onnx.convert.from_keras(m, input_signature=spec, opset=17)
+    proto = keras_to_onnx(m, 24, opset=17)
     ops = {n.op_type for n in proto.graph.node}
     assert "Erf" in ops and not any("PartitionedCall" in o for o in ops)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
