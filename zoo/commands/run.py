@@ -11,7 +11,7 @@ def register(sub) -> None:
         "interrupted training continues from its last epoch. Without --config: the built-in "
         "quickstart on synthetic data (offline, a few minutes on 2 CPU cores).",
     )
-    p.add_argument("--config", help="pipeline TOML file, or a built-in name (quickstart, pbc-cpu)")
+    p.add_argument("--config", help="pipeline TOML file, or a built-in name (quickstart, pbc-cpu, pbc-gpu)")
     p.add_argument("--data", help="override [data].source, e.g. ../shared/data/pbc128 or bloodmnist:64")
     p.add_argument("--output", help="override the output folder")
     p.set_defaults(func=run)

@@ -65,7 +65,7 @@ def _curation(layout, s: Section) -> None:
         s.figure(folder / "flagged.png", "flagged images (duplicates, outliers, unreadable files)", "xl")
     if not found:
         s.missing(
-            "Curation findings: none recorded for this run. Run `zoo data inspect DATA --out "
+            "Curation findings: none recorded for this run. Run `zoo data inspect --data DATA --out "
             f"{layout.curation_dir()}` to add them (duplicates, leakage across splits, outliers)."
         )
 
