@@ -164,3 +164,24 @@ def test_one_member_without_snapshots_plans_no_ensemble_work(tmp_path):
     two = tiny_config(tmp_path, ensemble={"enabled": True, "methods": ["vote", "stack"]})
     ctx, stages = pipeline.build(two)
     assert ctx.ensemble_methods(ctx.cfg) == ["vote", "stack"]
+
+
+def test_the_run_time_target_is_judged_only_when_every_stage_has_a_time(tiny_pipeline):
+    """benchmarks/pipeline_run.py: a run whose members were trained elsewhere (or whose student did not finish)
+    has no time for those stages, and the sum of the others is not the run's time."""
+    import pipeline_run
+
+    cfg, _ = tiny_pipeline
+    out = Path(cfg.output)
+    stages = pipeline_run.stage_times(out, [])
+    assert pipeline_run.untimed_stages(out, stages) == []
+    partial = [s for s in stages if not s["name"].startswith("train ")]
+    missing = pipeline_run.untimed_stages(out, partial)
+    assert missing == ["train custom_cnn (custom_cnn)", "train second (custom_cnn)"]
+    row = pipeline_run.targets({}, [], {}, 60.0, untimed=missing)[-1]
+    assert row["met"] is None and row["value"].startswith("not measured: 2 of its stages have no time")
+    assert pipeline_run.targets({}, [], {}, 60.0)[-1] == {
+        "target": "whole run <= 2 h on 2 cores",
+        "value": "1 min",
+        "met": True,
+    }
