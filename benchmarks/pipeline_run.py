@@ -309,11 +309,13 @@ def targets(
     run_names: set[str] | None = None,
     alone: dict[str, list[tuple[str, str]]] | None = None,
     untimed: list[str] | None = None,
+    paired: dict[str, dict] | None = None,
 ) -> list[dict]:
     """The issues' targets on the run's own artifacts (``run_names``; ``--extra`` folders are not the run).
 
     ``alone``: student name -> ``[(extra folder's name, schedule note)]``, the same network trained on labels alone.
     ``untimed``: the run's stages without a time; with any, the run's time is not measured (``met`` None).
+    ``paired``: :func:`versus_teacher`, the images only the student or only its teacher gets right.
     """
     out = []
     val = {r["name"]: r for r in clean.get("val", []) if run_names is None or r["name"] in run_names}
@@ -349,11 +351,18 @@ def targets(
             )
         if teacher_row:
             gap = teacher_row["accuracy"] - s["accuracy"]
+            pair = (paired or {}).get(s["name"])
+            evidence = (
+                f"; {pair['student_only']} images only the student gets right, {pair['teacher_only']} only the "
+                f"teacher, exact McNemar p = {pair['p_value']:.3g}"
+                if pair and pair["teacher"] == teacher_row["name"]
+                else ""
+            )
             out.append(
                 {
                     "target": f"{s['name']} within {100 * STUDENT_TO_TEACHER:.1f} points of its teacher (val)",
                     "value": f"{100 * s['accuracy']:.2f}% vs {teacher_row['name']} {100 * teacher_row['accuracy']:.2f}% "
-                    f"(gap {100 * gap:.2f} points)",
+                    f"(gap {100 * gap:.2f} points{evidence})",
                     "met": gap <= STUDENT_TO_TEACHER,
                 }
             )
@@ -432,6 +441,26 @@ def _trained_alone(
             if mine_epochs is not None:
                 same.sort(key=lambda ne: (abs((ne[1] or 0) - mine_epochs), -(ne[1] or 0)))
             out[name] = [(n, f"alone {e} epochs, student {mine_epochs}" if e is not None else "") for n, e in same]
+    return out
+
+
+def versus_teacher(arts: list[tuple[str, str, Path]], teachers: dict[str, str], split: str = "val") -> dict[str, dict]:
+    """Each student against its own teacher on the same images (a fitted teacher's val out-of-fold): the images
+    only one of them gets right and the exact McNemar p-value, behind the "within 0.5 points" target."""
+    from ensemble.evidence import mcnemar_exact
+
+    where = {name: (kind, folder) for name, kind, folder in arts}
+    out = {}
+    for student, teacher in teachers.items():
+        s, t = (
+            split_probs(where[student][1], "student", split),
+            split_probs(where[teacher][1], where[teacher][0], split),
+        )
+        if s is None or t is None or not np.array_equal(s[1], t[1]):
+            continue
+        r = mcnemar_exact(t[0].argmax(1) == t[1], s[0].argmax(1) == s[1])
+        out[student] = {"teacher": teacher, "teacher_only": r["b_reference_only"], "student_only": r["c_other_only"]}
+        out[student]["p_value"] = r["p_value"]
     return out
 
 
@@ -638,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     untimed = [] if args.wall else untimed_stages(args.run, stages)
     wall = args.wall or (sum(s["seconds"] for s in stages) if stages else None)
+    teachers = _teachers(arts)
     res = {
         "config": json.loads((args.run / "config.json").read_text())["name"],
         "machine": one_line(describe()),
@@ -657,10 +687,11 @@ def main(argv: list[str] | None = None) -> int:
             shift,
             cost,
             wall,
-            _teachers(arts),
+            teachers,
             {n for n, _, _ in run_arts},
             _trained_alone(run_arts, extra_arts),
             untimed,
+            versus_teacher(arts, teachers),
         ),
         "notes": args.note,
         "extra": [str(f) for f in args.extra],

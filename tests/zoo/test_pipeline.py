@@ -185,3 +185,30 @@ def test_the_run_time_target_is_judged_only_when_every_stage_has_a_time(tiny_pip
         "value": "1 min",
         "met": True,
     }
+
+
+def test_the_student_is_compared_with_its_own_teacher_image_by_image(tiny_pipeline):
+    """benchmarks/pipeline_run.py: the images only the student or only its teacher (the vote) gets right."""
+    import pipeline_run
+
+    cfg, _ = tiny_pipeline
+    out = Path(cfg.output)
+    arts = pipeline_run.artifacts(out)
+    teachers = pipeline_run._teachers(arts)
+    assert teachers == {"student": "vote"}
+    pair = pipeline_run.versus_teacher(arts, teachers)["student"]
+    s, y = pipeline_run.split_probs(out / "student", "student", "val")
+    t, _ = pipeline_run.split_probs(out / "ensembles" / "vote", "ensemble", "val")  # out-of-fold
+    s_ok, t_ok = s.argmax(1) == y, t.argmax(1) == y
+    assert (pair["student_only"], pair["teacher_only"]) == (int((s_ok & ~t_ok).sum()), int((t_ok & ~s_ok).sum()))
+    assert 0 < pair["p_value"] <= 1
+
+    def row(name, kind, acc):
+        return {"name": name, "kind": kind, "accuracy": acc, "ci_low": acc, "ci_high": acc}
+
+    clean = {"val": [row("vote", "ensemble", 0.99), row("student", "student", 0.988)]}
+    paired = {"student": {"teacher": "vote", "teacher_only": 3, "student_only": 1, "p_value": 0.625}}
+    rows = pipeline_run.targets(clean, [], {}, None, {"student": "vote"}, paired=paired)
+    (within,) = [r for r in rows if "of its teacher" in r["target"]]
+    assert within["met"]
+    assert "1 images only the student gets right, 3 only the teacher, exact McNemar p = 0.625" in within["value"]
