@@ -464,6 +464,22 @@ def versus_teacher(arts: list[tuple[str, str, Path]], teachers: dict[str, str], 
     return out
 
 
+def combiners(arts: list[tuple[str, str, Path]]) -> dict[str, dict]:
+    """What each ensemble fitted (``ensemble.json``): its method, members and, for a vote, the weights."""
+    from zoo.ensemble_file import read_ensemble
+
+    out = {}
+    for name, kind, folder in arts:
+        if kind == "ensemble":
+            spec = read_ensemble(folder).spec
+            out[name] = {"method": spec["method"], "members": [m["name"] for m in spec["members"]]}
+            if spec.get("weights") is not None:
+                out[name]["weights"] = [float(w) for w in spec["weights"]]
+            if spec.get("dropped_members"):
+                out[name]["dropped"] = [d["name"] for d in spec["dropped_members"]]
+    return out
+
+
 def _teachers(arts: list[tuple[str, str, Path]]) -> dict[str, str]:
     """Each student's teacher, by name: the artifact in ``arts`` whose folder its card records."""
     from zoo.artifacts import read_card
@@ -525,6 +541,13 @@ def markdown(res: dict) -> str:
                 f"{100 * r['diff_vs_reference']:+.2f} | {r['mcnemar_p_value']:.3g} | {params} | {flops} | {ms} | {ips} |"
             )
         L.append("")
+        weights = [
+            f"`{n}` " + ", ".join(f"{m} {w:g}" for m, w in zip(c["members"], c["weights"]))
+            for n, c in res.get("combiners", {}).items()
+            if c.get("weights") is not None
+        ]
+        if split == "val" and weights:
+            L += ["Fitted vote weights (`ensemble.json`): " + "; ".join(weights) + ".", ""]
         o = res.get("oracle") if split == "val" else None
         if o:
             L += [
@@ -679,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         "untimed_stages": untimed,
         "clean": clean,
         "oracle": member_oracle(run_arts),  # the run's members: what its combiners could reach
+        "combiners": combiners(arts),
         "errors": error_table(arts),
         "shift": shift,
         "cost": cost,

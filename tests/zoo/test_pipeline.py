@@ -196,6 +196,13 @@ def test_the_student_is_compared_with_its_own_teacher_image_by_image(tiny_pipeli
     arts = pipeline_run.artifacts(out)
     teachers = pipeline_run._teachers(arts)
     assert teachers == {"student": "vote"}
+    spec = json.loads((out / "ensembles" / "vote" / "ensemble.json").read_text())
+    assert pipeline_run.combiners(arts)["vote"] == {
+        "method": "vote",
+        "members": [m["name"] for m in spec["members"]],
+        "weights": spec["weights"],
+        **({"dropped": [d["name"] for d in spec["dropped_members"]]} if spec.get("dropped_members") else {}),
+    }
     pair = pipeline_run.versus_teacher(arts, teachers)["student"]
     s, y = pipeline_run.split_probs(out / "student", "student", "val")
     t, _ = pipeline_run.split_probs(out / "ensembles" / "vote", "ensemble", "val")  # out-of-fold
