@@ -91,8 +91,21 @@ def mixed(tmp_path_factory):
     return root, runs, data
 
 
-def test_mixed_size_members_build_one_ensemble_and_export_with_fp32_parity(mixed):
+def _members_by_hand(runs, x32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two members' probabilities on 32-px images, the 24-px one through the loader's filter (PIL's
+    antialiased bilinear; tests/zoo/models/test_resize.py checks it against PIL), as its in-graph resize does."""
     import keras
+
+    from zoo.models.resize import pil_bilinear_matrix
+
+    small = keras.saving.load_model(runs[0] / "model.keras")
+    big = keras.saving.load_model(runs[1] / "model.keras")
+    a = pil_bilinear_matrix(32, 24)
+    resized = np.einsum("oh,nhwc,pw->nopc", a, x32, a).astype(np.float32)
+    return small.predict(resized, verbose=0), big.predict(x32, verbose=0)
+
+
+def test_mixed_size_members_build_one_ensemble_and_export_with_fp32_parity(mixed):
 
     from ensemble import EnsembleConfig, build_ensemble, load
     from export import export_model
@@ -105,15 +118,7 @@ def test_mixed_size_members_build_one_ensemble_and_export_with_fp32_parity(mixed
     assert spec["input"]["image_size"] == 32 and [m["image_size"] for m in spec["members"]] == [24, 32]
     ens = load(out)
     x = data[32].split("val").images.astype(np.float32)
-    # By hand: the 24-px member sees the 32-px image resized in its graph with the loader's filter
-    # (PIL's antialiased bilinear; tests/zoo/models/test_resize.py checks it against PIL).
-    from zoo.models.resize import pil_bilinear_matrix
-
-    small = keras.saving.load_model(runs[0] / "model.keras")
-    big = keras.saving.load_model(runs[1] / "model.keras")
-    a = pil_bilinear_matrix(32, 24)
-    resized = np.einsum("oh,nhwc,pw->nopc", a, x, a).astype(np.float32)
-    by_hand = (small.predict(resized, verbose=0) + big.predict(x, verbose=0)) / 2
+    by_hand = sum(_members_by_hand(runs, x)) / 2
     np.testing.assert_allclose(ens.predict_proba(x), by_hand / by_hand.sum(1, keepdims=True), atol=1e-5)
     # The stored val probabilities were computed the same way (not from the 24-px member's own 24-px data).
     np.testing.assert_allclose(np.load(out / "probs" / "val.npy"), ens.predict_proba(x), atol=1e-5)
@@ -200,19 +205,12 @@ def test_robust_fit_on_shifted_copies_with_mixed_sizes(mixed):
     assert card["fit_families"] == ["colour"] and "colour" in card["augment_families"]
 
     # The shifted fit rows, by hand: the 32-px image corrupted, then the 24-px member resizes it in its graph.
-    import keras
-
     from ensemble.members import MemberProbs, open_members
     from ensemble.robust import shifted_member_probs
     from zoo import shift
-    from zoo.models.resize import pil_bilinear_matrix
 
     (rows,) = shifted_member_probs(MemberProbs(open_members(runs), data=data[32]), "val", ["colour"], [2], seed=0)
-    corrupted = shift.corrupt(x, "colour", 2, 0).astype(np.float32)
-    a = pil_bilinear_matrix(32, 24)
-    small = keras.saving.load_model(runs[0] / "model.keras")
-    big = keras.saving.load_model(runs[1] / "model.keras")
-    resized = np.einsum("oh,nhwc,pw->nopc", a, corrupted, a).astype(np.float32)
-    np.testing.assert_allclose(rows[0], small.predict(resized, verbose=0), atol=1e-5)
-    np.testing.assert_allclose(rows[1], big.predict(corrupted, verbose=0), atol=1e-5)
-    assert not np.allclose(rows[1], big.predict(x.astype(np.float32), verbose=0), atol=1e-3)  # really corrupted
+    small, big = _members_by_hand(runs, shift.corrupt(x, "colour", 2, 0).astype(np.float32))
+    np.testing.assert_allclose(rows[0], small, atol=1e-5)
+    np.testing.assert_allclose(rows[1], big, atol=1e-5)
+    assert not np.allclose(rows[1], _members_by_hand(runs, x.astype(np.float32))[1], atol=1e-3)  # really corrupted
