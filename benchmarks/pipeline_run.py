@@ -542,11 +542,11 @@ def markdown(res: dict) -> str:
             )
         L.append("")
         weights = [
-            f"`{n}` " + ", ".join(f"{m} {w:g}" for m, w in zip(c["members"], c["weights"]))
-            for n, c in res.get("combiners", {}).items()
-            if c.get("weights") is not None
+            f"`{n}` " + ", ".join(f"{m} {w:g}" for m, w in zip(fit["members"], fit["weights"]))
+            for n, fit in res.get("combiners", {}).items()
+            if split == "val" and fit.get("weights") is not None
         ]
-        if split == "val" and weights:
+        if weights:
             L += ["Fitted vote weights (`ensemble.json`): " + "; ".join(weights) + ".", ""]
         o = res.get("oracle") if split == "val" else None
         if o:

@@ -106,7 +106,6 @@ def _members_by_hand(runs, x32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_mixed_size_members_build_one_ensemble_and_export_with_fp32_parity(mixed):
-
     from ensemble import EnsembleConfig, build_ensemble, load
     from export import export_model
 
